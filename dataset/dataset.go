@@ -1,0 +1,139 @@
+// Package dataset defines how lemon reads a corpus of image-caption pairs with precomputed
+// embeddings: a small Format interface that each input layout implements in its own subpackage
+// (embdir for the clip-retrieval/LAION layout, embparquet for Parquet with list columns), and
+// the Shard and Record types the pipeline passes around. datasettest is the conformance suite
+// every format passes.
+package dataset
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+)
+
+// Options name the columns a format reads. Empty names mean "detect".
+type Options struct {
+	IDColumn      string `json:"id_column,omitempty"`
+	CaptionColumn string `json:"caption_column,omitempty"`
+	ImageColumn   string `json:"image_column,omitempty"` // embparquet: list<float> image embedding
+	TextColumn    string `json:"text_column,omitempty"`  // embparquet: list<float> text embedding
+}
+
+// IDColumns and CaptionColumns are the names tried, in order, when none is given.
+var (
+	IDColumns      = []string{"key", "uid", "id"}
+	CaptionColumns = []string{"caption", "text"}
+)
+
+// Shard is one unit of input: a set of files holding rows [Offset, Offset+Rows) of the dataset.
+type Shard struct {
+	Format string            `json:"format"`
+	Index  int               `json:"index"`  // shard number, in dataset order
+	Offset int64             `json:"offset"` // dataset position of the shard's first row
+	Rows   int64             `json:"rows"`
+	Dim    int               `json:"dim"`
+	Files  map[string]string `json:"files"` // role ("image", "text", "metadata", "data") -> path
+	Name   string            `json:"name"`  // a short name for messages and output files
+}
+
+// Record is one row as read, before validation.
+type Record struct {
+	Index   int64  // row within the shard
+	ID      string // "" if the row has none
+	Caption string
+	Image   []float32
+	Text    []float32
+	Err     string // a problem found while reading this row; the row goes to errors
+}
+
+// Format is an input layout.
+type Format interface {
+	// Name is the format's name, as given to --input-format.
+	Name() string
+	// Detect reports whether path looks like this format.
+	Detect(ctx context.Context, path string) bool
+	// Plan lists the shards under path and checks what can be checked from headers alone
+	// (file pairing, row counts, dimensions), with errors naming the file.
+	Plan(ctx context.Context, path string, o Options) ([]Shard, error)
+	// Read calls emit for every row of the shard, in order. File-level faults (truncated file,
+	// row-count mismatch) are errors; per-row faults set Record.Err.
+	Read(ctx context.Context, sh Shard, o Options, emit func(Record) error) error
+	// Metadata returns the shard's metadata rows, in order, as Arrow record batches: what the
+	// kept and rejected outputs carry.
+	Metadata(ctx context.Context, sh Shard, o Options) (array.RecordReader, error)
+}
+
+var (
+	mu      sync.Mutex
+	formats = map[string]Format{}
+)
+
+// Register makes a format available by name. Formats call it from init.
+func Register(f Format) {
+	mu.Lock()
+	defer mu.Unlock()
+	formats[f.Name()] = f
+}
+
+// Get returns a registered format.
+func Get(name string) (Format, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	f, ok := formats[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown input format %q (known: %v)", name, namesLocked())
+	}
+	return f, nil
+}
+
+func namesLocked() []string {
+	var n []string
+	for k := range formats {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Open picks the format for path: the named one, or the first that detects it.
+func Open(ctx context.Context, path, name string) (Format, error) {
+	if name != "" && name != "auto" {
+		return Get(name)
+	}
+	mu.Lock()
+	names := namesLocked()
+	mu.Unlock()
+	for _, n := range names {
+		f, _ := Get(n)
+		if f.Detect(ctx, path) {
+			return f, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: not a dataset lemon can read: want a directory with img_emb/ and text_emb/ (clip-retrieval layout) or Parquet files with embedding columns (known formats: %v)", path, names)
+}
+
+// PickColumn returns the column to use: the configured one if set (it must exist), else the
+// first of the candidates present.
+func PickColumn(file string, have []string, configured string, candidates []string, what string) (string, error) {
+	set := map[string]bool{}
+	for _, h := range have {
+		set[h] = true
+	}
+	if configured != "" {
+		if !set[configured] {
+			return "", fmt.Errorf("%s: no %s column %q (columns: %v)", file, what, configured, have)
+		}
+		return configured, nil
+	}
+	for _, c := range candidates {
+		if set[c] {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%s: no %s column (looked for %v; columns: %v); name it with --%s-column", file, what, candidates, have, what)
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

@@ -1,0 +1,76 @@
+package npy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// Write writes a rows x cols C-order matrix (data in row-major order) as a
+// .npy file with dtype "<f4" (float32) or "<f2" (float16, rounded to
+// nearest even). The output is byte for byte what numpy >= 1.23's np.save
+// writes for the same array: a version 1.0 header with numpy's spare room
+// for growing the first axis, padded so the data starts on a 64-byte
+// boundary.
+func Write(w io.Writer, rows, cols int, data []float32, dtype string) error {
+	if dtype != "<f4" && dtype != "<f2" {
+		return fmt.Errorf("npy: Write: unsupported dtype %q: want \"<f4\" or \"<f2\"", dtype)
+	}
+	if rows < 0 || cols < 0 {
+		return fmt.Errorf("npy: Write: negative shape (%d, %d)", rows, cols)
+	}
+	if cols != 0 && rows > math.MaxInt/cols || len(data) != rows*cols {
+		return fmt.Errorf("npy: Write: data has %d values, shape (%d, %d) needs %d", len(data), rows, cols, rows*cols)
+	}
+	if _, err := w.Write(header10(rows, cols, dtype)); err != nil {
+		return err
+	}
+	// Encode in bounded chunks: one Write per chunk, not per value, and no
+	// second full-size copy of a large matrix.
+	item := 4
+	if dtype == "<f2" {
+		item = 2
+	}
+	buf := make([]byte, min(len(data), 1<<16)*item)
+	for len(data) > 0 {
+		m := min(len(data), len(buf)/item)
+		b := buf[:m*item]
+		if item == 4 {
+			for i, v := range data[:m] {
+				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+			}
+		} else {
+			for i, v := range data[:m] {
+				binary.LittleEndian.PutUint16(b[2*i:], float32ToHalf(v))
+			}
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		data = data[m:]
+	}
+	return nil
+}
+
+// header10 builds a version 1.0 header the way numpy's
+// _write_array_header does: sorted keys, repr values, then
+// GROWTH_AXIS_MAX_DIGITS (21) minus len(str(rows)) spaces of growth room,
+// then spaces and '\n' up to a multiple of 64 bytes. numpy always adds at
+// least one pad space, so an exact fit gets 64 more; we copy that too.
+func header10(rows, cols int, dtype string) []byte {
+	const growthAxisMaxDigits = 21
+	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }", dtype, rows, cols)
+	dict += strings.Repeat(" ", max(0, growthAxisMaxDigits-len(fmt.Sprint(rows))))
+	hlen := len(dict) + 1 // + '\n'
+	pad := 64 - (len(magic)+4+hlen)%64
+	b := make([]byte, 0, len(magic)+4+hlen+pad)
+	b = append(b, magic...)
+	b = append(b, 1, 0)
+	b = binary.LittleEndian.AppendUint16(b, uint16(hlen+pad))
+	b = append(b, dict...)
+	b = append(b, strings.Repeat(" ", pad)...)
+	b = append(b, '\n')
+	return b
+}
