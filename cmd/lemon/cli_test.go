@@ -1,0 +1,256 @@
+package main_test
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/embdir"
+	"github.com/lemon-curation/lemon/dataset/embparquet"
+	"github.com/lemon-curation/lemon/internal/golden"
+	"github.com/lemon-curation/lemon/synth"
+)
+
+// lemonBin is the CLI under test, built once by TestMain: these tests run the real binary,
+// as a user would.
+var lemonBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lemon-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	lemonBin = filepath.Join(dir, "lemon")
+	out, err := exec.Command("go", "build", "-o", lemonBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building lemon: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs lemon and returns its combined output; it fails the test on a non-zero exit unless
+// wantFail.
+func run(t *testing.T, wantFail bool, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(lemonBin, args...)
+	out, err := cmd.CombinedOutput()
+	if wantFail && err == nil {
+		t.Fatalf("lemon %s: succeeded, want failure\n%s", strings.Join(args, " "), out)
+	}
+	if !wantFail && err != nil {
+		t.Fatalf("lemon %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+type scoreRow struct {
+	ID, Caption         string
+	Dmm, Sn, Sm, Score  float64
+	Flagged             bool
+	ImageNbrs, TextNbrs []string
+}
+
+// readScores reads every scores/part-*.csv of a run.
+func readScores(t *testing.T, out string) map[string]scoreRow {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(out, "scores", "part-*.csv"))
+	if len(files) == 0 {
+		t.Fatalf("no scores in %s", out)
+	}
+	rows := map[string]scoreRow{}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := csv.NewReader(fh).ReadAll()
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "id,caption,d_mm,s_n,s_m,score,flagged"
+		if got := strings.Join(recs[0][:7], ","); got != want {
+			t.Fatalf("%s header %q, want %q", f, got, want)
+		}
+		for _, r := range recs[1:] {
+			num := func(s string) float64 {
+				v, err := strconv.ParseFloat(s, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				return v
+			}
+			sr := scoreRow{ID: r[0], Caption: r[1], Dmm: num(r[2]), Sn: num(r[3]), Sm: num(r[4]), Score: num(r[5]), Flagged: r[6] == "true"}
+			if len(r) > 7 {
+				sr.ImageNbrs, sr.TextNbrs = strings.Fields(r[7]), strings.Fields(r[8])
+			}
+			if _, dup := rows[sr.ID]; dup {
+				t.Fatalf("id %s scored twice", sr.ID)
+			}
+			rows[sr.ID] = sr
+		}
+	}
+	return rows
+}
+
+type manifest struct {
+	Counts struct{ RowsIn, Kept, Rejected, Errors int64 } `json:"-"`
+	Raw    map[string]any
+}
+
+func readCounts(t *testing.T, out string) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Counts map[string]int64 `json:"counts"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	c := m.Counts
+	if c["rows_in"] != c["kept"]+c["rejected"]+c["errors"] {
+		t.Fatalf("manifest counts do not add up: %v", c)
+	}
+	return c
+}
+
+func paramFlags(c *golden.Case) []string {
+	p := c.Params
+	f := func(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
+	args := []string{"--k", strconv.Itoa(p.K), "--distance", string(p.Distance), "--beta", f(p.Beta), "--gamma", f(p.Gamma),
+		"--tau1n", f(p.Tau1n), "--tau2n", f(p.Tau2n), "--tau1m", f(p.Tau1m), "--tau2m", f(p.Tau2m)}
+	if p.DiscreteText {
+		args = append(args, "--discrete-text")
+	}
+	return args
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := append([]string(nil), a...), append([]string(nil), b...)
+	sort.Strings(x)
+	sort.Strings(y)
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestGoldenThroughCLI runs every golden case through `lemon score` and compares every score
+// (within 1e-4) and neighbour set (exactly), with the input written in both formats and with
+// block sizes that do and do not divide the data.
+func TestGoldenThroughCLI(t *testing.T) {
+	cases, err := golden.All()
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("loading golden cases: %v (%d)", err, len(cases))
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := filepath.Join(dir, "in")
+			rows := c.Rows()
+			// Uneven shards, written as a clip-retrieval directory with CSV metadata.
+			shards := [][]dataset.Row{rows[:7], rows[7 : len(rows)/2], rows[len(rows)/2:]}
+			if err := embdir.Write(ctx, in, shards, embdir.WriteOptions{MetadataExt: ".csv", IDColumn: "id"}); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"score", "--input", in, "--scores-format", "csv", "--emit-neighbours", "--block-rows", "37"}, paramFlags(c)...)
+			if ref := c.ReferenceRows(); ref != nil {
+				refDir := filepath.Join(dir, "ref")
+				if err := embparquet.Write(ctx, refDir, [][]dataset.Row{ref[:50], ref[50:]}); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--reference", refDir)
+			}
+			out := filepath.Join(dir, "out")
+			run(t, false, append(args, "--output", out)...)
+			got := readScores(t, out)
+			if len(got) != len(rows) {
+				t.Fatalf("%d rows scored, want %d", len(got), len(rows))
+			}
+			for i, id := range c.IDs {
+				g := got[id]
+				want := []float64{c.Expected.Dmm[i], c.Expected.Sn[i], c.Expected.Sm[i], c.Expected.Score[i]}
+				for k, v := range []float64{g.Dmm, g.Sn, g.Sm, g.Score} {
+					if math.Abs(v-want[k]) > 1e-4 {
+						t.Errorf("%s: %s = %v, want %v", id, []string{"d_mm", "s_n", "s_m", "score"}[k], v, want[k])
+					}
+				}
+				if !sameSet(g.ImageNbrs, c.ExpectedNeighbours.Image[i]) {
+					t.Errorf("%s: image neighbours %v, want %v", id, g.ImageNbrs, c.ExpectedNeighbours.Image[i])
+				}
+				if !sameSet(g.TextNbrs, c.ExpectedNeighbours.Text[i]) {
+					t.Errorf("%s: text neighbours %v, want %v", id, g.TextNbrs, c.ExpectedNeighbours.Text[i])
+				}
+			}
+			counts := readCounts(t, out)
+			if counts["rows_in"] != int64(len(rows)) || counts["errors"] != 0 {
+				t.Errorf("manifest counts %v, want rows_in %d and no errors", counts, len(rows))
+			}
+		})
+	}
+}
+
+// TestResultsIndependentOfBlocksAndShards scores one dataset with different shardings, formats
+// and block sizes (including blocks of one row and one block for everything) and requires
+// identical scores.
+func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
+	ctx := context.Background()
+	o := synth.Defaults()
+	o.Rows, o.Dim = 300, 16
+	rows, err := synth.Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var first map[string]scoreRow
+	for i, v := range []struct {
+		shards int
+		format string
+		block  string
+	}{{1, "embdir", "8192"}, {5, "embdir", "64"}, {3, "parquet", "1"}, {7, "parquet", "299"}} {
+		in := filepath.Join(dir, fmt.Sprintf("in%d", i))
+		if v.format == "embdir" {
+			err = embdir.Write(ctx, in, synth.Split(rows, v.shards), embdir.WriteOptions{})
+		} else {
+			err = embparquet.Write(ctx, in, synth.Split(rows, v.shards))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, fmt.Sprintf("out%d", i))
+		run(t, false, "score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10", "--block-rows", v.block)
+		got := readScores(t, out)
+		if first == nil {
+			first = got
+			continue
+		}
+		for id, g := range got {
+			f := first[id]
+			if g.Score != f.Score || g.Flagged != f.Flagged || strings.Join(g.ImageNbrs, " ") != strings.Join(f.ImageNbrs, " ") || strings.Join(g.TextNbrs, " ") != strings.Join(f.TextNbrs, " ") {
+				t.Fatalf("variant %+v: row %s = %+v, first run had %+v", v, id, g, f)
+			}
+		}
+	}
+}

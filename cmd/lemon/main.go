@@ -1,0 +1,57 @@
+// Command lemon finds mislabelled image-caption pairs with LEMoN and filters them out.
+//
+//	lemon score --input DIR --output OUT [--config FILE] [flags]
+//	lemon dev make-dataset --out DIR [flags]
+//	lemon version
+//
+// Run `lemon help` or `lemon score --help` for details.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `lemon finds mislabelled image-caption pairs (LEMoN, ICML 2025) and filters them out.
+
+Usage:
+  lemon score --input DIR --output OUT [--config FILE] [flags]
+      Score every pair from precomputed CLIP embeddings and write scores plus kept/rejected
+      shards. 'lemon score --help' lists the flags.
+  lemon dev make-dataset --out DIR [flags]
+      Write a synthetic CLIP-like dataset with known label errors (for trying lemon out).
+  lemon version
+      Print the version.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "score":
+		err = runScore(args)
+	case "dev":
+		err = runDev(args)
+	case "version", "--version":
+		fmt.Println(versionString())
+	case "help", "-h", "--help", "-help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "lemon: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		if ue, ok := err.(usageError); ok {
+			fmt.Fprintf(os.Stderr, "lemon: %v\n", ue.error)
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "lemon: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// usageError is a mistake in the command line (exit status 2, like flag errors).
+type usageError struct{ error }

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
+	"github.com/goccy/go-yaml"
+
+	"github.com/lemon-curation/lemon/pipeline"
+	"github.com/lemon-curation/lemon/score"
+	"github.com/lemon-curation/lemon/storage"
+	"github.com/lemon-curation/lemon/transforms"
+)
+
+// logf prints progress lines on stderr.
+var logf = log.New(os.Stderr, "", log.Ltime).Printf
+
+func versionString() string {
+	return fmt.Sprintf("lemon %s (%s %s/%s)", pipeline.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// LoadConfig reads a YAML config over the defaults. Unknown keys are errors, so a typo does not
+// silently leave a default in place.
+func LoadConfig(path string, c *pipeline.Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalWithOptions(b, c, yaml.Strict()); err != nil {
+		return fmt.Errorf("%s: %s", path, yaml.FormatError(err, false, true))
+	}
+	return nil
+}
+
+// configFlag finds --config in args before the flags are defined, so the config's values can be
+// the flags' defaults and explicit flags still win.
+func configFlag(args []string) string {
+	for i, a := range args {
+		for _, p := range []string{"--config=", "-config="} {
+			if strings.HasPrefix(a, p) {
+				return a[len(p):]
+			}
+		}
+		if (a == "--config" || a == "-config") && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+type thresholdFlag struct{ v **float64 }
+
+func (t thresholdFlag) String() string {
+	if t.v == nil || *t.v == nil {
+		return ""
+	}
+	return strconv.FormatFloat(**t.v, 'g', -1, 64)
+}
+func (t thresholdFlag) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("not a number: %q", s)
+	}
+	*t.v = &f
+	return nil
+}
+
+type distanceFlag struct{ d *score.Distance }
+
+func (f distanceFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return string(*f.d)
+}
+func (f distanceFlag) Set(s string) error {
+	*f.d = score.Distance(s)
+	return nil
+}
+
+// ourFlags are lemon's own flags, for the help text; the rest of flag.CommandLine is Beam's.
+var ourFlags = map[string]bool{}
+
+func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
+	str := func(p *string, name, usage string) { fs.StringVar(p, name, *p, usage); ourFlags[name] = true }
+	num := func(p *float64, name, usage string) { fs.Float64Var(p, name, *p, usage); ourFlags[name] = true }
+	fs.String("config", "", "YAML config (e.g. configs/lemon-fix.yaml); flags given explicitly override it")
+	ourFlags["config"] = true
+	str(&c.Input, "input", "input dataset: a clip-retrieval directory (img_emb/, text_emb/, metadata/) or Parquet file(s) with embedding columns")
+	str(&c.InputFormat, "input-format", "input format: auto, embdir or parquet")
+	str(&c.Output, "output", "output directory (local path or gs://...)")
+	str(&c.Columns.IDColumn, "id-column", "metadata column holding row ids (default: first of key, uid, id)")
+	str(&c.Columns.CaptionColumn, "caption-column", "metadata column holding captions (default: first of caption, text)")
+	str(&c.Columns.ImageColumn, "image-column", "Parquet input: list<float> image embedding column (default image_embedding)")
+	str(&c.Columns.TextColumn, "text-column", "Parquet input: list<float> text embedding column (default text_embedding)")
+	fs.IntVar(&c.K, "k", c.K, "neighbours per modality")
+	ourFlags["k"] = true
+	fs.Var(distanceFlag{&c.Distance}, "distance", "cosine or euclidean")
+	ourFlags["distance"] = true
+	fs.BoolVar(&c.DiscreteText, "discrete-text", c.DiscreteText, "classification data: in s_n, caption distance is 1 if captions differ, else 0")
+	ourFlags["discrete-text"] = true
+	num(&c.Beta, "beta", "weight of s_n (image neighbours' caption disagreement)")
+	num(&c.Gamma, "gamma", "weight of s_m (caption neighbours' image disagreement)")
+	num(&c.Tau1n, "tau1n", "s_n: discount of far image neighbours")
+	num(&c.Tau2n, "tau2n", "s_n: discount of neighbours that look mislabelled themselves")
+	num(&c.Tau1m, "tau1m", "s_m: discount of far caption neighbours")
+	num(&c.Tau2m, "tau2m", "s_m: discount of neighbours that look mislabelled themselves")
+	str(&c.Reference, "reference", "reference dataset to find neighbours in (default: the input itself); a reference row with the query's id is the query and is excluded")
+	str(&c.ReferenceFormat, "reference-format", "reference format: auto, embdir or parquet")
+	fs.IntVar(&c.ReferenceSample, "reference-sample", c.ReferenceSample, "use a seeded random sample of N input rows as the reference set (the paper caps it at 50000)")
+	ourFlags["reference-sample"] = true
+	fs.Int64Var(&c.Seed, "seed", c.Seed, "seed for --reference-sample")
+	ourFlags["seed"] = true
+	num(&c.RejectFraction, "reject-fraction", "reject this fraction of rows, highest scores first")
+	fs.Var(thresholdFlag{&c.Threshold}, "threshold", "reject rows whose score is at least this (overrides --reject-fraction)")
+	ourFlags["threshold"] = true
+	str(&c.ScoresFormat, "scores-format", "parquet or csv")
+	fs.BoolVar(&c.EmitNeighbours, "emit-neighbours", c.EmitNeighbours, "add each row's k image and text neighbour ids to the scores")
+	ourFlags["emit-neighbours"] = true
+	fs.Int64Var(&c.BlockRows, "block-rows", c.BlockRows, "rows per search block: memory per task is about 2 blocks x rows x dim x 8 bytes")
+	ourFlags["block-rows"] = true
+	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest available), avx512 or go")
+	str(&c.TempDir, "temp-dir", "where search blocks are kept during the run (default OUTPUT/.lemon-tmp); on a cluster it must be shared storage such as gs://")
+}
+
+func scoreUsage(fs *flag.FlagSet) func() {
+	return func() {
+		out := fs.Output()
+		fmt.Fprintf(out, `Usage: lemon score --input DIR --output OUT [--config FILE] [flags]
+
+Scores every image-caption pair with LEMoN: score = d_mm + beta*s_n + gamma*s_m, higher meaning
+more likely mislabelled (defaults: LEMoN_fix, k=30, cosine, beta=gamma=5, tau1=0.1, tau2=5).
+Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one part-NNNNN file per input shard)
+and OUT/manifest.json.
+
+lemon flags:
+`)
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) {
+			if ourFlags[f.Name] {
+				names = append(names, f.Name)
+			}
+		})
+		sort.Strings(names)
+		for _, n := range names {
+			f := fs.Lookup(n)
+			def := ""
+			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
+				def = " (default " + f.DefValue + ")"
+			}
+			fmt.Fprintf(out, "  --%s\n        %s%s\n", n, f.Usage, def)
+		}
+		fmt.Fprintf(out, `
+Runner flags (Apache Beam's own, passed through):
+  --runner prism (default, in-process) | universal | flink | spark | dataflow
+  --endpoint HOST:PORT       job server for universal, flink and spark
+  --project, --region, --staging_location, --temp_location, --worker_binary
+                             Dataflow; see the README's "Running on a cluster"
+  --dry_run                  Dataflow: print the job instead of submitting it
+`)
+	}
+}
+
+func runScore(args []string) error {
+	c := pipeline.Defaults()
+	if p := configFlag(args); p != "" {
+		if err := LoadConfig(p, &c); err != nil {
+			return usageError{err}
+		}
+	}
+	fs := flag.CommandLine
+	fs.Usage = scoreUsage(fs)
+	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
+	ourFlags["verbose"] = true
+	defineScoreFlags(fs, &c)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q (flags start with --)", fs.Args())}
+	}
+	if f := fs.Lookup("runner"); f != nil && f.Value.String() == "" {
+		f.Value.Set("prism")
+	}
+	runner := fs.Lookup("runner").Value.String()
+	beam.Init()
+	ctx := context.Background()
+
+	plan, err := pipeline.Check(ctx, c)
+	if err != nil {
+		return usageError{err}
+	}
+	logf("lemon: scoring %d rows in %d shard(s) of %s (%s, dim %d); reference %d rows; k=%d, %s; runner %s",
+		plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, plan.Input.Shards[0].Dim, plan.RefRows, c.K, c.Distance, runner)
+
+	p, s := beam.NewPipelineWithRoot()
+	pipeline.Build(s, plan, append([]string{"lemon", "score"}, args...))
+	if !*verbose {
+		// Beam and prism log every job-state change at INFO; lemon prints its own progress.
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	}
+	start := time.Now()
+	if err := beamx.Run(ctx, p); err != nil {
+		return fmt.Errorf("the job failed: %w", err)
+	}
+	wall := time.Since(start)
+	if runner != "prism" && runner != "direct" {
+		if f := fs.Lookup("async"); f != nil && f.Value.String() == "true" {
+			logf("lemon: job submitted; outputs will appear in %s", c.Output)
+			return nil
+		}
+	}
+	m, err := finishManifest(ctx, c.Output, wall)
+	if err != nil {
+		return err
+	}
+	cleanTemp(ctx, plan.TempDir())
+	thr := "none (nothing rejected)"
+	if m.Threshold != nil {
+		thr = strconv.FormatFloat(*m.Threshold, 'g', 6, 64)
+	}
+	logf("lemon: done in %s: %d rows in, %d kept, %d rejected (score >= %s), %d errors; see %s",
+		wall.Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(c.Output, transforms.ManifestName))
+	return nil
+}
+
+// finishManifest adds the job's wall time to the manifest the pipeline wrote.
+func finishManifest(ctx context.Context, out string, wall time.Duration) (*transforms.Manifest, error) {
+	p := storage.Join(out, transforms.ManifestName)
+	b, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("the job finished but wrote no manifest: %w", err)
+	}
+	var m transforms.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	m.Timings = map[string]float64{"wall_seconds": wall.Seconds()}
+	b, _ = json.MarshalIndent(m, "", "  ")
+	return &m, storage.WriteFile(ctx, p, append(b, '\n'))
+}
+
+// cleanTemp removes the search blocks once the job has succeeded.
+func cleanTemp(ctx context.Context, dir string) {
+	files, err := storage.List(ctx, storage.Join(dir, "blocks", "*"))
+	if err != nil {
+		return
+	}
+	for _, f := range files {
+		storage.Remove(ctx, f)
+	}
+	if !strings.Contains(dir, "://") {
+		os.Remove(storage.Join(dir, "blocks"))
+		os.Remove(dir)
+	}
+}

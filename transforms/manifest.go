@@ -1,0 +1,85 @@
+package transforms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/lemon-curation/lemon/storage"
+)
+
+// Manifest is manifest.json: what ran, on what, and what came out. The pipeline writes it
+// after every shard is written; the CLI adds the wall-clock timings when the job returns.
+type Manifest struct {
+	Tool       string             `json:"tool"`
+	Version    string             `json:"version"`
+	Command    []string           `json:"command,omitempty"`
+	Input      string             `json:"input"`
+	Format     string             `json:"format"`
+	Shards     int                `json:"shards"`
+	Dim        int                `json:"dim"`
+	Reference  json.RawMessage    `json:"reference"`
+	Params     json.RawMessage    `json:"params"`
+	Filter     json.RawMessage    `json:"filter"`
+	Search     json.RawMessage    `json:"search"`
+	Threshold  *float64           `json:"threshold"` // null when nothing is rejected
+	Counts     ManifestCounts     `json:"counts"`
+	Outputs    map[string]string  `json:"outputs"`
+	Versions   map[string]string  `json:"versions"`
+	StartedAt  time.Time          `json:"started_at"`
+	FinishedAt time.Time          `json:"finished_at"`
+	Timings    map[string]float64 `json:"timings,omitempty"`
+}
+
+// ManifestCounts proves that every row went somewhere: RowsIn = Kept + Rejected + Errors.
+type ManifestCounts struct {
+	RowsIn   int64 `json:"rows_in"`
+	Kept     int64 `json:"kept"`
+	Rejected int64 `json:"rejected"`
+	Errors   int64 `json:"errors"`
+}
+
+// ManifestName is the manifest's file name in the output directory.
+const ManifestName = "manifest.json"
+
+// WriteManifest sums the writers' counts and writes the manifest, failing if the counts do not
+// add up.
+func WriteManifest(s beam.Scope, m Manifest, counts, threshold beam.PCollection) {
+	s = s.Scope("WriteManifest")
+	total := beam.Combine(s, &sumCountsFn{}, counts)
+	beam.ParDo0(s, &writeManifestFn{Manifest: m}, total, beam.SideInput{Input: threshold})
+}
+
+type sumCountsFn struct{}
+
+func (sumCountsFn) CreateAccumulator() Counts { return Counts{} }
+func (sumCountsFn) AddInput(a, c Counts) Counts {
+	return Counts{a.RowsIn + c.RowsIn, a.Kept + c.Kept, a.Rejected + c.Rejected, a.Errors + c.Errors}
+}
+func (f sumCountsFn) MergeAccumulators(a, b Counts) Counts { return f.AddInput(a, b) }
+func (sumCountsFn) ExtractOutput(a Counts) Counts          { return a }
+
+type writeManifestFn struct {
+	Manifest Manifest
+}
+
+func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, threshold float64) error {
+	m := fn.Manifest
+	m.Counts = ManifestCounts{RowsIn: c.RowsIn, Kept: c.Kept, Rejected: c.Rejected, Errors: c.Errors}
+	if c.RowsIn != c.Kept+c.Rejected+c.Errors {
+		return fmt.Errorf("internal error: counts do not add up: rows_in %d != kept %d + rejected %d + errors %d", c.RowsIn, c.Kept, c.Rejected, c.Errors)
+	}
+	if !math.IsInf(threshold, 1) {
+		m.Threshold = &threshold
+	}
+	m.FinishedAt = time.Now().UTC()
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return storage.WriteFile(ctx, storage.Join(m.Outputs["dir"], ManifestName), append(b, '\n'))
+}

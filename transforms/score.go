@@ -1,0 +1,139 @@
+package transforms
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/lemon-curation/lemon/knn"
+	"github.com/lemon-curation/lemon/score"
+)
+
+// ScoreRows turns each query row's merged neighbour lists into its LEMoN score. offsets are the
+// dataset positions where each shard starts, to route the row back to its shard.
+func ScoreRows(s beam.Scope, merged beam.PCollection, p score.Params, offsets []int64, emitNeighbours bool) beam.PCollection {
+	s = s.Scope("ScoreRows")
+	return beam.ParDo(s, &scoreFn{Params: p, Offsets: offsets, EmitNeighbours: emitNeighbours}, merged)
+}
+
+type scoreFn struct {
+	Params         score.Params
+	Offsets        []int64
+	EmitNeighbours bool
+}
+
+func (fn *scoreFn) ProcessElement(pos int64, p Partial) (Scored, error) {
+	k := fn.Params.K
+	if len(p.Image) != k || len(p.Text) != k {
+		return Scored{}, fmt.Errorf("row %q has %d image and %d text neighbours, want k=%d: the reference set is too small", p.ID, len(p.Image), len(p.Text), k)
+	}
+	r := score.Score(fn.Params, p.Dmm, toScore(p.Image), toScore(p.Text))
+	shard := sort.Search(len(fn.Offsets), func(i int) bool { return fn.Offsets[i] > pos }) - 1
+	out := Scored{Pos: pos, Shard: int32(shard), Index: pos - fn.Offsets[shard], ID: p.ID, Caption: p.Caption,
+		Dmm: r.Dmm, Sn: r.Sn, Sm: r.Sm, Score: r.Score}
+	if fn.EmitNeighbours {
+		out.ImageNeighbours, out.TextNeighbours = ids(p.Image), ids(p.Text)
+	}
+	if math.IsNaN(out.Score) || math.IsInf(out.Score, 0) {
+		return Scored{}, fmt.Errorf("row %q: score is %v (d_mm %v, s_n %v, s_m %v)", p.ID, out.Score, r.Dmm, r.Sn, r.Sm)
+	}
+	return out, nil
+}
+
+func toScore(ns []knn.Neighbour) []score.Neighbour {
+	out := make([]score.Neighbour, len(ns))
+	for i, n := range ns {
+		out[i] = score.Neighbour{Dist: n.Dist, Cross: n.Cross, Dmm: n.Dmm, SameCaption: n.SameCaption}
+	}
+	return out
+}
+
+func ids(ns []knn.Neighbour) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = n.ID
+	}
+	return out
+}
+
+// Filter says which rows are rejected: the top Fraction by score, or those scoring at least
+// Threshold.
+type Filter struct {
+	Fraction     float64 // used when UseThreshold is false
+	Threshold    float64
+	UseThreshold bool
+}
+
+// RejectThreshold computes the score at or above which rows are rejected, as a singleton. For a
+// fraction F of n scored rows it is the r-th largest score, r = round(F*n), found exactly by
+// radix selection over the scores' bits (one pass per 16-bit digit), so memory stays small
+// whatever n is. No row is rejected when r is 0 (threshold +Inf).
+func RejectThreshold(s beam.Scope, scored beam.PCollection, f Filter) beam.PCollection {
+	s = s.Scope("RejectThreshold")
+	if f.UseThreshold {
+		return beam.Create(s, f.Threshold)
+	}
+	keys := beam.ParDo(s, scoreKey, scored)
+	n := beam.Combine(s, &countFn{}, keys)
+	sel := beam.ParDo(s, &startSelectionFn{Fraction: f.Fraction}, n)
+	for pass := 0; pass < score.RadixDigits; pass++ {
+		digits := beam.ParDo(s, digitOf, keys, beam.SideInput{Input: sel})
+		hist := beam.Combine(s, &histogramFn{}, digits)
+		sel = beam.ParDo(s, nextSelection, sel, beam.SideInput{Input: hist})
+	}
+	return beam.ParDo(s, selectionThreshold, sel)
+}
+
+func scoreKey(r Scored) uint64 { return score.OrderedKey(r.Score) }
+
+type countFn struct{}
+
+func (countFn) CreateAccumulator() int64           { return 0 }
+func (countFn) AddInput(a int64, _ uint64) int64   { return a + 1 }
+func (countFn) MergeAccumulators(a, b int64) int64 { return a + b }
+func (countFn) ExtractOutput(a int64) int64        { return a }
+
+type startSelectionFn struct{ Fraction float64 }
+
+func (fn *startSelectionFn) ProcessElement(n int64) score.Selection {
+	return score.Selection{Rank: score.RejectCount(fn.Fraction, n)}
+}
+
+// digitOf emits the key's next digit when the key matches the prefix fixed so far.
+func digitOf(key uint64, sel score.Selection, emit func(int)) {
+	if sel.Rank > 0 && sel.Matches(key) {
+		emit(sel.Digit(key))
+	}
+}
+
+type histogramFn struct{}
+
+func (histogramFn) CreateAccumulator() []int64 { return make([]int64, 1<<16) }
+func (histogramFn) AddInput(h []int64, d int) []int64 {
+	h[d]++
+	return h
+}
+func (histogramFn) MergeAccumulators(a, b []int64) []int64 {
+	for i, v := range b {
+		a[i] += v
+	}
+	return a
+}
+func (histogramFn) ExtractOutput(h []int64) []int64 { return h }
+
+func nextSelection(sel score.Selection, hist []int64) score.Selection {
+	if sel.Rank == 0 {
+		sel.Known++
+		return sel
+	}
+	return sel.Next(hist)
+}
+
+func selectionThreshold(sel score.Selection) float64 {
+	if sel.Rank == 0 {
+		return math.Inf(1)
+	}
+	return score.FromOrderedKey(sel.Prefix)
+}
