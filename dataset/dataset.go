@@ -16,10 +16,10 @@ import (
 
 // Options name the columns a format reads. Empty names mean "detect".
 type Options struct {
-	IDColumn      string `json:"id_column,omitempty"`
-	CaptionColumn string `json:"caption_column,omitempty"`
-	ImageColumn   string `json:"image_column,omitempty"` // embparquet: list<float> image embedding
-	TextColumn    string `json:"text_column,omitempty"`  // embparquet: list<float> text embedding
+	IDColumn      string `yaml:"id_column" json:"id_column,omitempty"`
+	CaptionColumn string `yaml:"caption_column" json:"caption_column,omitempty"`
+	ImageColumn   string `yaml:"image_column" json:"image_column,omitempty"` // embparquet: list<float> image embedding
+	TextColumn    string `yaml:"text_column" json:"text_column,omitempty"`   // embparquet: list<float> text embedding
 }
 
 // IDColumns and CaptionColumns are the names tried, in order, when none is given.

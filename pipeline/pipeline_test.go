@@ -1,0 +1,126 @@
+package pipeline_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+
+	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/embdir"
+	"github.com/lemon-curation/lemon/dataset/embparquet"
+	"github.com/lemon-curation/lemon/pipeline"
+	"github.com/lemon-curation/lemon/synth"
+	"github.com/lemon-curation/lemon/transforms"
+)
+
+func TestMain(m *testing.M) { ptest.Main(m) }
+
+func runJob(t *testing.T, c pipeline.Config) {
+	t.Helper()
+	plan, err := pipeline.Check(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, s := beam.NewPipelineWithRoot()
+	pipeline.Build(s, plan, nil)
+	if err := ptest.Run(p); err != nil {
+		t.Fatalf("pipeline failed: %v", err)
+	}
+}
+
+func readFiles(t *testing.T, glob string) string {
+	t.Helper()
+	files, _ := filepath.Glob(glob)
+	sort.Strings(files)
+	var all string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all += string(b)
+	}
+	return all
+}
+
+// TestSampledReferenceEqualsExplicitReference: --reference-sample N picks N rows by a seeded
+// hash of their ids; scoring against that sample must equal scoring against the same rows
+// given as a separate reference dataset.
+func TestSampledReferenceEqualsExplicitReference(t *testing.T) {
+	ctx := context.Background()
+	o := synth.Defaults()
+	o.Rows, o.Dim = 240, 16
+	rows, err := synth.Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	if err := embdir.Write(ctx, in, synth.Split(rows, 3), embdir.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const n, seed = 50, 7
+	type keyed struct {
+		h uint64
+		i int
+	}
+	var ks []keyed
+	for i, r := range rows {
+		ks = append(ks, keyed{transforms.SampleHash(seed, r.ID), i})
+	}
+	sort.Slice(ks, func(a, b int) bool { return ks[a].h < ks[b].h })
+	var picked []int
+	for _, k := range ks[:n] {
+		picked = append(picked, k.i)
+	}
+	sort.Ints(picked)
+	var ref []dataset.Row
+	for _, i := range picked {
+		ref = append(ref, rows[i])
+	}
+	refDir := filepath.Join(dir, "ref")
+	if err := embparquet.Write(ctx, refDir, [][]dataset.Row{ref}); err != nil {
+		t.Fatal(err)
+	}
+
+	base := pipeline.Defaults()
+	base.Input, base.K, base.ScoresFormat, base.EmitNeighbours, base.BlockRows = in, 8, "csv", true, 32
+	sampled := base
+	sampled.Output, sampled.ReferenceSample, sampled.Seed = filepath.Join(dir, "out-sample"), n, seed
+	explicit := base
+	explicit.Output, explicit.Reference = filepath.Join(dir, "out-ref"), refDir
+	runJob(t, sampled)
+	runJob(t, explicit)
+	a := readFiles(t, filepath.Join(sampled.Output, "scores", "*.csv"))
+	b := readFiles(t, filepath.Join(explicit.Output, "scores", "*.csv"))
+	if a == "" || a != b {
+		t.Fatalf("scores against the sample differ from scores against the same rows as a reference dataset")
+	}
+}
+
+// TestDropDuplicateIDs keeps the first row of each id (by position) and faults the rest.
+func TestDropDuplicateIDs(t *testing.T) {
+	in := transforms.Input{Format: "embdir", Shards: []dataset.Shard{{Index: 0, Rows: 5, Files: map[string]string{"image": "a.npy"}}}}
+	p, s := beam.NewPipelineWithRoot()
+	rows := beam.Create(s,
+		transforms.Row{Pos: 0, ID: "x"}, transforms.Row{Pos: 1, ID: "y"}, transforms.Row{Pos: 2, ID: "x"},
+		transforms.Row{Pos: 3, ID: "z"}, transforms.Row{Pos: 4, ID: "x"})
+	unique, faults := transforms.DropDuplicateIDs(s, in, rows)
+	passert.Equals(s, beam.ParDo(s, rowPos, unique), int64(0), int64(1), int64(3))
+	passert.Equals(s, beam.ParDo(s, faultPos, faults), int64(2), int64(4))
+	ptest.RunAndValidate(t, p)
+}
+
+func rowPos(r transforms.Row) int64     { return r.Pos }
+func faultPos(f transforms.Fault) int64 { return f.Pos }
+
+func init() {
+	beam.RegisterFunction(rowPos)
+	beam.RegisterFunction(faultPos)
+}
