@@ -1,0 +1,29 @@
+# lemon: build, try, test. `make help` lists the targets.
+GO ?= go
+DEMO_DIR ?= out/demo
+
+.PHONY: help build demo setup test test-short bench-knn clean
+
+help:
+	@echo "make demo       build bin/lemon, generate a small synthetic dataset, score it (prism, in-process)"
+	@echo "make test       install test dependencies (scripts/setup.sh) and run the whole test suite"
+	@echo "make build      build bin/lemon"
+	@echo "make bench-knn  neighbour-search benchmark against FAISS (see README)"
+
+build:
+	$(GO) build -o bin/lemon ./cmd/lemon
+
+demo: build
+	rm -rf $(DEMO_DIR)
+	bin/lemon dev make-dataset --out $(DEMO_DIR)/data --rows 2000 --shards 4
+	bin/lemon score --input $(DEMO_DIR)/data --output $(DEMO_DIR)/result --scores-format csv
+	@echo "scores: $(DEMO_DIR)/result/scores/  kept/rejected/errors: $(DEMO_DIR)/result/  manifest: $(DEMO_DIR)/result/manifest.json"
+
+setup:
+	scripts/setup.sh
+
+test: setup
+	$(GO) test -timeout 30m ./...
+
+clean:
+	rm -rf bin out

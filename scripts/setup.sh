@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what lemon's build and tests need beyond Go's module proxy: Debian packages for the
+# reference checks (Pillow, numpy, scikit-learn), Node's npm to fetch the CLIP vocabulary and the
+# ONNX Runtime library, and the test photos. Idempotent; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+need=()
+for pkg in make python3-pil python3-numpy python3-sklearn; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+scripts/fetch-clip-vocab.sh >/dev/null
+scripts/fetch-test-photos.sh >/dev/null
+if [ -x scripts/fetch-onnxruntime.sh ]; then
+  scripts/fetch-onnxruntime.sh >/dev/null
+fi
+echo "setup: done"
