@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +15,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
+
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/datasettest"
 	"github.com/lemon-curation/lemon/dataset/embdir"
 	"github.com/lemon-curation/lemon/dataset/embparquet"
 	"github.com/lemon-curation/lemon/internal/golden"
@@ -251,6 +255,36 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 			if g.Score != f.Score || g.Flagged != f.Flagged || strings.Join(g.ImageNbrs, " ") != strings.Join(f.ImageNbrs, " ") || strings.Join(g.TextNbrs, " ") != strings.Join(f.TextNbrs, " ") {
 				t.Fatalf("variant %+v: row %s = %+v, first run had %+v", v, id, g, f)
 			}
+		}
+	}
+}
+
+// TestUniversalRunner submits the job to a standalone job server (prism's, started here) with
+// --runner universal, as a cluster user would, and checks it matches the default runner.
+func TestUniversalRunner(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := prism.CreateJobServer(ctx, prism.Options{Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	in := writeDir(t, [][]dataset.Row{datasettest.Rows("a", 50, 8, 1), datasettest.Rows("b", 30, 8, 2)}, embdir.WriteOptions{})
+	outs := []string{filepath.Join(t.TempDir(), "universal"), filepath.Join(t.TempDir(), "prism")}
+	run(t, false, "score", "--input", in, "--output", outs[0], "--k", "5", "--scores-format", "csv",
+		"--runner", "universal", "--endpoint", fmt.Sprintf("localhost:%d", port), "--environment_type", "LOOPBACK")
+	run(t, false, "score", "--input", in, "--output", outs[1], "--k", "5", "--scores-format", "csv")
+	a, b := readScores(t, outs[0]), readScores(t, outs[1])
+	if len(a) != 80 || len(a) != len(b) {
+		t.Fatalf("universal scored %d rows, prism %d, want 80", len(a), len(b))
+	}
+	for id, r := range a {
+		if fmt.Sprint(r) != fmt.Sprint(b[id]) {
+			t.Fatalf("row %s: universal %+v, prism %+v", id, r, b[id])
 		}
 	}
 }
