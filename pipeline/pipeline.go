@@ -55,12 +55,17 @@ type Config struct {
 	// temporary storage for blocks (default OUTPUT/.lemon-tmp; must be reachable by all workers).
 	BlockRows  int64  `yaml:"block_rows" json:"block_rows"`
 	KNNBackend string `yaml:"knn_backend" json:"knn_backend"`
-	TempDir    string `yaml:"temp_dir" json:"temp_dir,omitempty"`
+	// SearchShape is auto, memory (every task holds the whole reference) or blockwise (block
+	// pairs, partial lists merged by a combiner); auto picks memory when the reference's
+	// embeddings fit in SearchMemoryMiB.
+	SearchShape     string `yaml:"search_shape" json:"search_shape"`
+	SearchMemoryMiB int    `yaml:"search_memory_mib" json:"search_memory_mib"`
+	TempDir         string `yaml:"temp_dir" json:"temp_dir,omitempty"`
 }
 
 // Defaults returns LEMoN_fix with lemon's default filtering and search settings.
 func Defaults() Config {
-	return Config{Params: score.Fixed(), RejectFraction: 0.1, ScoresFormat: "parquet", BlockRows: 8192, KNNBackend: "auto", Seed: 1, InputFormat: "auto"}
+	return Config{Params: score.Fixed(), RejectFraction: 0.1, ScoresFormat: "parquet", BlockRows: 8192, KNNBackend: "auto", SearchShape: "auto", SearchMemoryMiB: 2048, Seed: 1, InputFormat: "auto"}
 }
 
 // Plan is a checked job: the input's shards (and the reference's), ready to build.
@@ -95,6 +100,9 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	}
 	if c.BlockRows < 1 {
 		return nil, fmt.Errorf("--block-rows must be at least 1, got %d", c.BlockRows)
+	}
+	if c.SearchShape != "auto" && c.SearchShape != "memory" && c.SearchShape != "blockwise" {
+		return nil, fmt.Errorf("--search-shape must be auto, memory or blockwise, got %q", c.SearchShape)
 	}
 	if c.Reference != "" && c.ReferenceSample > 0 {
 		return nil, fmt.Errorf("give --reference or --reference-sample, not both")
@@ -160,6 +168,20 @@ func (p *Plan) TempDir() string {
 	return storage.Join(p.Config.Output, ".lemon-tmp")
 }
 
+// InMemory says whether search tasks hold the whole reference set: when its embeddings fit in
+// SearchMemoryMiB (or the shape is forced). Otherwise the search runs as block pairs whose
+// partial lists are merged by a combiner.
+func (p *Plan) InMemory() bool {
+	switch p.Config.SearchShape {
+	case "memory":
+		return true
+	case "blockwise":
+		return false
+	}
+	bytes := p.RefRows * int64(p.Input.Shards[0].Dim) * 8 // two float32 modalities
+	return bytes <= int64(p.Config.SearchMemoryMiB)<<20
+}
+
 // Build adds the scoring job to the pipeline's root scope.
 func Build(s beam.Scope, p *Plan, command []string) {
 	c := p.Config
@@ -167,38 +189,27 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	if c.Distance == score.Euclidean {
 		metric = knn.Euclidean
 	}
-	sc := transforms.SearchConfig{K: c.K, Metric: metric, Backend: c.KNNBackend, BlockRows: c.BlockRows, TempDir: p.TempDir(), EmitIDs: c.EmitNeighbours}
+	sc := transforms.SearchConfig{Params: c.Params, Metric: metric, Backend: c.KNNBackend, BlockRows: c.BlockRows,
+		TempDir: p.TempDir(), EmitIDs: c.EmitNeighbours, SelfJoin: p.Reference == nil && c.ReferenceSample == 0,
+		ExternalReference: p.Reference != nil, InMemory: p.InMemory(), QueryRowsPerTask: 4 * c.BlockRows}
 
-	rows, faults := transforms.ReadRows(s, p.Input, c.Distance)
-	rows, dupFaults := transforms.DropDuplicateIDs(s, p.Input, rows)
+	blocks, faults, ids := transforms.ReadToBlocks(s, p.Input, "input", c.Distance, c.BlockRows, sc.TempDir)
+	dupFaults, dropped, firsts := transforms.FindDuplicateIDs(s, p.Input, ids)
 	faults = beam.Flatten(s, faults, dupFaults)
 
-	var tasks beam.PCollection
+	refBlocks, droppedRef := blocks, dropped
 	switch {
 	case p.Reference != nil:
-		refRows, _ := transforms.ReadRows(s.Scope("Reference"), *p.Reference, c.Distance)
-		refRows, _ = transforms.DropDuplicateIDs(s.Scope("Reference"), *p.Reference, refRows)
-		queries := transforms.MarkSelf(s, rows, refRows)
-		qb := transforms.WriteBlocks(s, transforms.KeyByBlock(s, queries, c.BlockRows), "query", sc.TempDir)
-		rb := transforms.WriteBlocks(s, transforms.KeyByBlock(s, refRows, c.BlockRows), "reference", sc.TempDir)
-		tasks = transforms.MakeTasks(s, qb, rb, c.K, false)
+		rs := s.Scope("Reference")
+		var refIDs beam.PCollection
+		refBlocks, _, refIDs = transforms.ReadToBlocks(rs, *p.Reference, "reference", c.Distance, c.BlockRows, sc.TempDir)
+		_, droppedRef, _ = transforms.FindDuplicateIDs(rs, *p.Reference, refIDs)
 	case c.ReferenceSample > 0:
-		queries := transforms.SetSelfToPos(s, rows)
-		qb := transforms.WriteBlocks(s, transforms.KeyByBlock(s, queries, c.BlockRows), "query", sc.TempDir)
-		rb := transforms.WriteBlocks(s, transforms.SampleReference(s, queries, c.ReferenceSample, c.Seed, c.BlockRows), "reference", sc.TempDir)
-		tasks = transforms.MakeTasks(s, qb, rb, c.K, false)
-	default:
-		queries := transforms.SetSelfToPos(s, rows)
-		blocks := transforms.WriteBlocks(s, transforms.KeyByBlock(s, queries, c.BlockRows), "query", sc.TempDir)
-		tasks = transforms.MakeTasks(s, blocks, blocks, c.K, true)
+		refBlocks = transforms.SampleReference(s, firsts, blocks, c.ReferenceSample, c.Seed, c.BlockRows, sc.TempDir)
+		droppedRef = beam.CreateList(s, []int64{})
 	}
-	merged := transforms.SearchBlocks(s, tasks, sc)
+	scored := transforms.Neighbours(s, p.Input, sc, blocks, refBlocks, dropped, droppedRef)
 
-	offsets := make([]int64, len(p.Input.Shards))
-	for i, sh := range p.Input.Shards {
-		offsets[i] = sh.Offset
-	}
-	scored := transforms.ScoreRows(s, merged, c.Params, offsets, c.EmitNeighbours)
 	f := transforms.Filter{Fraction: c.RejectFraction}
 	if c.Threshold != nil {
 		f = transforms.Filter{UseThreshold: true, Threshold: *c.Threshold}
@@ -236,7 +247,7 @@ func (p *Plan) manifest(command []string) transforms.Manifest {
 	return transforms.Manifest{
 		Tool: "lemon", Version: Version, Command: command, Input: c.Input, Format: p.Input.Format,
 		Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, Reference: js(ref), Params: js(c.Params),
-		Filter: js(filter), Search: js(map[string]any{"block_rows": c.BlockRows, "knn_backend": c.KNNBackend, "exact": true}),
+		Filter: js(filter), Search: js(map[string]any{"block_rows": c.BlockRows, "knn_backend": c.KNNBackend, "exact": true, "in_memory": p.InMemory()}),
 		Outputs: outputs, Versions: versions, StartedAt: time.Now().UTC(),
 	}
 }

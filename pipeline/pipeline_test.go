@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -98,33 +99,45 @@ func TestSampledReferenceEqualsExplicitReference(t *testing.T) {
 	sampled.Output, sampled.ReferenceSample, sampled.Seed = filepath.Join(dir, "out-sample"), n, seed
 	explicit := base
 	explicit.Output, explicit.Reference = filepath.Join(dir, "out-ref"), refDir
-	runJob(t, sampled)
-	runJob(t, explicit)
-	a := readFiles(t, filepath.Join(sampled.Output, "scores", "*.csv"))
-	b := readFiles(t, filepath.Join(explicit.Output, "scores", "*.csv"))
-	if a == "" || a != b {
-		t.Fatalf("scores against the sample differ from scores against the same rows as a reference dataset")
+	var results []string
+	for _, shape := range []string{"memory", "blockwise"} {
+		for _, c := range []pipeline.Config{sampled, explicit} {
+			c.SearchShape = shape
+			c.Output += "-" + shape
+			runJob(t, c)
+			results = append(results, readFiles(t, filepath.Join(c.Output, "scores", "*.csv")))
+		}
+	}
+	for i, r := range results {
+		if r == "" || r != results[0] {
+			t.Fatalf("result %d (sample/reference x memory/blockwise) differs from the first", i)
+		}
 	}
 }
 
-// TestDropDuplicateIDs keeps the first row of each id (by position) and faults the rest.
-func TestDropDuplicateIDs(t *testing.T) {
+// TestFindDuplicateIDs keeps the first row of each id (by position) and faults the rest.
+func TestFindDuplicateIDs(t *testing.T) {
 	in := transforms.Input{Format: "embdir", Shards: []dataset.Shard{{Index: 0, Rows: 5, Files: map[string]string{"image": "a.npy"}}}}
 	p, s := beam.NewPipelineWithRoot()
-	rows := beam.Create(s,
-		transforms.Row{Pos: 0, ID: "x"}, transforms.Row{Pos: 1, ID: "y"}, transforms.Row{Pos: 2, ID: "x"},
-		transforms.Row{Pos: 3, ID: "z"}, transforms.Row{Pos: 4, ID: "x"})
-	unique, faults := transforms.DropDuplicateIDs(s, in, rows)
-	passert.Equals(s, beam.ParDo(s, rowPos, unique), int64(0), int64(1), int64(3))
+	ids := beam.ParDo(s, splitKV, beam.Create(s, "x=4", "y=1", "x=0", "z=3", "x=2"))
+	faults, dropped, firsts := transforms.FindDuplicateIDs(s, in, ids)
 	passert.Equals(s, beam.ParDo(s, faultPos, faults), int64(2), int64(4))
+	passert.Equals(s, dropped, int64(2), int64(4))
+	passert.Equals(s, beam.ParDo(s, joinKV, firsts), "x=0", "y=1", "z=3")
 	ptest.RunAndValidate(t, p)
 }
 
-func rowPos(r transforms.Row) int64     { return r.Pos }
+func splitKV(s string) (string, int64) {
+	var n int64
+	fmt.Sscan(s[2:], &n)
+	return s[:1], n
+}
+func joinKV(k string, v int64) string   { return fmt.Sprintf("%s=%d", k, v) }
 func faultPos(f transforms.Fault) int64 { return f.Pos }
 
 func init() {
-	beam.RegisterFunction(rowPos)
+	beam.RegisterFunction(splitKV)
+	beam.RegisterFunction(joinKV)
 	beam.RegisterFunction(faultPos)
 }
 

@@ -26,12 +26,12 @@ type searchProgress struct {
 	busy  time.Duration
 }
 
-func (p *searchProgress) taskDone(t Task, qRows, rRows, dim int, took time.Duration) {
+func (p *searchProgress) pairDone(total int64, qRows, rRows, dim int, took time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	if p.total != t.Total || p.start.IsZero() {
-		p.start, p.last, p.total, p.done, p.flops, p.busy = now.Add(-took), time.Time{}, t.Total, 0, 0, 0
+	if p.total != total || p.start.IsZero() {
+		p.start, p.last, p.total, p.done, p.flops, p.busy = now.Add(-took), time.Time{}, total, 0, 0, 0
 	}
 	p.done++
 	p.busy += took

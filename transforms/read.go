@@ -7,7 +7,9 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
+	"github.com/lemon-curation/lemon/storage"
 )
 
 // Input is a planned dataset: what the readers and writers need to find its files.
@@ -20,7 +22,7 @@ type Input struct {
 // File names a shard's main file for messages.
 func (in Input) File(shard int32) string {
 	sh := in.Shards[shard]
-	for _, role := range []string{"metadata", "data", "image"} {
+	for _, role := range []string{"metadata", "data", "image", "tar"} {
 		if f := sh.Files[role]; f != "" {
 			return f
 		}
@@ -28,24 +30,44 @@ func (in Input) File(shard int32) string {
 	return sh.Name
 }
 
-// ReadRows reads every shard of in and validates each row: valid rows come out normalised with
-// their d_mm, faulty ones as Faults. Distance is the score's distance (for d_mm).
-func ReadRows(s beam.Scope, in Input, distance score.Distance) (rows, faults beam.PCollection) {
-	s = s.Scope("ReadRows")
+// Locate turns a dataset position into its shard and row within the shard.
+func (in Input) Locate(pos int64) (shard int32, index int64) {
+	lo, hi := 0, len(in.Shards)-1
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if in.Shards[mid].Offset <= pos {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return int32(lo), pos - in.Shards[lo].Offset
+}
+
+// ReadToBlocks reads every shard of in, validates each row, and writes the valid rows straight
+// into block files of at most blockRows rows (a shard's rows in order) under tempDir, so
+// embeddings never pass through the runner's shuffle. It returns the block references, the rows
+// that cannot be scored, and each valid row's (id, position) for duplicate detection. side
+// names the block files ("input" or "reference").
+func ReadToBlocks(s beam.Scope, in Input, side string, distance score.Distance, blockRows int64, tempDir string) (blocks, faults, ids beam.PCollection) {
+	s = s.Scope("ReadToBlocks_" + side)
 	idx := make([]int32, len(in.Shards))
 	for i := range idx {
 		idx[i] = int32(i)
 	}
 	shards := beam.Reshuffle(s, beam.CreateList(s, idx))
-	return beam.ParDo2(s, &readShardFn{Input: in, Distance: string(distance)}, shards)
+	return beam.ParDo3(s, &readShardFn{Input: in, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir}, shards)
 }
 
 type readShardFn struct {
-	Input    Input
-	Distance string
+	Input     Input
+	Side      string
+	Distance  string
+	BlockRows int64
+	TempDir   string
 }
 
-func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitRow func(Row), emitFault func(Fault)) error {
+func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitID func(string, int64)) error {
 	in := fn.Input
 	sh := in.Shards[shard]
 	f, err := dataset.Get(in.Format)
@@ -53,6 +75,21 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitRow 
 		return err
 	}
 	var n, bad int64
+	var chunk int64
+	b := &knn.Block{Dim: sh.Dim}
+	flush := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		p := storage.Join(fn.TempDir, "blocks", fmt.Sprintf("%s-%06d-%06d.blk", fn.Side, shard, chunk))
+		if err := writeBlock(ctx, p, b); err != nil {
+			return err
+		}
+		emitBlock(BlockRef{Side: fn.Side, Shard: shard, Chunk: chunk, Path: p, Rows: int64(b.Len()), FirstPos: b.Pos[0]})
+		chunk++
+		b = &knn.Block{Dim: sh.Dim}
+		return nil
+	}
 	err = f.Read(ctx, sh, in.Options, func(r dataset.Record) error {
 		n++
 		pos := sh.Offset + r.Index
@@ -72,67 +109,77 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitRow 
 			fault("text embedding: " + err.Error())
 			return nil
 		}
-		emitRow(Row{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Caption: r.Caption, Image: r.Image, Text: r.Text,
-			Dmm: score.Dist(score.Distance(fn.Distance), r.Image, r.Text), Self: -1})
+		b.Image = append(b.Image, r.Image...)
+		b.Text = append(b.Text, r.Text...)
+		b.Pos = append(b.Pos, pos)
+		b.Self = append(b.Self, -1)
+		b.Dmm = append(b.Dmm, score.Dist(score.Distance(fn.Distance), r.Image, r.Text))
+		b.ID = append(b.ID, r.ID)
+		b.Caption = append(b.Caption, r.Caption)
+		emitID(r.ID, pos)
+		if int64(b.Len()) >= fn.BlockRows {
+			return flush()
+		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	if err := flush(); err != nil {
+		return err
+	}
 	if n != sh.Rows {
 		return fmt.Errorf("%s: read %d rows, expected %d", in.File(shard), n, sh.Rows)
 	}
-	logf("lemon: read shard %d/%d (%s): %d rows, %d not scorable", shard+1, len(in.Shards), in.File(shard), n, bad)
+	logf("lemon: read %s shard %d/%d (%s): %d rows, %d not scorable", fn.Side, shard+1, len(in.Shards), in.File(shard), n, bad)
 	return nil
 }
 
-// DropDuplicateIDs keeps the first row (by position) of each id and turns the others into
-// Faults that name where the id was first seen.
-func DropDuplicateIDs(s beam.Scope, in Input, rows beam.PCollection) (unique, faults beam.PCollection) {
-	s = s.Scope("DropDuplicateIDs")
-	seen := beam.ParDo(s, idSeen, rows)
-	firsts := beam.CombinePerKey(s, firstSeenFn, seen)
-	dups := beam.ParDo(s, keepDuplicated, firsts)
-	return beam.ParDo2(s, &splitDuplicatesFn{Input: in}, rows, beam.SideInput{Input: dups})
+// FindDuplicateIDs keeps the first row (by position) of each id. It returns the later rows as
+// Faults that name where the id was first seen, the positions of those rows (to leave out of
+// the search), and every kept (id, position) for sampling.
+func FindDuplicateIDs(s beam.Scope, in Input, ids beam.PCollection) (faults, dropped, firsts beam.PCollection) {
+	s = s.Scope("FindDuplicateIDs")
+	grouped := beam.CombinePerKey(s, &idPositionsFn{}, beam.ParDo(s, idPositions, ids))
+	return beam.ParDo3(s, &duplicateFaultsFn{Input: in}, grouped)
 }
 
-func idSeen(r Row) (string, IDSeen) {
-	return r.ID, IDSeen{Pos: r.Pos, Shard: r.Shard, Index: r.Index, Count: 1}
+// IDPositions is where an id occurs: its first position and, when it occurs more than once,
+// all positions.
+type IDPositions struct {
+	First int64
+	All   []int64
 }
 
-func keepDuplicated(id string, f IDSeen, emit func(string, IDSeen)) {
-	if f.Count > 1 {
-		emit(id, f)
+func idPositions(id string, pos int64) (string, IDPositions) {
+	return id, IDPositions{First: pos, All: []int64{pos}}
+}
+
+type idPositionsFn struct{}
+
+func (idPositionsFn) MergeAccumulators(a, b IDPositions) IDPositions {
+	if b.First < a.First {
+		a.First = b.First
 	}
-}
-
-func firstSeenFn(a, b IDSeen) IDSeen {
-	n := a.Count + b.Count
-	if b.Pos < a.Pos {
-		a = b
-	}
-	a.Count = n
+	a.All = append(a.All, b.All...)
 	return a
 }
 
-type splitDuplicatesFn struct {
-	Input Input
-	dups  map[string]IDSeen
-}
+type duplicateFaultsFn struct{ Input Input }
 
-func (fn *splitDuplicatesFn) ProcessElement(r Row, dups func(*string, *IDSeen) bool, emitRow func(Row), emitFault func(Fault)) {
-	if fn.dups == nil {
-		fn.dups = map[string]IDSeen{}
-		var id string
-		var f IDSeen
-		for dups(&id, &f) {
-			fn.dups[id] = f
-		}
-	}
-	if f, ok := fn.dups[r.ID]; ok && f.Pos != r.Pos {
-		emitFault(Fault{Pos: r.Pos, Shard: r.Shard, Index: r.Index, ID: r.ID, Caption: r.Caption,
-			Reason: fmt.Sprintf("duplicate id %q (first at row %d of %s)", r.ID, f.Index, fn.Input.File(f.Shard))})
+func (fn *duplicateFaultsFn) ProcessElement(id string, p IDPositions, emitFault func(Fault), emitDropped func(int64), emitFirst func(string, int64)) {
+	emitFirst(id, p.First)
+	if len(p.All) < 2 {
 		return
 	}
-	emitRow(r)
+	firstShard, firstIndex := fn.Input.Locate(p.First)
+	for _, pos := range p.All {
+		if pos == p.First {
+			continue
+		}
+		shard, index := fn.Input.Locate(pos)
+		emitFault(Fault{Pos: pos, Shard: shard, Index: index, ID: id,
+			Reason: fmt.Sprintf("duplicate id %q (first at row %d of %s)", id, firstIndex, fn.Input.File(firstShard))})
+		emitDropped(pos)
+	}
 }

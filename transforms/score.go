@@ -1,62 +1,12 @@
 package transforms
 
 import (
-	"fmt"
 	"math"
-	"sort"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
-	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
 )
-
-// ScoreRows turns each query row's merged neighbour lists into its LEMoN score. offsets are the
-// dataset positions where each shard starts, to route the row back to its shard.
-func ScoreRows(s beam.Scope, merged beam.PCollection, p score.Params, offsets []int64, emitNeighbours bool) beam.PCollection {
-	s = s.Scope("ScoreRows")
-	return beam.ParDo(s, &scoreFn{Params: p, Offsets: offsets, EmitNeighbours: emitNeighbours}, merged)
-}
-
-type scoreFn struct {
-	Params         score.Params
-	Offsets        []int64
-	EmitNeighbours bool
-}
-
-func (fn *scoreFn) ProcessElement(pos int64, p Partial) (Scored, error) {
-	k := fn.Params.K
-	if len(p.Image) != k || len(p.Text) != k {
-		return Scored{}, fmt.Errorf("row %q has %d image and %d text neighbours, want k=%d: the reference set is too small", p.ID, len(p.Image), len(p.Text), k)
-	}
-	r := score.Score(fn.Params, p.Dmm, toScore(p.Image), toScore(p.Text))
-	shard := sort.Search(len(fn.Offsets), func(i int) bool { return fn.Offsets[i] > pos }) - 1
-	out := Scored{Pos: pos, Shard: int32(shard), Index: pos - fn.Offsets[shard], ID: p.ID, Caption: p.Caption,
-		Dmm: r.Dmm, Sn: r.Sn, Sm: r.Sm, Score: r.Score}
-	if fn.EmitNeighbours {
-		out.ImageNeighbours, out.TextNeighbours = ids(p.Image), ids(p.Text)
-	}
-	if math.IsNaN(out.Score) || math.IsInf(out.Score, 0) {
-		return Scored{}, fmt.Errorf("row %q: score is %v (d_mm %v, s_n %v, s_m %v)", p.ID, out.Score, r.Dmm, r.Sn, r.Sm)
-	}
-	return out, nil
-}
-
-func toScore(ns []knn.Neighbour) []score.Neighbour {
-	out := make([]score.Neighbour, len(ns))
-	for i, n := range ns {
-		out[i] = score.Neighbour{Dist: n.Dist, Cross: n.Cross, Dmm: n.Dmm, SameCaption: n.SameCaption}
-	}
-	return out
-}
-
-func ids(ns []knn.Neighbour) []string {
-	out := make([]string, len(ns))
-	for i, n := range ns {
-		out[i] = n.ID
-	}
-	return out
-}
 
 // Filter says which rows are rejected: the top Fraction by score, or those scoring at least
 // Threshold.

@@ -187,32 +187,40 @@ func TestGoldenThroughCLI(t *testing.T) {
 				}
 				args = append(args, "--reference", refDir)
 			}
-			out := filepath.Join(dir, "out")
-			run(t, false, append(args, "--output", out)...)
-			got := readScores(t, out)
-			if len(got) != len(rows) {
-				t.Fatalf("%d rows scored, want %d", len(got), len(rows))
-			}
-			for i, id := range c.IDs {
-				g := got[id]
-				want := []float64{c.Expected.Dmm[i], c.Expected.Sn[i], c.Expected.Sm[i], c.Expected.Score[i]}
-				for k, v := range []float64{g.Dmm, g.Sn, g.Sm, g.Score} {
-					if math.Abs(v-want[k]) > 1e-4 {
-						t.Errorf("%s: %s = %v, want %v", id, []string{"d_mm", "s_n", "s_m", "score"}[k], v, want[k])
-					}
-				}
-				if !sameSet(g.ImageNbrs, c.ExpectedNeighbours.Image[i]) {
-					t.Errorf("%s: image neighbours %v, want %v", id, g.ImageNbrs, c.ExpectedNeighbours.Image[i])
-				}
-				if !sameSet(g.TextNbrs, c.ExpectedNeighbours.Text[i]) {
-					t.Errorf("%s: text neighbours %v, want %v", id, g.TextNbrs, c.ExpectedNeighbours.Text[i])
-				}
-			}
-			counts := readCounts(t, out)
-			if counts["rows_in"] != int64(len(rows)) || counts["errors"] != 0 {
-				t.Errorf("manifest counts %v, want rows_in %d and no errors", counts, len(rows))
+			for _, shape := range []string{"memory", "blockwise"} {
+				out := filepath.Join(dir, "out-"+shape)
+				run(t, false, append(args, "--output", out, "--search-shape", shape)...)
+				checkGolden(t, c, out)
 			}
 		})
+	}
+}
+
+func checkGolden(t *testing.T, c *golden.Case, out string) {
+	t.Helper()
+	rows := c.Rows()
+	got := readScores(t, out)
+	if len(got) != len(rows) {
+		t.Fatalf("%d rows scored, want %d", len(got), len(rows))
+	}
+	for i, id := range c.IDs {
+		g := got[id]
+		want := []float64{c.Expected.Dmm[i], c.Expected.Sn[i], c.Expected.Sm[i], c.Expected.Score[i]}
+		for k, v := range []float64{g.Dmm, g.Sn, g.Sm, g.Score} {
+			if math.Abs(v-want[k]) > 1e-4 {
+				t.Errorf("%s: %s = %v, want %v", id, []string{"d_mm", "s_n", "s_m", "score"}[k], v, want[k])
+			}
+		}
+		if !sameSet(g.ImageNbrs, c.ExpectedNeighbours.Image[i]) {
+			t.Errorf("%s: image neighbours %v, want %v", id, g.ImageNbrs, c.ExpectedNeighbours.Image[i])
+		}
+		if !sameSet(g.TextNbrs, c.ExpectedNeighbours.Text[i]) {
+			t.Errorf("%s: text neighbours %v, want %v", id, g.TextNbrs, c.ExpectedNeighbours.Text[i])
+		}
+	}
+	counts := readCounts(t, out)
+	if counts["rows_in"] != int64(len(rows)) || counts["errors"] != 0 {
+		t.Errorf("manifest counts %v, want rows_in %d and no errors", counts, len(rows))
 	}
 }
 
@@ -233,7 +241,8 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 		shards int
 		format string
 		block  string
-	}{{1, "embdir", "8192"}, {5, "embdir", "64"}, {3, "parquet", "1"}, {7, "parquet", "299"}} {
+		shape  string
+	}{{1, "embdir", "8192", "memory"}, {5, "embdir", "64", "memory"}, {3, "parquet", "1", "memory"}, {7, "parquet", "299", "blockwise"}, {2, "embdir", "32", "blockwise"}} {
 		in := filepath.Join(dir, fmt.Sprintf("in%d", i))
 		if v.format == "embdir" {
 			err = embdir.Write(ctx, in, synth.Split(rows, v.shards), embdir.WriteOptions{})
@@ -244,7 +253,7 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(dir, fmt.Sprintf("out%d", i))
-		run(t, false, "score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10", "--block-rows", v.block)
+		run(t, false, "score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10", "--block-rows", v.block, "--search-shape", v.shape)
 		got := readScores(t, out)
 		if first == nil {
 			first = got

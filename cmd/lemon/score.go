@@ -132,6 +132,9 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	ourFlags["emit-neighbours"] = true
 	fs.Int64Var(&c.BlockRows, "block-rows", c.BlockRows, "rows per search block: memory per task is about 2 blocks x rows x dim x 8 bytes")
 	ourFlags["block-rows"] = true
+	str(&c.SearchShape, "search-shape", "auto, memory (tasks hold the whole reference) or blockwise (block pairs merged by a combiner, for references that do not fit)")
+	fs.IntVar(&c.SearchMemoryMiB, "search-memory-mib", c.SearchMemoryMiB, "auto shape: hold the reference in memory when its embeddings fit in this many MiB")
+	ourFlags["search-memory-mib"] = true
 	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest available), avx512 or go")
 	str(&c.TempDir, "temp-dir", "where search blocks are kept during the run (default OUTPUT/.lemon-tmp); on a cluster it must be shared storage such as gs://")
 }
