@@ -45,9 +45,27 @@ func files(ctx context.Context, p string) ([]string, error) {
 	return fs, nil
 }
 
+// Detect wants Parquet whose first file has the default embedding columns, so Parquet of raw
+// images (img2dataset) is not mistaken for it.
 func (Format) Detect(ctx context.Context, p string) bool {
 	fs, err := files(ctx, p)
-	return err == nil && len(fs) > 0
+	if err != nil || len(fs) == 0 {
+		return false
+	}
+	pf, err := metadata.OpenParquet(ctx, fs[0])
+	if err != nil {
+		return false
+	}
+	defer pf.Close()
+	cols, err := pf.Columns()
+	if err != nil {
+		return false
+	}
+	have := map[string]bool{}
+	for _, c := range cols {
+		have[c] = true
+	}
+	return have[ImageColumn] && have[TextColumn]
 }
 
 func columns(o dataset.Options) (string, string) {
