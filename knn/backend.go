@@ -1,0 +1,63 @@
+package knn
+
+import (
+	"fmt"
+	"strings"
+)
+
+// A backend computes one mr x nr tile of float32 dot products and filters it.
+//
+// kernel(a, b, dim, c, rowThr, colThr, masks):
+//   - a is a packed A micro-panel: dim*mr floats, a[d*mr+i] = row i's coordinate d;
+//   - b is a packed B micro-panel: dim*nr floats, b[d*nr+j] = row j's coordinate d;
+//   - c receives the tile row-major: c[i*nr+j] = <A row i, B row j>, accumulated sequentially over
+//     d with one accumulator per pair (the rule that makes results independent of tiling);
+//   - masks[i] gets bit j set when c[i*nr+j] >= rowThr[i], and masks[mr+i] bit j when
+//     c[i*nr+j] >= colThr[j] (NaN never passes);
+//   - the result is the OR of masks[0:mr] in its low 32 bits and of masks[mr:] in its high 32
+//     bits, so zero means nothing in the tile is worth looking at (the common case).
+type backend struct {
+	name   string
+	kernel func(a, b []float32, dim int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64
+}
+
+// Tile shape shared by all backends (packing depends on it). 14 x 32 fills 28 of the 32 AVX-512
+// registers with accumulators, leaving room for two B vectors.
+const (
+	mr = 14
+	nr = 32
+)
+
+// backends lists the backends available on this machine, fastest first. Architecture-specific
+// files add theirs in init.
+var backends = []*backend{{name: "go", kernel: kernelGo}}
+
+// allBackendNames lists every backend this package knows, available here or not.
+var allBackendNames = []string{"avx512", "go"}
+
+// Backends returns the names of the backends usable on this machine, fastest first.
+// The first is what "" and "auto" select.
+func Backends() []string {
+	out := make([]string, len(backends))
+	for i, b := range backends {
+		out[i] = b.name
+	}
+	return out
+}
+
+func pickBackend(name string) (*backend, error) {
+	if name == "" || name == "auto" {
+		return backends[0], nil
+	}
+	for _, b := range backends {
+		if b.name == name {
+			return b, nil
+		}
+	}
+	for _, n := range allBackendNames {
+		if n == name {
+			return nil, fmt.Errorf("knn: backend %q is not supported on this machine (available: %s)", name, strings.Join(Backends(), ", "))
+		}
+	}
+	return nil, fmt.Errorf("knn: unknown backend %q (known: auto, %s)", name, strings.Join(allBackendNames, ", "))
+}

@@ -1,0 +1,66 @@
+//go:build amd64 && !purego
+
+package knn
+
+import "golang.org/x/sys/cpu"
+
+//go:generate go run ./internal/asmgen -out kernel_amd64.s
+
+// hasAVX512 reports whether the CPU and OS support what the assembly uses: AVX-512 F/DQ/BW/VL
+// (x/sys/cpu also checks that the OS saves the ZMM and opmask registers), plus BMI2 (PEXT) and
+// POPCNT, which every AVX-512 CPU has.
+var hasAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW &&
+	cpu.X86.HasAVX512VL && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT
+
+func init() {
+	if !hasAVX512 {
+		return
+	}
+	backends = append([]*backend{{name: "avx512", kernel: kernelAVX512}}, backends...)
+	partitionGE = func(src []cand, pivot float32, ge, lt []cand) int {
+		n := len(src)
+		if n == 0 {
+			return 0
+		}
+		_ = ge[n+7]
+		_ = lt[n+7]
+		return partitionGEAVX512(&src[0], n, pivot, &ge[0], &lt[0])
+	}
+	dot64 = func(q []float64, r, next []float32) float64 {
+		n := min(len(q), len(r))
+		if n == 0 || len(next) < n {
+			return dot64Go(q, r, next)
+		}
+		return dot64AVX512(&q[0], &r[0], &next[0], n)
+	}
+	sqdist64 = func(q []float64, r, next []float32) float64 {
+		n := min(len(q), len(r))
+		if n == 0 || len(next) < n {
+			return sqdist64Go(q, r, next)
+		}
+		return sqdist64AVX512(&q[0], &r[0], &next[0], n)
+	}
+}
+
+//go:noescape
+func tileAVX512(a, b *float32, dim int, c *float32, rowThr, colThr *float32, masks *uint32) uint64
+
+//go:noescape
+func partitionGEAVX512(src *cand, n int, pivot float32, ge, lt *cand) int
+
+//go:noescape
+func dot64AVX512(q *float64, r, next *float32, n int) float64
+
+//go:noescape
+func sqdist64AVX512(q *float64, r, next *float32, n int) float64
+
+// kernelAVX512 is the AVX-512 tile kernel (see backend). The bounds checks up front make the
+// pointer arithmetic in assembly safe.
+func kernelAVX512(a, b []float32, dim int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
+	_ = a[dim*mr-1]
+	_ = b[dim*nr-1]
+	_ = c[mr*nr-1]
+	_ = rowThr[mr-1]
+	_ = colThr[nr-1]
+	return tileAVX512(&a[0], &b[0], dim, &c[0], &rowThr[0], &colThr[0], &masks[0])
+}
