@@ -1,6 +1,7 @@
 // Command lemon finds mislabelled image-caption pairs with LEMoN and filters them out.
 //
 //	lemon score --input DIR --output OUT [--config FILE] [flags]
+//	lemon eval --run OUT --output REP [flags]
 //	lemon dev make-dataset --out DIR [flags]
 //	lemon version
 //
@@ -8,8 +9,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/lemon-curation/lemon/evaluate"
 )
 
 const usage = `lemon finds mislabelled image-caption pairs (LEMoN, ICML 2025) and filters them out.
@@ -18,6 +22,9 @@ Usage:
   lemon score --input DIR --output OUT [--config FILE] [flags]
       Score every pair from precomputed CLIP embeddings and write scores plus kept/rejected
       shards. 'lemon score --help' lists the flags.
+  lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split]
+      Measure a scored run against known errors: AUROC, AUPRC, F1 for LEMoN, CLIP similarity,
+      s_n, s_m and deep kNN side by side; writes REP/metrics.json and REP/report.html.
   lemon dev make-dataset --out DIR [flags]
       Write a synthetic CLIP-like dataset with known label errors (for trying lemon out).
   lemon version
@@ -33,6 +40,13 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "score":
 		err = runScore(args)
+	case "eval":
+		if err = evaluate.Main(args); err != nil {
+			var ue evaluate.UsageError
+			if errors.As(err, &ue) {
+				err = usageError{ue.Err}
+			}
+		}
 	case "dev":
 		err = runDev(args)
 	case "version", "--version":

@@ -1,0 +1,504 @@
+package evaluate
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/storage"
+)
+
+// Column names `lemon score` adds to the kept and rejected files.
+const (
+	colDmm   = "lemon_d_mm"
+	colSn    = "lemon_s_n"
+	colSm    = "lemon_s_m"
+	colScore = "lemon_score"
+)
+
+// Names tried, in order, when no column is named (the same lists `lemon score` uses).
+var (
+	idColumns      = []string{"key", "uid", "id"}
+	captionColumns = []string{"caption", "text"}
+)
+
+// table is every scored row of the run (kept/ then rejected/, file by file, in file order),
+// column by column.
+type table struct {
+	files     []string
+	file, row []int // file index and 0-based row within that file
+	truth     []bool
+	split     []string // nil without a split column
+	id        []string // nil when there is no id column
+	caption   []string // nil when there is no caption column
+	// scoreCaptions maps id to caption from scores/, read when kept/ has no caption column.
+	scoreCaptions map[string]string
+	deepKNNNote   string // a caveat on the deep kNN numbers
+	idColumn      string
+	capColumn     string
+	schema        *arrow.Schema // the first file's, for finding an image column
+	dmm, sn       []float64
+	sm, score     []float64
+	isRejected    []bool
+
+	kept, rejected, unscored int
+	evalIdx, thrIdx          []int // rows evaluated, rows choosing the F1 threshold
+}
+
+func (t *table) n() int { return len(t.truth) }
+
+func listFiles(ctx context.Context, dir, sub, ext string) ([]string, error) {
+	files, err := storage.List(ctx, storage.Join(dir, sub, "*."+ext))
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", storage.Join(dir, sub), err)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func readTable(ctx context.Context, o Options) (*table, error) {
+	kept, err := listFiles(ctx, o.RunDir, "kept", "parquet")
+	if err != nil {
+		return nil, err
+	}
+	rejected, err := listFiles(ctx, o.RunDir, "rejected", "parquet")
+	if err != nil {
+		return nil, err
+	}
+	if len(kept)+len(rejected) == 0 {
+		return nil, fmt.Errorf("%s: no kept/*.parquet or rejected/*.parquet files: is this a `lemon score --output` directory?", o.RunDir)
+	}
+	t := &table{}
+	for _, f := range kept {
+		if err := t.readFile(ctx, o, f, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range rejected {
+		if err := t.readFile(ctx, o, f, true); err != nil {
+			return nil, err
+		}
+	}
+	if t.n() == 0 {
+		return nil, fmt.Errorf("%s: kept/ and rejected/ hold no rows", o.RunDir)
+	}
+	// Rows in errors/ had bad input and no score; they are only counted.
+	errFiles, err := listFiles(ctx, o.RunDir, "errors", "parquet")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range errFiles {
+		f, err := metadata.OpenParquet(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		t.unscored += int(f.Rows())
+		f.Close()
+	}
+	return t, nil
+}
+
+func pickColumn(file string, have map[string]bool, configured string, candidates []string, flag string) (string, error) {
+	if configured != "" {
+		if !have[configured] {
+			return "", fmt.Errorf("%s: no column %q (--%s)", file, configured, flag)
+		}
+		return configured, nil
+	}
+	for _, c := range candidates {
+		if have[c] {
+			return c, nil
+		}
+	}
+	return "", nil
+}
+
+func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := metadata.OpenParquet(ctx, p)
+	if err != nil {
+		return err
+	}
+	schema, err := f.Arrow.Schema()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	have := map[string]bool{}
+	var names []string
+	for _, fl := range schema.Fields() {
+		have[fl.Name] = true
+		names = append(names, fl.Name)
+	}
+	if t.schema == nil {
+		// Columns are resolved once, on the first file; later files must have them too.
+		t.schema = schema
+		if t.idColumn, err = pickColumn(p, have, o.IDColumn, idColumns, "id-column"); err == nil {
+			t.capColumn, err = pickColumn(p, have, o.CaptionColumn, captionColumns, "caption-column")
+		}
+		if err != nil {
+			f.Close()
+			return err
+		}
+	}
+	need := []string{o.TruthColumn, colDmm, colSn, colSm, colScore}
+	if !have[o.TruthColumn] {
+		f.Close()
+		return fmt.Errorf("%s: no truth column %q (columns: %s); name it with --truth-column", p, o.TruthColumn, strings.Join(names, ", "))
+	}
+	for _, c := range need[1:] {
+		if !have[c] {
+			f.Close()
+			return fmt.Errorf("%s: no column %q: not a kept/rejected file written by `lemon score`", p, c)
+		}
+	}
+	for _, c := range []struct{ name, flag string }{{o.SplitColumn, "split-column"}, {t.idColumn, "id-column"}, {t.capColumn, "caption-column"}} {
+		if c.name == "" {
+			continue
+		}
+		if !have[c.name] {
+			f.Close()
+			return fmt.Errorf("%s: no column %q (--%s; columns: %s)", p, c.name, c.flag, strings.Join(names, ", "))
+		}
+		need = append(need, c.name)
+	}
+	rr, err := f.Records(ctx, dedupe(need))
+	if err != nil {
+		f.Close()
+		return err
+	}
+	defer rr.Release()
+	fileIdx := len(t.files)
+	t.files = append(t.files, p)
+	offset := 0
+	for rr.Next() {
+		rec := rr.RecordBatch()
+		n := int(rec.NumRows())
+		truth, err := truthColumn(p, rec, o.TruthColumn, offset)
+		if err != nil {
+			return err
+		}
+		t.truth = append(t.truth, truth...)
+		for _, c := range []struct {
+			name string
+			dst  *[]float64
+		}{{colDmm, &t.dmm}, {colSn, &t.sn}, {colSm, &t.sm}, {colScore, &t.score}} {
+			x, err := floatColumn(p, rec, c.name, offset)
+			if err != nil {
+				return err
+			}
+			*c.dst = append(*c.dst, x...)
+		}
+		for _, c := range []struct {
+			name string
+			dst  *[]string
+		}{{o.SplitColumn, &t.split}, {t.idColumn, &t.id}, {t.capColumn, &t.caption}} {
+			if c.name == "" {
+				continue
+			}
+			s, _, err := metadata.StringColumn(p, rec, c.name)
+			if err != nil {
+				return err
+			}
+			*c.dst = append(*c.dst, s...)
+		}
+		for i := 0; i < n; i++ {
+			t.file = append(t.file, fileIdx)
+			t.row = append(t.row, offset+i)
+			t.isRejected = append(t.isRejected, rejected)
+		}
+		offset += n
+	}
+	if err := rr.Err(); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if rejected {
+		t.rejected += offset
+	} else {
+		t.kept += offset
+	}
+	return nil
+}
+
+func dedupe(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// parseTruth reads a truth value: true/false, 1/0, yes/no, in any case.
+func parseTruth(s string) (bool, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "1", "yes":
+		return true, true
+	case "false", "0", "no":
+		return false, true
+	}
+	return false, false
+}
+
+func truthColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]bool, error) {
+	col := rec.Column(rec.Schema().FieldIndices(name)[0])
+	out := make([]bool, col.Len())
+	if b, ok := col.(*array.Boolean); ok {
+		for i := range out {
+			if b.IsNull(i) {
+				return nil, fmt.Errorf("%s row %d (0-based): truth column %q is null", file, offset+i, name)
+			}
+			out[i] = b.Value(i)
+		}
+		return out, nil
+	}
+	s, valid, err := metadata.StringColumn(file, rec, name)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		v, ok := parseTruth(s[i])
+		if !valid[i] || !ok {
+			shown := fmt.Sprintf("%q", s[i])
+			if !valid[i] {
+				shown = "null"
+			}
+			return nil, fmt.Errorf("%s row %d (0-based): truth column %q holds %s; want true/false, 1/0 or yes/no", file, offset+i, name, shown)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func floatColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]float64, error) {
+	col := rec.Column(rec.Schema().FieldIndices(name)[0])
+	out := make([]float64, col.Len())
+	for i := range out {
+		if col.IsNull(i) {
+			return nil, fmt.Errorf("%s row %d (0-based): %s is null", file, offset+i, name)
+		}
+		switch c := col.(type) {
+		case *array.Float64:
+			out[i] = c.Value(i)
+		case *array.Float32:
+			out[i] = float64(c.Value(i))
+		default:
+			return nil, fmt.Errorf("%s: column %s is %s, want float64", file, name, col.DataType())
+		}
+	}
+	return out, nil
+}
+
+// scoresRow is one row of a scores file.
+type scoresRow struct {
+	id, caption string
+	neighbours  []string // image neighbours, when asked for
+}
+
+// readScores calls fn for every row of the run's scores files (Parquet or CSV). With
+// neighbours it also reads image_neighbours; noNeighbours is then set (and fn never called)
+// when the run was made without --emit-neighbours.
+func readScores(ctx context.Context, files []string, neighbours bool, fn func(scoresRow) error) (noNeighbours bool, err error) {
+	for _, p := range files {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		rr, err := metadata.Open(ctx, p)
+		if err != nil {
+			return false, err
+		}
+		if neighbours && len(rr.Schema().FieldIndices("image_neighbours")) == 0 {
+			rr.Release()
+			return true, nil
+		}
+		err = func() error {
+			defer rr.Release()
+			for rr.Next() {
+				rec := rr.RecordBatch()
+				ids, _, err := metadata.StringColumn(p, rec, "id")
+				if err != nil {
+					return err
+				}
+				caps, _, err := metadata.StringColumn(p, rec, "caption")
+				if err != nil {
+					return err
+				}
+				var lists [][]string
+				if neighbours {
+					if lists, err = neighbourColumn(p, rec); err != nil {
+						return err
+					}
+				}
+				for i := range ids {
+					r := scoresRow{id: ids[i], caption: caps[i]}
+					if lists != nil {
+						r.neighbours = lists[i]
+					}
+					if err := fn(r); err != nil {
+						return err
+					}
+				}
+			}
+			if err := rr.Err(); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// neighbourColumn reads image_neighbours: list<string> in Parquet, space-separated (CSV-quoted
+// where an id has a space) in CSV.
+func neighbourColumn(file string, rec arrow.RecordBatch) ([][]string, error) {
+	col := rec.Column(rec.Schema().FieldIndices("image_neighbours")[0])
+	out := make([][]string, col.Len())
+	switch c := col.(type) {
+	case *array.List:
+		vals, ok := c.ListValues().(*array.String)
+		if !ok {
+			return nil, fmt.Errorf("%s: image_neighbours is %s, want list<string>", file, col.DataType())
+		}
+		for i := range out {
+			if c.IsNull(i) {
+				continue
+			}
+			start, end := c.ValueOffsets(i)
+			for j := start; j < end; j++ {
+				out[i] = append(out[i], vals.Value(int(j)))
+			}
+		}
+	case *array.String:
+		for i := range out {
+			s := c.Value(i)
+			if s == "" {
+				continue
+			}
+			r := csv.NewReader(strings.NewReader(s))
+			r.Comma = ' '
+			ids, err := r.Read()
+			if err != nil {
+				return nil, fmt.Errorf("%s: image_neighbours %q: %w", file, s, err)
+			}
+			out[i] = ids
+		}
+	default:
+		return nil, fmt.Errorf("%s: image_neighbours is %s, want list<string>", file, col.DataType())
+	}
+	return out, nil
+}
+
+// deepKNN computes the deep kNN baseline for every table row: the share of its image
+// neighbours whose caption differs from its own. When it cannot (no neighbours in the run, no
+// id to join on, neighbours outside the run), it returns nil and the reason.
+func deepKNN(ctx context.Context, o Options, t *table) (vals []float64, reason string, err error) {
+	pq, err := listFiles(ctx, o.RunDir, "scores", "parquet")
+	if err != nil {
+		return nil, "", err
+	}
+	cs, err := listFiles(ctx, o.RunDir, "scores", "csv")
+	if err != nil {
+		return nil, "", err
+	}
+	files := append(pq, cs...)
+	if len(files) == 0 {
+		return nil, "the run has no scores/ files, which hold the neighbour ids", nil
+	}
+	if t.id == nil {
+		return nil, fmt.Sprintf("kept/ and rejected/ have no id column (looked for %v) to join the scores' neighbours on; name it with --id-column", idColumns), nil
+	}
+	// Pass 1: every scored row's caption. Pass 2: each row's share of disagreeing neighbours.
+	// Two passes keep only one string per row in memory, not k neighbour ids.
+	captions := map[string]string{}
+	var dup string
+	_, err = readScores(ctx, files, false, func(r scoresRow) error {
+		if _, ok := captions[r.id]; ok && dup == "" {
+			dup = r.id
+		}
+		captions[r.id] = r.caption
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if dup != "" {
+		return nil, fmt.Sprintf("id %q appears more than once in scores/, so neighbours cannot be matched to rows", dup), nil
+	}
+	share := make(map[string]float64, len(captions))
+	var missing string
+	var empty string
+	noNeighbours, err := readScores(ctx, files, true, func(r scoresRow) error {
+		if len(r.neighbours) == 0 {
+			if empty == "" {
+				empty = r.id
+			}
+			return nil
+		}
+		differ := 0
+		for _, n := range r.neighbours {
+			c, ok := captions[n]
+			if !ok {
+				if missing == "" {
+					missing = n
+				}
+				return nil
+			}
+			if c != r.caption {
+				differ++
+			}
+		}
+		share[r.id] = float64(differ) / float64(len(r.neighbours))
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, "", err
+	case noNeighbours:
+		return nil, "the run was made without --emit-neighbours: its scores files have no image_neighbours column", nil
+	case missing != "":
+		return nil, fmt.Sprintf("neighbour id %q is not among the run's scored rows (was a separate --reference used?); deep kNN needs every neighbour's caption", missing), nil
+	case empty != "":
+		return nil, fmt.Sprintf("row %q has no image neighbours in scores/", empty), nil
+	}
+	out := make([]float64, t.n())
+	for i, id := range t.id {
+		v, ok := share[id]
+		if !ok {
+			return nil, fmt.Sprintf("row %q of %s has no row in scores/ (is --id-column right?)", id, storage.Base(t.files[t.file[i]])), nil
+		}
+		out[i] = v
+	}
+	if t.caption == nil {
+		t.scoreCaptions = captions
+	}
+	// Deep kNN compares caption strings exactly: a baseline for class labels. Say so when most
+	// captions are unique, where nearly every neighbour "disagrees" whatever it shows.
+	seen := make(map[string]int, len(captions))
+	for _, c := range captions {
+		seen[c]++
+	}
+	unique := 0
+	for _, n := range seen {
+		if n == 1 {
+			unique++
+		}
+	}
+	if 2*unique > len(captions) {
+		t.deepKNNNote = fmt.Sprintf("%.0f%% of captions are unique, so nearly every neighbour's caption differs: deep kNN compares caption strings exactly and is meant for class-label captions", 100*float64(unique)/float64(len(captions)))
+	}
+	return out, "", nil
+}
