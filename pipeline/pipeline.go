@@ -50,6 +50,8 @@ type Config struct {
 
 	ScoresFormat   string `yaml:"scores_format" json:"scores_format"`
 	EmitNeighbours bool   `yaml:"emit_neighbours" json:"emit_neighbours"`
+	// SaveNeighbourLists writes OUT/neighbours/ with every neighbour's distances (for tuning).
+	SaveNeighbourLists bool `yaml:"save_neighbour_lists" json:"save_neighbour_lists"`
 
 	// Search: rows per block (bounds memory: a task holds two blocks), kernel backend, and the
 	// temporary storage for blocks (default OUTPUT/.lemon-tmp; must be reachable by all workers).
@@ -190,7 +192,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		metric = knn.Euclidean
 	}
 	sc := transforms.SearchConfig{Params: c.Params, Metric: metric, Backend: c.KNNBackend, BlockRows: c.BlockRows,
-		TempDir: p.TempDir(), EmitIDs: c.EmitNeighbours, SelfJoin: p.Reference == nil && c.ReferenceSample == 0,
+		TempDir: p.TempDir(), EmitIDs: c.EmitNeighbours || c.SaveNeighbourLists, SaveLists: c.SaveNeighbourLists, SelfJoin: p.Reference == nil && c.ReferenceSample == 0,
 		ExternalReference: p.Reference != nil, InMemory: p.InMemory(), QueryRowsPerTask: 4 * c.BlockRows}
 
 	blocks, faults, ids := transforms.ReadToBlocks(s, p.Input, "input", c.Distance, c.BlockRows, sc.TempDir)
@@ -215,7 +217,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		f = transforms.Filter{UseThreshold: true, Threshold: *c.Threshold}
 	}
 	threshold := transforms.RejectThreshold(s, scored, f)
-	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours}
+	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours, SaveLists: c.SaveNeighbourLists}
 	counts := transforms.WriteShards(s, p.Input, out, scored, faults, threshold)
 	transforms.WriteManifest(s, p.manifest(command), counts, threshold)
 }

@@ -21,6 +21,7 @@ type SearchConfig struct {
 	BlockRows int64
 	TempDir   string
 	EmitIDs   bool // keep neighbour ids (for --emit-neighbours)
+	SaveLists bool // keep the whole lists (for --save-neighbour-lists)
 	// SelfJoin: the reference is the input itself, so one product per block pair feeds both.
 	SelfJoin bool
 	// ExternalReference: the reference is another dataset; a reference row with the query's id
@@ -342,6 +343,9 @@ func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l knn.Lists, emit func
 		out := Scored{Pos: q.Pos[i], Shard: shard, Index: index, ID: q.ID[i], Caption: q.Caption[i], Dmm: r.Dmm, Sn: r.Sn, Sm: r.Sm, Score: r.Score}
 		if cfg.EmitIDs {
 			out.ImageNeighbours, out.TextNeighbours = ids(img), ids(txt)
+		}
+		if cfg.SaveLists {
+			out.ImageList, out.TextList = img, txt
 		}
 		emit(out)
 	}

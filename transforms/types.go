@@ -6,6 +6,7 @@
 // process memory, so the same graph runs on prism, Flink or Dataflow.
 package transforms
 
+import "github.com/lemon-curation/lemon/knn"
 
 // Fault is a row that cannot be scored, with the reason.
 type Fault struct {
@@ -28,6 +29,8 @@ type Scored struct {
 	Score           float64
 	ImageNeighbours []string
 	TextNeighbours  []string
+	// The full lists, for --save-neighbour-lists (what `lemon tune` re-scores from).
+	ImageList, TextList []knn.Neighbour
 }
 
 // Outcome is one input row's fate, keyed by shard for the writers: scored, or a fault.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -23,6 +24,7 @@ type OutputConfig struct {
 	Dir            string
 	ScoresFormat   string // "parquet" or "csv"
 	EmitNeighbours bool
+	SaveLists      bool // write neighbours/ with every neighbour's distances
 }
 
 // ShardFile is the name of shard i's file in each output directory.
@@ -96,6 +98,11 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcome
 	}
 	if err := fn.writeSplits(ctx, sh, rows, threshold); err != nil {
 		return Counts{}, err
+	}
+	if fn.Out.SaveLists {
+		if err := fn.writeLists(ctx, int(shard), rows); err != nil {
+			return Counts{}, err
+		}
 	}
 	return c, nil
 }
@@ -312,4 +319,50 @@ func writeFiltered(ctx context.Context, w *metadata.ParquetWriter, schema *arrow
 		a.Release()
 	}
 	return w.Write(out)
+}
+
+// NeighbourListColumns are the list columns of neighbours/ files, per modality prefix
+// ("image_" or "text_"): the neighbour's id, distance in the searched modality, distance in
+// the other modality, its d_mm, and whether its caption equals the row's.
+var NeighbourListColumns = []string{"ids", "dist", "cross", "dmm", "same_caption"}
+
+// writeLists writes neighbours/part-N.parquet: per scored row its id, d_mm and both neighbour
+// lists in full, so scores can be recomputed for other hyperparameters without a new search.
+func (fn *writeShardFn) writeLists(ctx context.Context, shard int, rows []Outcome) error {
+	fields := []arrow.Field{{Name: "id", Type: arrow.BinaryTypes.String}, {Name: "d_mm", Type: arrow.PrimitiveTypes.Float64}}
+	types := []arrow.DataType{arrow.BinaryTypes.String, arrow.PrimitiveTypes.Float64, arrow.PrimitiveTypes.Float64, arrow.PrimitiveTypes.Float64, arrow.FixedWidthTypes.Boolean}
+	for _, m := range []string{"image_", "text_"} {
+		for i, c := range NeighbourListColumns {
+			fields = append(fields, arrow.Field{Name: m + c, Type: arrow.ListOf(types[i])})
+		}
+	}
+	schema := arrow.NewSchema(fields, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, r := range rows {
+		s := r.Scored
+		if s == nil {
+			continue
+		}
+		b.Field(0).(*array.StringBuilder).Append(s.ID)
+		b.Field(1).(*array.Float64Builder).Append(s.Dmm)
+		for m, list := range [][]knn.Neighbour{s.ImageList, s.TextList} {
+			base := 2 + m*len(NeighbourListColumns)
+			lbs := make([]*array.ListBuilder, len(NeighbourListColumns))
+			for i := range lbs {
+				lbs[i] = b.Field(base + i).(*array.ListBuilder)
+				lbs[i].Append(true)
+			}
+			for _, n := range list {
+				lbs[0].ValueBuilder().(*array.StringBuilder).Append(n.ID)
+				lbs[1].ValueBuilder().(*array.Float64Builder).Append(n.Dist)
+				lbs[2].ValueBuilder().(*array.Float64Builder).Append(n.Cross)
+				lbs[3].ValueBuilder().(*array.Float64Builder).Append(n.Dmm)
+				lbs[4].ValueBuilder().(*array.BooleanBuilder).Append(n.SameCaption)
+			}
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	return metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, "neighbours", ShardFile(shard, "parquet")), schema, rec)
 }

@@ -130,6 +130,8 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	str(&c.ScoresFormat, "scores-format", "parquet or csv")
 	fs.BoolVar(&c.EmitNeighbours, "emit-neighbours", c.EmitNeighbours, "add each row's k image and text neighbour ids to the scores")
 	ourFlags["emit-neighbours"] = true
+	fs.BoolVar(&c.SaveNeighbourLists, "save-neighbour-lists", c.SaveNeighbourLists, "also write OUT/neighbours/ with each neighbour's distances and d_mm, from which scores can be recomputed for other hyperparameters (lemon tune uses this)")
+	ourFlags["save-neighbour-lists"] = true
 	fs.Int64Var(&c.BlockRows, "block-rows", c.BlockRows, "rows per search block: memory per task is about 2 blocks x rows x dim x 8 bytes")
 	ourFlags["block-rows"] = true
 	str(&c.SearchShape, "search-shape", "auto, memory (tasks hold the whole reference) or blockwise (block pairs merged by a combiner, for references that do not fit)")
