@@ -19,6 +19,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset"
 	_ "github.com/lemon-curation/lemon/dataset/embdir"     // clip-retrieval layout
 	_ "github.com/lemon-curation/lemon/dataset/embparquet" // Parquet with embedding columns
+	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
@@ -37,6 +38,9 @@ type Config struct {
 	Output      string          `yaml:"output" json:"output"`
 
 	score.Params `yaml:",inline"`
+
+	// Embed configures the encoders for inputs of raw images and captions.
+	Embed embed.Config `yaml:",inline" json:"embed"`
 
 	// Reference set: the input itself (default), a separate dataset, or a seeded sample.
 	Reference       string `yaml:"reference" json:"reference,omitempty"`
@@ -115,7 +119,7 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if err := checkBackend(c.KNNBackend); err != nil {
 		return nil, err
 	}
-	in, rows, err := planInput(ctx, c.Input, c.InputFormat, c.Columns)
+	in, rows, err := planInput(ctx, c.Input, c.InputFormat, c.Columns, c.Embed)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +132,7 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 		}
 	}
 	if c.Reference != "" {
-		ref, refRows, err := planInput(ctx, c.Reference, c.ReferenceFormat, c.Columns)
+		ref, refRows, err := planInput(ctx, c.Reference, c.ReferenceFormat, c.Columns, c.Embed)
 		if err != nil {
 			return nil, fmt.Errorf("reference: %w", err)
 		}
@@ -146,20 +150,54 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	return p, nil
 }
 
-func planInput(ctx context.Context, path, format string, cols dataset.Options) (transforms.Input, int64, error) {
-	f, err := dataset.Open(ctx, path, format)
-	if err != nil {
-		return transforms.Input{}, 0, err
+func planInput(ctx context.Context, path, format string, cols dataset.Options, ec embed.Config) (transforms.Input, int64, error) {
+	var in transforms.Input
+	if f, err := dataset.Open(ctx, path, format); err == nil {
+		shards, err := f.Plan(ctx, path, cols)
+		if err != nil {
+			return in, 0, err
+		}
+		in = transforms.Input{Format: f.Name(), Options: cols, Shards: shards}
+	} else {
+		rf, rerr := dataset.DetectRaw(ctx, path, format)
+		if rerr != nil || rf == nil {
+			return in, 0, err
+		}
+		shards, err := rf.Plan(ctx, path, cols)
+		if err != nil {
+			return in, 0, err
+		}
+		if !ec.Enabled() {
+			return in, 0, fmt.Errorf("%s holds images and captions (%s format): give --image-model and --text-model to embed them", path, rf.Name())
+		}
+		// Open the encoders once here, so a missing or mismatched model fails before any work.
+		e, err := embed.Open(ec)
+		if err != nil {
+			return in, 0, err
+		}
+		dim := e.Dim()
+		e.Close()
+		for i := range shards {
+			shards[i].Dim = dim
+		}
+		in = transforms.Input{Format: rf.Name(), Options: cols, Shards: shards, Raw: true}
 	}
-	shards, err := f.Plan(ctx, path, cols)
-	if err != nil {
-		return transforms.Input{}, 0, err
+	if len(in.Shards) == 0 {
+		return in, 0, fmt.Errorf("%s: no shards", path)
 	}
 	var rows int64
-	for _, sh := range shards {
+	for _, sh := range in.Shards {
 		rows += sh.Rows
 	}
-	return transforms.Input{Format: f.Name(), Options: cols, Shards: shards}, rows, nil
+	return in, rows, nil
+}
+
+// readBlocks reads (or, for raw inputs, embeds) a dataset into blocks.
+func readBlocks(s beam.Scope, in transforms.Input, side string, c Config, tempDir string) (blocks, faults, ids beam.PCollection) {
+	if in.Raw {
+		return transforms.EmbedToBlocks(s, in, side, c.Embed, c.Distance, c.BlockRows, tempDir)
+	}
+	return transforms.ReadToBlocks(s, in, side, c.Distance, c.BlockRows, tempDir)
 }
 
 // TempDir is where the job keeps its blocks.
@@ -195,7 +233,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		TempDir: p.TempDir(), EmitIDs: c.EmitNeighbours || c.SaveNeighbourLists, SaveLists: c.SaveNeighbourLists, SelfJoin: p.Reference == nil && c.ReferenceSample == 0,
 		ExternalReference: p.Reference != nil, InMemory: p.InMemory(), QueryRowsPerTask: 4 * c.BlockRows}
 
-	blocks, faults, ids := transforms.ReadToBlocks(s, p.Input, "input", c.Distance, c.BlockRows, sc.TempDir)
+	blocks, faults, ids := readBlocks(s, p.Input, "input", c, sc.TempDir)
 	dupFaults, dropped, firsts := transforms.FindDuplicateIDs(s, p.Input, ids)
 	faults = beam.Flatten(s, faults, dupFaults)
 
@@ -204,7 +242,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	case p.Reference != nil:
 		rs := s.Scope("Reference")
 		var refIDs beam.PCollection
-		refBlocks, _, refIDs = transforms.ReadToBlocks(rs, *p.Reference, "reference", c.Distance, c.BlockRows, sc.TempDir)
+		refBlocks, _, refIDs = readBlocks(rs, *p.Reference, "reference", c, sc.TempDir)
 		_, droppedRef, _ = transforms.FindDuplicateIDs(rs, *p.Reference, refIDs)
 	case c.ReferenceSample > 0:
 		refBlocks = transforms.SampleReference(s, firsts, blocks, c.ReferenceSample, c.Seed, c.BlockRows, sc.TempDir)

@@ -7,9 +7,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/dataset"
-	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
-	"github.com/lemon-curation/lemon/storage"
 )
 
 // Input is a planned dataset: what the readers and writers need to find its files.
@@ -17,6 +15,7 @@ type Input struct {
 	Format  string
 	Options dataset.Options
 	Shards  []dataset.Shard
+	Raw     bool // images and captions (a dataset.RawFormat), embedded by the pipeline
 }
 
 // File names a shard's main file for messages.
@@ -51,11 +50,7 @@ func (in Input) Locate(pos int64) (shard int32, index int64) {
 // names the block files ("input" or "reference").
 func ReadToBlocks(s beam.Scope, in Input, side string, distance score.Distance, blockRows int64, tempDir string) (blocks, faults, ids beam.PCollection) {
 	s = s.Scope("ReadToBlocks_" + side)
-	idx := make([]int32, len(in.Shards))
-	for i := range idx {
-		idx[i] = int32(i)
-	}
-	shards := beam.Reshuffle(s, beam.CreateList(s, idx))
+	shards := beam.Reshuffle(s, beam.CreateList(s, shardIndexes(in)))
 	return beam.ParDo3(s, &readShardFn{Input: in, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir}, shards)
 }
 
@@ -75,21 +70,7 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 		return err
 	}
 	var n, bad int64
-	var chunk int64
-	b := &knn.Block{Dim: sh.Dim}
-	flush := func() error {
-		if b.Len() == 0 {
-			return nil
-		}
-		p := storage.Join(fn.TempDir, "blocks", fmt.Sprintf("%s-%06d-%06d.blk", fn.Side, shard, chunk))
-		if err := writeBlock(ctx, p, b); err != nil {
-			return err
-		}
-		emitBlock(BlockRef{Side: fn.Side, Shard: shard, Chunk: chunk, Path: p, Rows: int64(b.Len()), FirstPos: b.Pos[0]})
-		chunk++
-		b = &knn.Block{Dim: sh.Dim}
-		return nil
-	}
+	bw := &blockWriter{ctx: ctx, dir: fn.TempDir, side: fn.Side, shard: shard, dim: sh.Dim, rows: fn.BlockRows, emit: emitBlock}
 	err = f.Read(ctx, sh, in.Options, func(r dataset.Record) error {
 		n++
 		pos := sh.Offset + r.Index
@@ -109,23 +90,13 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 			fault("text embedding: " + err.Error())
 			return nil
 		}
-		b.Image = append(b.Image, r.Image...)
-		b.Text = append(b.Text, r.Text...)
-		b.Pos = append(b.Pos, pos)
-		b.Self = append(b.Self, -1)
-		b.Dmm = append(b.Dmm, score.Dist(score.Distance(fn.Distance), r.Image, r.Text))
-		b.ID = append(b.ID, r.ID)
-		b.Caption = append(b.Caption, r.Caption)
 		emitID(r.ID, pos)
-		if int64(b.Len()) >= fn.BlockRows {
-			return flush()
-		}
-		return nil
+		return bw.add(pos, r.ID, r.Caption, r.Image, r.Text, score.Dist(score.Distance(fn.Distance), r.Image, r.Text))
 	})
 	if err != nil {
 		return err
 	}
-	if err := flush(); err != nil {
+	if err := bw.flush(); err != nil {
 		return err
 	}
 	if n != sh.Rows {

@@ -17,7 +17,7 @@ func init() {
 		(*memoryTaskFn)(nil), (*pairTaskFn)(nil), (*mergePartialsFn)(nil), (*scoreBlockFn)(nil),
 		(*countFn)(nil), (*startSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
 		(*sumCountsFn)(nil), (*writeManifestFn)(nil), (*sampleKeyFn)(nil), (*extractSampleFn)(nil),
-		(*writeSampleBlockFn)(nil),
+		(*writeSampleBlockFn)(nil), (*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
 		(*Fault)(nil), (*Scored)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
 		(*IDPositions)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil),
 	} {

@@ -186,6 +186,9 @@ var (
 // writeSplits copies the shard's metadata rows into kept/, rejected/ and errors/, in input
 // order, adding the score columns (or the reason).
 func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows []Outcome, threshold float64) error {
+	if fn.Input.Raw {
+		return fn.writeNativeSplits(ctx, sh, rows, threshold)
+	}
 	f, err := dataset.Get(fn.Input.Format)
 	if err != nil {
 		return err
@@ -365,4 +368,32 @@ func (fn *writeShardFn) writeLists(ctx context.Context, shard int, rows []Outcom
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	return metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, "neighbours", ShardFile(shard, "parquet")), schema, rec)
+}
+
+// writeNativeSplits hands the routing to a format that writes kept/rejected/errors in its own
+// layout (a webdataset input gives webdataset outputs, every member preserved).
+func (fn *writeShardFn) writeNativeSplits(ctx context.Context, sh dataset.Shard, rows []Outcome, threshold float64) error {
+	f, err := dataset.GetRaw(fn.Input.Format)
+	if err != nil {
+		return err
+	}
+	sw, ok := f.(dataset.SplitWriter)
+	if !ok {
+		return fmt.Errorf("input format %s cannot write kept/rejected outputs", f.Name())
+	}
+	outcomes := make([]dataset.Outcome, len(rows))
+	for i, r := range rows {
+		switch {
+		case r.Fault != nil:
+			outcomes[i] = dataset.Outcome{Split: dataset.Errors, Reason: r.Fault.Reason}
+		default:
+			s := r.Scored
+			split := dataset.Kept
+			if s.Score >= threshold {
+				split = dataset.Rejected
+			}
+			outcomes[i] = dataset.Outcome{Split: split, Dmm: s.Dmm, Sn: s.Sn, Sm: s.Sm, Score: s.Score}
+		}
+	}
+	return sw.WriteSplits(ctx, sh, fn.Input.Options, fn.Out.Dir, outcomes)
 }

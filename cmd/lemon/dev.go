@@ -7,12 +7,16 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset/embdir"
 	"github.com/lemon-curation/lemon/dataset/embparquet"
+	"github.com/lemon-curation/lemon/embed/standin"
 	"github.com/lemon-curation/lemon/synth"
 )
 
 func runDev(args []string) error {
+	if len(args) > 0 && args[0] == "make-encoders" {
+		return makeEncoders(args[1:])
+	}
 	if len(args) == 0 || args[0] != "make-dataset" {
-		return usageError{fmt.Errorf("usage: lemon dev make-dataset --out DIR [flags]")}
+		return usageError{fmt.Errorf("usage: lemon dev make-dataset --out DIR [flags] | lemon dev make-encoders --size tiny|vit-b-32 --out DIR")}
 	}
 	o := synth.Defaults()
 	fs := flag.NewFlagSet("lemon dev make-dataset", flag.ContinueOnError)
@@ -50,5 +54,23 @@ func runDev(args []string) error {
 		return err
 	}
 	fmt.Printf("wrote %d synthetic rows (dim %d, %.0f%% swapped captions, stand-in data, not from a real encoder) in %d shard(s) to %s\n", o.Rows, o.Dim, 100*o.Noise, *shards, *out)
+	return nil
+}
+
+func makeEncoders(args []string) error {
+	fs := flag.NewFlagSet("lemon dev make-encoders", flag.ContinueOnError)
+	size := fs.String("size", "tiny", "tiny (fast, for tests) or vit-b-32 (ViT-B/32 shapes and FLOPs, for benchmarks)")
+	out := fs.String("out", "", "directory for image.onnx and text.onnx (required)")
+	seed := fs.Uint64("seed", 1, "weight seed")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *out == "" {
+		return usageError{fmt.Errorf("--out is required")}
+	}
+	if err := standin.Write(*out, *size, *seed); err != nil {
+		return err
+	}
+	fmt.Printf("wrote stand-in encoders (%s, random weights: NOT a trained CLIP) to %s/image.onnx and %s/text.onnx\n", *size, *out, *out)
 	return nil
 }

@@ -22,11 +22,16 @@ Usage:
   lemon score --input DIR --output OUT [--config FILE] [flags]
       Score every pair from precomputed CLIP embeddings and write scores plus kept/rejected
       shards. 'lemon score --help' lists the flags.
+  lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx
+      Embed images and captions (webdataset, img2dataset Parquet, CSV of paths) with your CLIP
+      encoders into the clip-retrieval layout. 'lemon score' also takes RAW inputs directly.
   lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split]
       Measure a scored run against known errors: AUROC, AUPRC, F1 for LEMoN, CLIP similarity,
       s_n, s_m and deep kNN side by side; writes REP/metrics.json and REP/report.html.
   lemon dev make-dataset --out DIR [flags]
       Write a synthetic CLIP-like dataset with known label errors (for trying lemon out).
+  lemon dev make-encoders --size tiny|vit-b-32 --out DIR
+      Write stand-in CLIP encoders (random weights, the real interface) for tests and benchmarks.
   lemon version
       Print the version.
 `
@@ -40,6 +45,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "score":
 		err = runScore(args)
+	case "embed":
+		err = runEmbed(args)
 	case "eval":
 		if err = evaluate.Main(args); err != nil {
 			var ue evaluate.UsageError

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 	"github.com/goccy/go-yaml"
 
+	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
@@ -138,6 +139,7 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.IntVar(&c.SearchMemoryMiB, "search-memory-mib", c.SearchMemoryMiB, "auto shape: hold the reference in memory when its embeddings fit in this many MiB")
 	ourFlags["search-memory-mib"] = true
 	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest available), avx512 or go")
+	defineEmbedFlags(fs, &c.Embed)
 	str(&c.TempDir, "temp-dir", "where search blocks are kept during the run (default OUTPUT/.lemon-tmp); on a cluster it must be shared storage such as gs://")
 }
 
@@ -273,5 +275,24 @@ func cleanTemp(ctx context.Context, dir string) {
 	if !strings.Contains(dir, "://") {
 		os.Remove(storage.Join(dir, "blocks"))
 		os.Remove(dir)
+	}
+}
+
+// defineEmbedFlags adds the encoder flags, used when the input is raw images and captions.
+func defineEmbedFlags(fs *flag.FlagSet, e *embed.Config) {
+	if e.BatchSize == 0 {
+		e.BatchSize = 64
+	}
+	if e.Device == "" {
+		e.Device = "cpu"
+	}
+	fs.StringVar(&e.ImageModel, "image-model", e.ImageModel, "raw inputs: CLIP image encoder (.onnx: float32 [batch,3,S,S] -> [batch,D]); see deploy/export")
+	fs.StringVar(&e.TextModel, "text-model", e.TextModel, "raw inputs: CLIP text encoder (.onnx: int64 [batch,77] -> [batch,D])")
+	fs.StringVar(&e.Vocab, "vocab", e.Vocab, "CLIP BPE vocabulary (default: $LEMON_CLIP_VOCAB or third_party/clip-vocab, fetched by scripts/setup.sh)")
+	fs.StringVar(&e.Device, "device", e.Device, "raw inputs: cpu or cuda (needs a GPU build of ONNX Runtime)")
+	fs.IntVar(&e.BatchSize, "batch-size", e.BatchSize, "raw inputs: rows per encoder call")
+	fs.IntVar(&e.Threads, "threads", e.Threads, "raw inputs: ONNX Runtime intra-op threads (0: all cores)")
+	for _, n := range []string{"image-model", "text-model", "vocab", "device", "batch-size", "threads"} {
+		ourFlags[n] = true
 	}
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
+
+	"github.com/lemon-curation/lemon/pipeline"
+	"github.com/lemon-curation/lemon/storage"
+	"github.com/lemon-curation/lemon/transforms"
+)
+
+const embedUsage = `Usage: lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx [flags]
+
+Embeds images and captions (webdataset tars, img2dataset Parquet, or a CSV of image paths)
+with your CLIP encoders and writes the clip-retrieval layout: DIR/img_emb/img_emb_N.npy,
+DIR/text_emb/text_emb_N.npy (L2-normalised), DIR/metadata/metadata_N.parquet (key, caption),
+DIR/errors/ (rows that could not be embedded, with the reason) and DIR/manifest.json.
+'lemon score --input DIR' then scores it without embedding again.
+
+Flags:
+`
+
+func runEmbed(args []string) error {
+	var c pipeline.EmbedConfig
+	fs := flag.CommandLine
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), embedUsage)
+		for _, n := range []string{"input", "input-format", "output", "dtype", "image-model", "text-model", "vocab", "device", "batch-size", "threads", "id-column", "caption-column", "image-column"} {
+			if f := fs.Lookup(n); f != nil {
+				fmt.Fprintf(fs.Output(), "  --%s\n        %s\n", n, f.Usage)
+			}
+		}
+		fmt.Fprint(fs.Output(), "\nRunner flags are Beam's, as for 'lemon score' (default --runner prism).\n")
+	}
+	fs.StringVar(&c.Input, "input", "", "raw dataset: webdataset tars, img2dataset Parquet, or a CSV of image paths and captions")
+	fs.StringVar(&c.InputFormat, "input-format", "auto", "auto, webdataset, img2parquet or pathcsv")
+	fs.StringVar(&c.Output, "output", "", "output directory (clip-retrieval layout)")
+	dtype := fs.String("dtype", "float32", "float32 or float16")
+	fs.StringVar(&c.Columns.IDColumn, "id-column", "", "id column (default: key, uid or id)")
+	fs.StringVar(&c.Columns.CaptionColumn, "caption-column", "", "caption column (default: caption or text)")
+	fs.StringVar(&c.Columns.ImageColumn, "image-column", "", "image bytes or path column (default: detected)")
+	ourFlags["input"] = true
+	defineEmbedFlags(fs, &c.Embed)
+	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err}
+	}
+	c.Dtype = map[string]string{"float32": "<f4", "float16": "<f2"}[*dtype]
+	if c.Dtype == "" {
+		return usageError{fmt.Errorf("--dtype must be float32 or float16")}
+	}
+	if f := fs.Lookup("runner"); f != nil && f.Value.String() == "" {
+		f.Value.Set("prism")
+	}
+	beam.Init()
+	ctx := context.Background()
+	plan, err := pipeline.CheckEmbed(ctx, c)
+	if err != nil {
+		return usageError{err}
+	}
+	logf("lemon: embedding %d rows in %d shard(s) of %s (%s) with %s and %s", plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, c.Embed.ImageModel, c.Embed.TextModel)
+	p, s := beam.NewPipelineWithRoot()
+	pipeline.BuildEmbed(s, plan, append([]string{"lemon", "embed"}, args...))
+	if !*verbose {
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	}
+	start := time.Now()
+	if err := beamx.Run(ctx, p); err != nil {
+		return fmt.Errorf("the job failed: %w", err)
+	}
+	b, err := storage.ReadFile(ctx, storage.Join(c.Output, transforms.ManifestName))
+	if err != nil {
+		return fmt.Errorf("the job finished but wrote no manifest: %w", err)
+	}
+	var m transforms.EmbedManifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	logf("lemon: done in %s: %d rows in, %d embedded, %d errors; wrote %s", time.Since(start).Round(time.Millisecond), m.Counts["rows_in"], m.Counts["embedded"], m.Counts["errors"], c.Output)
+	return nil
+}

@@ -1,0 +1,143 @@
+package transforms
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/embed"
+	"github.com/lemon-curation/lemon/knn"
+	"github.com/lemon-curation/lemon/score"
+	"github.com/lemon-curation/lemon/storage"
+)
+
+// EmbedToBlocks is ReadToBlocks for raw images and captions: each shard's rows are embedded
+// with the configured encoders (opened once per worker, in Setup) and written straight into
+// block files. Rows that cannot be decoded or embedded become Faults.
+func EmbedToBlocks(s beam.Scope, in Input, side string, ec embed.Config, distance score.Distance, blockRows int64, tempDir string) (blocks, faults, ids beam.PCollection) {
+	s = s.Scope("EmbedToBlocks_" + side)
+	shards := beam.Reshuffle(s, beam.CreateList(s, shardIndexes(in)))
+	return beam.ParDo3(s, &embedShardFn{Input: in, Embed: ec, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir}, shards)
+}
+
+func shardIndexes(in Input) []int32 {
+	idx := make([]int32, len(in.Shards))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	return idx
+}
+
+type embedShardFn struct {
+	Input     Input
+	Embed     embed.Config
+	Side      string
+	Distance  string
+	BlockRows int64
+	TempDir   string
+	emb       *embed.Embedder
+}
+
+func (fn *embedShardFn) Setup() error {
+	e, err := embed.Open(fn.Embed)
+	if err != nil {
+		return err
+	}
+	fn.emb = e
+	return nil
+}
+
+func (fn *embedShardFn) Teardown() {
+	if fn.emb != nil {
+		fn.emb.Close()
+	}
+}
+
+func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitID func(string, int64)) error {
+	in := fn.Input
+	sh := in.Shards[shard]
+	f, err := dataset.GetRaw(in.Format)
+	if err != nil {
+		return err
+	}
+	bw := &blockWriter{ctx: ctx, dir: fn.TempDir, side: fn.Side, shard: shard, dim: fn.emb.Dim(), rows: fn.BlockRows, emit: emitBlock}
+	var n, bad int64
+	err = fn.emb.Shard(ctx, f, sh, in.Options, func(e embed.Embedded) error {
+		n++
+		r := e.Record
+		pos := sh.Offset + r.Index
+		reason := e.Err
+		if reason == "" {
+			if err := score.Normalize(e.Image); err != nil {
+				reason = "image embedding: " + err.Error()
+			} else if err := score.Normalize(e.Text); err != nil {
+				reason = "text embedding: " + err.Error()
+			}
+		}
+		if reason != "" {
+			bad++
+			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Caption: r.Caption, Reason: reason})
+			return nil
+		}
+		emitID(r.ID, pos)
+		return bw.add(pos, r.ID, r.Caption, e.Image, e.Text, score.Dist(score.Distance(fn.Distance), e.Image, e.Text))
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", in.File(shard), err)
+	}
+	if err := bw.flush(); err != nil {
+		return err
+	}
+	if n != sh.Rows {
+		return fmt.Errorf("%s: read %d rows, expected %d", in.File(shard), n, sh.Rows)
+	}
+	logf("lemon: embedded %s shard %d/%d (%s): %d rows, %d not scorable", fn.Side, shard+1, len(in.Shards), in.File(shard), n, bad)
+	return nil
+}
+
+// blockWriter collects a shard's valid rows into block files of at most rows rows.
+type blockWriter struct {
+	ctx   context.Context
+	dir   string
+	side  string
+	shard int32
+	dim   int
+	rows  int64
+	chunk int64
+	b     *knn.Block
+	emit  func(BlockRef)
+}
+
+func (w *blockWriter) add(pos int64, id, caption string, img, txt []float32, dmm float64) error {
+	if w.b == nil {
+		w.b = &knn.Block{Dim: w.dim}
+	}
+	b := w.b
+	b.Image = append(b.Image, img...)
+	b.Text = append(b.Text, txt...)
+	b.Pos = append(b.Pos, pos)
+	b.Self = append(b.Self, -1)
+	b.Dmm = append(b.Dmm, dmm)
+	b.ID = append(b.ID, id)
+	b.Caption = append(b.Caption, caption)
+	if int64(b.Len()) >= w.rows {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *blockWriter) flush() error {
+	if w.b == nil || w.b.Len() == 0 {
+		return nil
+	}
+	p := storage.Join(w.dir, "blocks", fmt.Sprintf("%s-%06d-%06d.blk", w.side, w.shard, w.chunk))
+	if err := writeBlock(w.ctx, p, w.b); err != nil {
+		return err
+	}
+	w.emit(BlockRef{Side: w.side, Shard: w.shard, Chunk: w.chunk, Path: p, Rows: int64(w.b.Len()), FirstPos: w.b.Pos[0]})
+	w.chunk++
+	w.b = nil
+	return nil
+}
