@@ -2,13 +2,14 @@
 GO ?= go
 DEMO_DIR ?= out/demo
 
-.PHONY: help build demo setup test test-short bench-knn clean
+.PHONY: help build demo setup test bench-knn bench-embed clean
 
 help:
 	@echo "make demo       build bin/lemon, generate a small synthetic dataset, score it (prism, in-process)"
 	@echo "make test       install test dependencies (scripts/setup.sh) and run the whole test suite"
 	@echo "make build      build bin/lemon"
 	@echo "make bench-knn  neighbour-search benchmark against FAISS (see README)"
+	@echo "make bench-embed  embedding-stage throughput: raw ONNX Runtime vs end to end from JPEG bytes"
 
 build:
 	$(GO) build -o bin/lemon ./cmd/lemon
@@ -24,6 +25,9 @@ setup:
 
 test: setup
 	$(GO) test -timeout 30m ./...
+
+bench-embed: setup
+	$(GO) run ./bench/embed -rows 256 -batch 32
 
 clean:
 	rm -rf bin out
