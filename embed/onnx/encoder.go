@@ -43,8 +43,8 @@ const DefaultContextLength = 77
 var ErrNoCUDA = errors.New("this ONNX Runtime build has no CUDA execution provider; install the GPU build (see README)")
 
 // encoder is what image and text encoders share: one session, one input
-// tensor of rowIn elements per row (plus, for some text exports, an
-// attention mask) and one float32 output of dim per row.
+// tensor (plus, for some text exports, an attention mask) and one float32
+// output of dim values per row.
 type encoder struct {
 	path       string
 	sess       *ort.DynamicAdvancedSession
@@ -173,7 +173,16 @@ func CheckPair(img *ImageEncoder, txt *TextEncoder) error {
 func (e *ImageEncoder) Size() int { return e.size }
 
 // Dim is the embedding dimension D.
-func (e *encoder) Dim() int { return e.dim }
+func (e *ImageEncoder) Dim() int { return e.dim }
+
+// Dim is the embedding dimension D.
+func (e *TextEncoder) Dim() int { return e.dim }
+
+// Close releases the session. Safe to call more than once.
+func (e *ImageEncoder) Close() error { return e.close() }
+
+// Close releases the session. Safe to call more than once.
+func (e *TextEncoder) Close() error { return e.close() }
 
 // ContextLength is the token row length L the model takes (77 for CLIP).
 func (e *TextEncoder) ContextLength() int { return e.contextLength }
@@ -251,8 +260,7 @@ func padded[T any](s []T, n int) []T {
 	return p
 }
 
-// Close releases the session. Safe to call more than once.
-func (e *encoder) Close() error {
+func (e *encoder) close() error {
 	if e.sess == nil {
 		return nil
 	}

@@ -22,6 +22,10 @@
 //
 // The embeddings mean nothing: images and captions land in unrelated random
 // spaces. Like Hugging Face's CLIP exports, outputs are not L2-normalised.
+//
+// WriteTiny writes variants of the tiny pair (other tensor names, a fixed
+// batch axis, dynamic sizes, an attention_mask input, another D) for testing
+// how consumers handle real-world exports.
 package standin
 
 import (
