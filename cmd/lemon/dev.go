@@ -30,6 +30,12 @@ func runDev(args []string) error {
 	fs.IntVar(&o.Concepts, "concepts", o.Concepts, "concept clusters")
 	fs.Float64Var(&o.Noise, "noise", o.Noise, "fraction of rows with a swapped caption (is_error=true)")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
+	fs.Float64Var(&o.Spread, "spread", o.Spread, "within-concept spread shared by an image and its caption")
+	fs.Float64Var(&o.Modality, "modality-noise", 0, "noise each modality adds on its own (0: spread/2); larger blurs the image-caption match")
+	fs.IntVar(&o.Groups, "families", 0, "group concepts into this many families of nearby concepts (0: independent concepts)")
+	fs.Float64Var(&o.GroupSpread, "family-spread", 0.5, "distance scale between concepts of one family")
+	fs.BoolVar(&o.Hard, "hard", false, "swap captions only within a family (semantically close swaps, like the paper's cat noise)")
+	fs.BoolVar(&o.Split, "split", false, "add a seeded 80/10/10 split column (train/val/test)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageError{err}
 	}
