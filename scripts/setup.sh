@@ -20,7 +20,6 @@ fi
 
 scripts/fetch-clip-vocab.sh >/dev/null
 scripts/fetch-test-photos.sh >/dev/null
-if [ -x scripts/fetch-onnxruntime.sh ]; then
-  scripts/fetch-onnxruntime.sh >/dev/null
-fi
+scripts/fetch-onnxruntime.sh >/dev/null
+scripts/fetch-wordnet.sh >/dev/null
 echo "setup: done"

@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/lemon-curation/lemon/evaluate"
+	"github.com/lemon-curation/lemon/noise"
 )
 
 const usage = `lemon finds mislabelled image-caption pairs (LEMoN, ICML 2025) and filters them out.
@@ -25,6 +26,8 @@ Usage:
   lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx
       Embed images and captions (webdataset, img2dataset Parquet, CSV of paths) with your CLIP
       encoders into the clip-retrieval layout. 'lemon score' also takes RAW inputs directly.
+  lemon noise --input DIR --output DIR --kind random|noun|cat|symmetric|asymmetric [--level 0.4]
+      Inject known label errors into a clean embedding dataset (adds is_error, original_caption).
   lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split]
       Measure a scored run against known errors: AUROC, AUPRC, F1 for LEMoN, CLIP similarity,
       s_n, s_m and deep kNN side by side; writes REP/metrics.json and REP/report.html.
@@ -47,6 +50,13 @@ func main() {
 		err = runScore(args)
 	case "embed":
 		err = runEmbed(args)
+	case "noise":
+		if err = noise.Main(args); err != nil {
+			var ue noise.UsageError
+			if errors.As(err, &ue) {
+				err = usageError{ue.Err}
+			}
+		}
 	case "eval":
 		if err = evaluate.Main(args); err != nil {
 			var ue evaluate.UsageError
