@@ -17,8 +17,11 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/dataset"
-	_ "github.com/lemon-curation/lemon/dataset/embdir"     // clip-retrieval layout
-	_ "github.com/lemon-curation/lemon/dataset/embparquet" // Parquet with embedding columns
+	_ "github.com/lemon-curation/lemon/dataset/embdir"      // clip-retrieval layout
+	_ "github.com/lemon-curation/lemon/dataset/embparquet"  // Parquet with embedding columns
+	_ "github.com/lemon-curation/lemon/dataset/img2parquet" // img2dataset Parquet (image bytes)
+	_ "github.com/lemon-curation/lemon/dataset/pathcsv"     // CSV of image paths and captions
+	_ "github.com/lemon-curation/lemon/dataset/webdataset"  // img2dataset webdataset tars
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"

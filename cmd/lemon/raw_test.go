@@ -1,0 +1,130 @@
+package main_test
+
+import (
+	"archive/tar"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lemon-curation/lemon/dataset/rawtest/samples"
+	"github.com/lemon-curation/lemon/dataset/webdataset"
+	"github.com/lemon-curation/lemon/embed/onnx/onnxtest"
+	"github.com/lemon-curation/lemon/embed/tokenizer"
+)
+
+// requireEmbedding skips (or, in CI, fails) when the ONNX Runtime library or the CLIP
+// vocabulary has not been fetched (scripts/setup.sh fetches both).
+func requireEmbedding(t *testing.T) {
+	t.Helper()
+	onnxtest.RequireRuntime(t)
+	if _, err := tokenizer.DefaultVocabPath(); err != nil {
+		if onnxtest.InCI() {
+			t.Fatalf("CLIP vocabulary missing in CI: %v", err)
+		}
+		t.Skipf("CLIP vocabulary missing (run scripts/setup.sh): %v", err)
+	}
+}
+
+// tarMembers lists every member of the tars in dir as "name:content".
+func tarMembers(t *testing.T, dir string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.tar"))
+	var out []string
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(fh)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(tr)
+			out = append(out, h.Name+":"+string(b))
+		}
+		fh.Close()
+	}
+	return out
+}
+
+// TestRawWebdatasetScoreAndEmbed: a webdataset of real (small) images goes through `lemon
+// score` with stand-in encoders, and comes back as kept/rejected/errors tars that keep every
+// member byte for byte; `lemon embed` then `lemon score` on the embeddings gives the same
+// scores as scoring the raw data directly.
+func TestRawWebdatasetScoreAndEmbed(t *testing.T) {
+	requireEmbedding(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc")
+	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	img, txt := filepath.Join(enc, "image.onnx"), filepath.Join(enc, "text.onnx")
+
+	a, b := samples.Make("a", 30, 1), samples.Make("b", 25, 2)
+	a[4].Image = []byte("this is not an image")
+	b[7].Caption = ""
+	raw := filepath.Join(dir, "raw")
+	if err := webdataset.Write(ctx, raw, [][]samples.Sample{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	run(t, false, "score", "--input", raw, "--output", out, "--image-model", img, "--text-model", txt,
+		"--k", "5", "--reject-fraction", "0.2", "--scores-format", "csv", "--batch-size", "8")
+	counts := readCounts(t, out)
+	if counts["rows_in"] != 55 || counts["errors"] != 2 || counts["rejected"] != 11 {
+		t.Fatalf("counts %v: want rows_in 55, errors 2 (bad image, empty caption), rejected round(0.2*53)=11", counts)
+	}
+	in := tarMembers(t, raw)
+	var got []string
+	for _, split := range []string{"kept", "rejected", "errors"} {
+		got = append(got, tarMembers(t, filepath.Join(out, split))...)
+	}
+	if len(got) != len(in) {
+		t.Fatalf("outputs hold %d tar members, input %d", len(got), len(in))
+	}
+	have := map[string]bool{}
+	for _, m := range got {
+		have[m] = true
+	}
+	for _, m := range in {
+		if !have[m] {
+			t.Fatalf("input member %.40q not found byte for byte in the outputs", m)
+		}
+	}
+	errs := tarMembers(t, filepath.Join(out, "errors"))
+	if len(errs) == 0 || !strings.HasPrefix(errs[0], "a4.") {
+		t.Errorf("errors/ tar should hold sample a4 first, got %v", errs)
+	}
+
+	// Embed, then score the embeddings: the same scores.
+	emb := filepath.Join(dir, "emb")
+	run(t, false, "embed", "--input", raw, "--output", emb, "--image-model", img, "--text-model", txt)
+	out2 := filepath.Join(dir, "out2")
+	run(t, false, "score", "--input", emb, "--output", out2, "--k", "5", "--reject-fraction", "0.2", "--scores-format", "csv")
+	s1, s2 := readScores(t, out), readScores(t, out2)
+	if len(s1) != 53 || len(s2) != 53 {
+		t.Fatalf("scored %d rows raw and %d from embeddings, want 53", len(s1), len(s2))
+	}
+	for id, r := range s1 {
+		if d := r.Score - s2[id].Score; d > 1e-6 || d < -1e-6 {
+			t.Fatalf("row %s: raw score %v, from embeddings %v", id, r.Score, s2[id].Score)
+		}
+	}
+
+	// A missing model fails before any work, naming the file.
+	msg := run(t, true, "score", "--input", raw, "--output", filepath.Join(dir, "out3"), "--image-model", filepath.Join(dir, "nope.onnx"), "--text-model", txt)
+	if !strings.Contains(msg, "nope.onnx") {
+		t.Errorf("missing model: error does not name it:\n%s", msg)
+	}
+	msg = run(t, true, "score", "--input", raw, "--output", filepath.Join(dir, "out4"))
+	if !strings.Contains(msg, "--image-model") {
+		t.Errorf("raw input without models: error should ask for --image-model:\n%s", msg)
+	}
+}

@@ -1,0 +1,171 @@
+package webdataset
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/img2parquet/pqsplit"
+	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/storage"
+)
+
+// WriteSplits writes outDir/kept/NAME.tar, outDir/rejected/NAME.tar and outDir/errors/NAME.tar
+// (NAME.tar being the input tar's name), each holding the samples routed there, in input order,
+// with every member copied byte for byte under its own header (name, mode, owner, times). No
+// member is added: a sample's scores go in the Parquet beside the tar, not into the tar. When
+// the input tar has its Parquet, NAME.parquet is written beside each output tar with the rows of
+// that split's samples (matched by the key column, in the Parquet's order) and the columns
+// lemon_d_mm, lemon_s_n, lemon_s_m and lemon_score, or reason for errors; Parquet rows whose key
+// is no sample of the tar (img2dataset's failed downloads) belong to no split and are dropped.
+// All files are written, empty ones included, and appear only once complete.
+func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Options, outDir string, outcomes []dataset.Outcome) error {
+	in := sh.Files["tar"]
+	if int64(len(outcomes)) != sh.Rows {
+		return fmt.Errorf("%s: %d outcomes for a shard of %d rows", in, len(outcomes), sh.Rows)
+	}
+	name := storage.Base(in)
+	var outs [3]*tarOut
+	abort := func() {
+		for _, t := range outs {
+			if t != nil {
+				t.out.Abort()
+			}
+		}
+	}
+	for s := range outs {
+		p := storage.Join(outDir, dataset.Split(s).String(), name)
+		w, err := storage.Create(ctx, p)
+		if err != nil {
+			abort()
+			return err
+		}
+		bw := bufio.NewWriterSize(w, 1<<20)
+		outs[s] = &tarOut{out: w, buf: bw, tw: tar.NewWriter(bw), p: p}
+	}
+	// Each key's outcome, for the Parquet rows: a key's first sample decides.
+	byKey := map[string]*dataset.Outcome{}
+	n := 0
+	err := scan(ctx, in, true, func(s *sample) error {
+		if n >= len(outcomes) {
+			return fmt.Errorf("%s has more samples than the %d planned: it changed since the job was planned", in, sh.Rows)
+		}
+		t := outs[outcomes[n].Split]
+		for _, m := range s.members {
+			if err := t.tw.WriteHeader(m.hdr); err != nil {
+				return fmt.Errorf("writing %s: member %q: %w", t.p, m.hdr.Name, err)
+			}
+			if _, err := t.tw.Write(m.data); err != nil {
+				return fmt.Errorf("writing %s: %w", t.p, err)
+			}
+		}
+		if _, ok := byKey[s.key]; !ok {
+			byKey[s.key] = &outcomes[n]
+		}
+		n++
+		return nil
+	})
+	if err == nil && n != len(outcomes) {
+		err = fmt.Errorf("%s has %d samples, %d planned: it changed since the job was planned", in, n, sh.Rows)
+	}
+	if err != nil {
+		abort()
+		return err
+	}
+	for _, t := range outs {
+		if err := t.tw.Close(); err != nil {
+			abort()
+			return fmt.Errorf("writing %s: %w", t.p, err)
+		}
+		if err := t.buf.Flush(); err != nil {
+			abort()
+			return fmt.Errorf("writing %s: %w", t.p, err)
+		}
+	}
+	var pw *pqsplit.Writer
+	if pq := sh.Files["parquet"]; pq != "" {
+		if pw, err = splitParquet(ctx, pq, outDir, strings.TrimSuffix(name, ".tar")+".parquet", byKey); err != nil {
+			abort()
+			return err
+		}
+	}
+	// Parquet first: a tar without its Parquet would be the worse half-state.
+	if pw != nil {
+		if err := pw.Commit(); err != nil {
+			abort()
+			return err
+		}
+	}
+	for i, t := range outs {
+		if err := t.out.Commit(); err != nil {
+			outs[i] = nil
+			abort()
+			return err
+		}
+		outs[i] = nil
+	}
+	return nil
+}
+
+type tarOut struct {
+	out *storage.Writer
+	buf *bufio.Writer
+	tw  *tar.Writer
+	p   string
+}
+
+// splitParquet routes the rows of the Parquet beside a tar by their samples' splits; the caller
+// commits or aborts the writer.
+func splitParquet(ctx context.Context, pq, outDir, name string, byKey map[string]*dataset.Outcome) (*pqsplit.Writer, error) {
+	pf, err := metadata.OpenParquet(ctx, pq)
+	if err != nil {
+		return nil, err
+	}
+	rr, err := pf.Records(ctx, nil)
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
+	defer rr.Release()
+	var paths [3]string
+	for s := range paths {
+		paths[s] = storage.Join(outDir, dataset.Split(s).String(), name)
+	}
+	pw, err := pqsplit.Create(ctx, paths, rr.Schema(), pqsplit.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if err := routeRows(ctx, pq, rr, pw, byKey); err != nil {
+		pw.Abort()
+		return nil, err
+	}
+	return pw, nil
+}
+
+func routeRows(ctx context.Context, pq string, rr array.RecordReader, pw *pqsplit.Writer, byKey map[string]*dataset.Outcome) error {
+	for rr.Next() {
+		rec := rr.RecordBatch()
+		keys, valid, err := metadata.StringColumn(pq, rec, KeyColumn)
+		if err != nil {
+			return err
+		}
+		route := make([]*dataset.Outcome, len(keys))
+		for i, k := range keys {
+			if valid[i] {
+				route[i] = byKey[k]
+			}
+		}
+		if err := pw.Write(ctx, rec, route); err != nil {
+			return err
+		}
+	}
+	if err := rr.Err(); err != nil {
+		return fmt.Errorf("%s: %w", pq, err)
+	}
+	return nil
+}
