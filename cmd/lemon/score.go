@@ -100,8 +100,8 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	num := func(p *float64, name, usage string) { fs.Float64Var(p, name, *p, usage); ourFlags[name] = true }
 	fs.String("config", "", "YAML config (e.g. configs/lemon-fix.yaml); flags given explicitly override it")
 	ourFlags["config"] = true
-	str(&c.Input, "input", "input dataset: a clip-retrieval directory (img_emb/, text_emb/, metadata/) or Parquet file(s) with embedding columns")
-	str(&c.InputFormat, "input-format", "input format: auto, embdir or parquet")
+	str(&c.Input, "input", "input dataset: embeddings (a clip-retrieval directory img_emb/ text_emb/ metadata/, or Parquet with embedding columns) or images and captions (webdataset tars, img2dataset Parquet, a CSV of image paths; these need --image-model and --text-model)")
+	str(&c.InputFormat, "input-format", "input format: auto, embdir, parquet, webdataset, img2parquet or pathcsv")
 	str(&c.Output, "output", "output directory (local path or gs://...)")
 	str(&c.Columns.IDColumn, "id-column", "metadata column holding row ids (default: first of key, uid, id)")
 	str(&c.Columns.CaptionColumn, "caption-column", "metadata column holding captions (default: first of caption, text)")
