@@ -26,6 +26,9 @@ setup:
 test: setup
 	$(GO) test -timeout 30m ./...
 
+bench-knn: build
+	bench/knn.sh
+
 bench-embed: setup
 	$(GO) run ./bench/embed -rows 256 -batch 32
 
