@@ -46,3 +46,22 @@ func TestDatasetScoreEval(t *testing.T) {
 	}
 	run(t, true, "eval", "--run", out) // no --output: a usage error
 }
+
+// TestTuneThenScore: tune from a run's saved neighbour lists, then score with the tuned config.
+func TestTuneThenScore(t *testing.T) {
+	dir := t.TempDir()
+	data, out, cfg := filepath.Join(dir, "data"), filepath.Join(dir, "out"), filepath.Join(dir, "tuned.yaml")
+	run(t, false, "dev", "make-dataset", "--out", data, "--rows", "1500", "--dim", "16", "--shards", "2", "--noise", "0.3",
+		"--concepts", "30", "--families", "6", "--hard", "--modality-noise", "1.0", "--split")
+	run(t, false, "score", "--input", data, "--output", out, "--k", "20", "--save-neighbour-lists")
+	run(t, false, "tune", "--run", out, "--split-column", "split", "--output", cfg, "--ks", "5,10,20")
+	b, err := os.ReadFile(cfg)
+	if err != nil || !strings.Contains(string(b), "beta:") || !strings.Contains(string(b), "threshold:") {
+		t.Fatalf("tuned config %q, %v", b, err)
+	}
+	out2 := filepath.Join(dir, "out2")
+	run(t, false, "score", "--input", data, "--output", out2, "--config", cfg)
+	if c := readCounts(t, out2); c["rows_in"] != 1500 || c["rejected"] == 0 {
+		t.Errorf("scoring with the tuned config: counts %v", c)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lemon-curation/lemon/evaluate"
 	"github.com/lemon-curation/lemon/noise"
+	"github.com/lemon-curation/lemon/tune"
 )
 
 const usage = `lemon finds mislabelled image-caption pairs (LEMoN, ICML 2025) and filters them out.
@@ -31,6 +32,9 @@ Usage:
   lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split]
       Measure a scored run against known errors: AUROC, AUPRC, F1 for LEMoN, CLIP similarity,
       s_n, s_m and deep kNN side by side; writes REP/metrics.json and REP/report.html.
+  lemon tune --run OUT --output tuned.yaml [--split-column split]
+      LEMoN_opt: choose k, distance, beta, gamma and the taus by validation F1 from one run
+      made with --save-neighbour-lists --k 50; writes a config for 'lemon score --config'.
   lemon dev make-dataset --out DIR [flags]
       Write a synthetic CLIP-like dataset with known label errors (for trying lemon out).
   lemon dev make-encoders --size tiny|vit-b-32 --out DIR
@@ -53,6 +57,13 @@ func main() {
 	case "noise":
 		if err = noise.Main(args); err != nil {
 			var ue noise.UsageError
+			if errors.As(err, &ue) {
+				err = usageError{ue.Err}
+			}
+		}
+	case "tune":
+		if err = tune.Main(args); err != nil {
+			var ue tune.UsageError
 			if errors.As(err, &ue) {
 				err = usageError{ue.Err}
 			}

@@ -1,0 +1,480 @@
+package tune
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/score"
+	"github.com/lemon-curation/lemon/storage"
+)
+
+// Which split a row belongs to, as far as tuning is concerned.
+const (
+	splitOther = iota // train/reference or anything else: not used
+	splitVal
+	splitTest
+)
+
+type rowInfo struct {
+	truth bool
+	split uint8
+}
+
+// runData is what tuning needs of a run: its parameters and the validation and test rows'
+// neighbour lists.
+type runData struct {
+	params    score.Params // the run's, from manifest.json
+	kmax      int
+	val, test *Lists
+	scored    int // rows in kept/ and rejected/
+	splits    map[string]int
+	valNames  []string
+	idColumn  string
+}
+
+func listFiles(ctx context.Context, dir, sub string) ([]string, error) {
+	files, err := storage.List(ctx, storage.Join(dir, sub, "*.parquet"))
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", storage.Join(dir, sub), err)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// readManifest returns the run's scoring parameters.
+func readManifest(ctx context.Context, run string) (score.Params, error) {
+	p := storage.Join(run, "manifest.json")
+	b, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		return score.Params{}, fmt.Errorf("%s: %w (is %s a finished `lemon score` run? its distance is read from the manifest)", p, err, run)
+	}
+	var m struct {
+		Params *score.Params `json:"params"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return score.Params{}, fmt.Errorf("%s: %w", p, err)
+	}
+	if m.Params == nil {
+		return score.Params{}, fmt.Errorf("%s: no params", p)
+	}
+	if m.Params.Distance != score.Cosine && m.Params.Distance != score.Euclidean {
+		return score.Params{}, fmt.Errorf("%s: unknown distance %q", p, m.Params.Distance)
+	}
+	return *m.Params, nil
+}
+
+func load(ctx context.Context, o Options, workers int) (*runData, error) {
+	params, err := readManifest(ctx, o.RunDir)
+	if err != nil {
+		return nil, err
+	}
+	r := &runData{params: params, splits: map[string]int{}, valNames: o.valSplits()}
+	rows, err := r.readTruth(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.readLists(ctx, o, rows, workers); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// readTruth reads every scored row's id, truth and split from kept/ and rejected/.
+func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo, error) {
+	var files []string
+	for _, sub := range []string{"kept", "rejected"} {
+		f, err := listFiles(ctx, o.RunDir, sub)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f...)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no kept/*.parquet or rejected/*.parquet files: is this a `lemon score --output` directory?", o.RunDir)
+	}
+	isVal := map[string]bool{}
+	for _, n := range r.valNames {
+		isVal[n] = true
+	}
+	rows := map[string]rowInfo{}
+	for _, p := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		f, err := metadata.OpenParquet(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		have, err := f.Columns()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if r.idColumn == "" {
+			// The same rule `lemon score` used to pick the id column.
+			if r.idColumn, err = dataset.PickColumn(p, have, o.IDColumn, dataset.IDColumns, "id"); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+		set := map[string]bool{}
+		for _, h := range have {
+			set[h] = true
+		}
+		for _, c := range []struct{ name, flag string }{{r.idColumn, "id-column"}, {o.TruthColumn, "truth-column"}, {o.SplitColumn, "split-column"}} {
+			if !set[c.name] {
+				f.Close()
+				return nil, fmt.Errorf("%s: no column %q (--%s; columns: %s)", p, c.name, c.flag, strings.Join(have, ", "))
+			}
+		}
+		rr, err := f.Records(ctx, dedupe([]string{r.idColumn, o.TruthColumn, o.SplitColumn}))
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		offset := 0
+		for rr.Next() {
+			rec := rr.RecordBatch()
+			ids, idOK, err := metadata.StringColumn(p, rec, r.idColumn)
+			if err == nil {
+				var truth []bool
+				if truth, err = truthColumn(p, rec, o.TruthColumn, offset); err == nil {
+					var split []string
+					var splitOK []bool
+					if split, splitOK, err = metadata.StringColumn(p, rec, o.SplitColumn); err == nil {
+						for i, id := range ids {
+							if !idOK[i] {
+								err = fmt.Errorf("%s row %d (0-based): id is null", p, offset+i)
+								break
+							}
+							if _, dup := rows[id]; dup {
+								err = fmt.Errorf("%s: id %q appears twice in kept/ and rejected/ (is --id-column right?)", p, id)
+								break
+							}
+							s := ""
+							if splitOK[i] {
+								s = split[i]
+							}
+							r.splits[s]++
+							info := rowInfo{truth: truth[i]}
+							switch {
+							case isVal[s]:
+								info.split = splitVal
+							case s == o.TestSplit:
+								info.split = splitTest
+							}
+							rows[id] = info
+						}
+					}
+				}
+			}
+			if err != nil {
+				rr.Release()
+				return nil, err
+			}
+			offset += int(rec.NumRows())
+		}
+		err = rr.Err()
+		rr.Release()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	r.scored = len(rows)
+	return rows, nil
+}
+
+func dedupe(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// parseTruth reads a truth value: true/false, 1/0, yes/no, in any case (as lemon eval does).
+func parseTruth(s string) (bool, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "1", "yes":
+		return true, true
+	case "false", "0", "no":
+		return false, true
+	}
+	return false, false
+}
+
+func truthColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]bool, error) {
+	col := rec.Column(rec.Schema().FieldIndices(name)[0])
+	out := make([]bool, col.Len())
+	if b, ok := col.(*array.Boolean); ok {
+		for i := range out {
+			if b.IsNull(i) {
+				return nil, fmt.Errorf("%s row %d (0-based): truth column %q is null", file, offset+i, name)
+			}
+			out[i] = b.Value(i)
+		}
+		return out, nil
+	}
+	s, valid, err := metadata.StringColumn(file, rec, name)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		v, ok := parseTruth(s[i])
+		if !valid[i] || !ok {
+			return nil, fmt.Errorf("%s row %d (0-based): truth column %q holds %q; want true/false, 1/0 or yes/no", file, offset+i, name, s[i])
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// listColumns are the neighbours/ columns tuning reads, per modality prefix (the ids are not
+// needed: a neighbour's d_mm and distances are in the lists themselves).
+var listColumns = []string{"dist", "cross", "dmm", "same_caption"}
+
+// readLists reads neighbours/*.parquet (files in parallel) and keeps the validation and test
+// rows' lists, in file order.
+func (r *runData) readLists(ctx context.Context, o Options, rows map[string]rowInfo, workers int) error {
+	files, err := listFiles(ctx, o.RunDir, "neighbours")
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("%s has no neighbours/*.parquet: tuning re-scores from the saved neighbour lists; rerun `lemon score` with --save-neighbour-lists --k 50", o.RunDir)
+	}
+	type part struct {
+		val, test *Lists
+		k         int // -1: the file has no rows
+		seen      int // val and test rows found
+	}
+	parts := make([]part, len(files))
+	err = parallel(ctx, len(files), workers, func(i int) error {
+		p := &parts[i]
+		var err error
+		p.val, p.test, p.k, p.seen, err = readListFile(ctx, files[i], r.params.Distance, rows)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	k := -1
+	for i, p := range parts {
+		if p.k < 0 {
+			continue
+		}
+		if k >= 0 && p.k != k {
+			return fmt.Errorf("%s holds lists of %d neighbours, but %s holds %d: the files come from different runs", files[i], p.k, files[0], k)
+		}
+		k = p.k
+	}
+	if k < 1 {
+		return fmt.Errorf("%s: the neighbour lists are empty", storage.Join(o.RunDir, "neighbours"))
+	}
+	r.kmax = k
+	r.val, r.test = NewLists(r.params.Distance, k), NewLists(r.params.Distance, k)
+	seen := 0
+	for _, p := range parts {
+		if p.k < 0 {
+			continue
+		}
+		r.val.appendLists(p.val)
+		r.test.appendLists(p.test)
+		seen += p.seen
+	}
+	want := 0
+	for _, info := range rows {
+		if info.split != splitOther {
+			want++
+		}
+	}
+	if seen != want {
+		return fmt.Errorf("%s: %d validation and test rows of kept/ and rejected/ have no neighbour lists (files missing?)", storage.Join(o.RunDir, "neighbours"), want-seen)
+	}
+	return nil
+}
+
+// readListFile reads one neighbours/ file. k is the lists' length (-1 if the file has no rows);
+// every list of every row must have it.
+func readListFile(ctx context.Context, p string, d score.Distance, rows map[string]rowInfo) (val, test *Lists, k, seen int, err error) {
+	f, err := metadata.OpenParquet(ctx, p)
+	if err != nil {
+		return nil, nil, 0, 0, err
+	}
+	cols := []string{"id", "d_mm"}
+	for _, m := range []string{"image_", "text_"} {
+		for _, c := range listColumns {
+			cols = append(cols, m+c)
+		}
+	}
+	rr, err := f.Records(ctx, cols)
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, 0, fmt.Errorf("%w (not a neighbours/ file written by `lemon score --save-neighbour-lists`?)", err)
+	}
+	defer rr.Release()
+	k = -1
+	for rr.Next() {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, 0, 0, err
+		}
+		rec := rr.RecordBatch()
+		n := int(rec.NumRows())
+		if n == 0 {
+			continue
+		}
+		ids, idOK, err := metadata.StringColumn(p, rec, "id")
+		if err != nil {
+			return nil, nil, 0, 0, err
+		}
+		// Columns by name: the reader's column order need not be the order asked for.
+		column := func(name string) arrow.Array { return rec.Column(rec.Schema().FieldIndices(name)[0]) }
+		dmm, ok := column("d_mm").(*array.Float64)
+		if !ok {
+			return nil, nil, 0, 0, fmt.Errorf("%s: d_mm is %s, want double", p, column("d_mm").DataType())
+		}
+		var lists [2][4]*array.List
+		var f64 [2][3]*array.Float64
+		var same [2]*array.Boolean
+		for m := 0; m < 2; m++ {
+			for c := range listColumns {
+				col := column(cols[2+m*len(listColumns)+c])
+				l, ok := col.(*array.List)
+				if !ok {
+					return nil, nil, 0, 0, fmt.Errorf("%s: %s is %s, want a list", p, cols[2+m*len(listColumns)+c], col.DataType())
+				}
+				lists[m][c] = l
+				if c < 3 {
+					if f64[m][c], ok = l.ListValues().(*array.Float64); !ok {
+						return nil, nil, 0, 0, fmt.Errorf("%s: %s is %s, want list<double>", p, cols[2+m*len(listColumns)+c], col.DataType())
+					}
+				} else if same[m], ok = l.ListValues().(*array.Boolean); !ok {
+					return nil, nil, 0, 0, fmt.Errorf("%s: %s is %s, want list<bool>", p, cols[2+m*len(listColumns)+c], col.DataType())
+				}
+			}
+		}
+		for i := 0; i < n; i++ {
+			if !idOK[i] || dmm.IsNull(i) {
+				return nil, nil, 0, 0, fmt.Errorf("%s row %d: null id or d_mm", p, i)
+			}
+			// Every list of every row has the same length: check it, so a damaged file is caught
+			// before it is tuned on.
+			for m := 0; m < 2; m++ {
+				for c := range listColumns {
+					l := lists[m][c]
+					if l.IsNull(i) {
+						return nil, nil, 0, 0, fmt.Errorf("%s: row %q has a null %s list", p, ids[i], cols[2+m*len(listColumns)+c])
+					}
+					s, e := l.ValueOffsets(i)
+					if k < 0 {
+						k = int(e - s)
+						val, test = NewLists(d, k), NewLists(d, k)
+					}
+					if int(e-s) != k {
+						return nil, nil, 0, 0, fmt.Errorf("%s: row %q has %d entries in %s, other rows %d", p, ids[i], e-s, cols[2+m*len(listColumns)+c], k)
+					}
+				}
+			}
+			info, ok := rows[ids[i]]
+			if !ok {
+				return nil, nil, 0, 0, fmt.Errorf("%s: row id %q is in neighbours/ but not in kept/ or rejected/ (is --id-column right?)", p, ids[i])
+			}
+			var dst *Lists
+			switch info.split {
+			case splitVal:
+				dst = val
+			case splitTest:
+				dst = test
+			default:
+				continue
+			}
+			seen++
+			dst.IDs = append(dst.IDs, ids[i])
+			dst.Dmm = append(dst.Dmm, dmm.Value(i))
+			dst.Truth = append(dst.Truth, info.truth)
+			for m, side := range []*Side{&dst.Image, &dst.Text} {
+				s, e := lists[m][0].ValueOffsets(i)
+				for c, dst := range []*[]float64{&side.Dist, &side.Cross, &side.Dmm} {
+					vals := f64[m][c]
+					if vals.NullN() > 0 {
+						for j := s; j < e; j++ {
+							if vals.IsNull(int(j)) {
+								return nil, nil, 0, 0, fmt.Errorf("%s: row %q has a null in %s", p, ids[i], cols[2+m*len(listColumns)+c])
+							}
+						}
+					}
+					// Each list column has its own offsets (equal lengths checked above).
+					cs, ce := lists[m][c].ValueOffsets(i)
+					*dst = append(*dst, vals.Float64Values()[cs:ce]...)
+				}
+				cs, ce := lists[m][3].ValueOffsets(i)
+				for j := cs; j < ce; j++ {
+					side.Same = append(side.Same, same[m].Value(int(j)))
+				}
+			}
+		}
+	}
+	if err := rr.Err(); err != nil {
+		return nil, nil, 0, 0, fmt.Errorf("%s: %w", p, err)
+	}
+	return val, test, k, seen, nil
+}
+
+// parallel runs fn(0..n-1) on up to workers goroutines and returns the first error.
+func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
+	if workers < 1 {
+		workers = 1
+	}
+	if workers > n {
+		workers = n
+	}
+	var (
+		mu   sync.Mutex
+		next int
+		errs error
+		wg   sync.WaitGroup
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := errs != nil
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				err := ctx.Err()
+				if err == nil {
+					err = fn(i)
+				}
+				if err != nil {
+					mu.Lock()
+					if errs == nil {
+						errs = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
