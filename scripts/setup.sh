@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 need=()
-for pkg in make python3-pil python3-numpy python3-sklearn; do
+# python3-torch, python3-onnx and python3-regex run the export recipe (deploy/export) in the
+# Go-vs-PyTorch embedding equivalence test.
+for pkg in make python3-pil python3-numpy python3-sklearn python3-torch python3-onnx python3-regex; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
