@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lemon-curation/lemon/dataset/img2parquet"
+	"github.com/lemon-curation/lemon/dataset/pathcsv"
 	"github.com/lemon-curation/lemon/dataset/rawtest/samples"
 	"github.com/lemon-curation/lemon/dataset/webdataset"
 	"github.com/lemon-curation/lemon/embed/onnx/onnxtest"
@@ -126,5 +128,41 @@ func TestRawWebdatasetScoreAndEmbed(t *testing.T) {
 	msg = run(t, true, "score", "--input", raw, "--output", filepath.Join(dir, "out4"))
 	if !strings.Contains(msg, "--image-model") {
 		t.Errorf("raw input without models: error should ask for --image-model:\n%s", msg)
+	}
+}
+
+// TestRawParquetAndCSVInputs: img2dataset Parquet and a CSV of image paths score end to end,
+// with outputs in the input's own format and every row accounted for.
+func TestRawParquetAndCSVInputs(t *testing.T) {
+	requireEmbedding(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc")
+	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	for _, f := range []struct {
+		name, ext string
+		write     func(context.Context, string, [][]samples.Sample) error
+	}{{"img2parquet", "parquet", img2parquet.Write}, {"pathcsv", "csv", pathcsv.Write}} {
+		t.Run(f.name, func(t *testing.T) {
+			a := samples.Make("p", 24, 3)
+			a[5].Image = nil // a failed download / missing file
+			raw := filepath.Join(dir, f.name)
+			if err := f.write(ctx, raw, [][]samples.Sample{a[:10], a[10:]}); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, f.name+"-out")
+			run(t, false, "score", "--input", raw, "--output", out, "--image-model", filepath.Join(enc, "image.onnx"),
+				"--text-model", filepath.Join(enc, "text.onnx"), "--k", "4", "--reject-fraction", "0.25")
+			c := readCounts(t, out)
+			if c["rows_in"] != 24 || c["errors"] != 1 || c["rejected"] != 6 || c["kept"] != 17 {
+				t.Fatalf("counts %v: want 24 in, 1 error, round(0.25*23)=6 rejected, 17 kept", c)
+			}
+			for _, split := range []string{"kept", "rejected", "errors"} {
+				files, _ := filepath.Glob(filepath.Join(out, split, "*."+f.ext))
+				if len(files) != 2 {
+					t.Errorf("%s/: %d .%s files, want one per input shard (2)", split, len(files), f.ext)
+				}
+			}
+		})
 	}
 }
