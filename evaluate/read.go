@@ -182,7 +182,7 @@ func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool
 	for rr.Next() {
 		rec := rr.RecordBatch()
 		n := int(rec.NumRows())
-		truth, err := truthColumn(p, rec, o.TruthColumn, offset)
+		truth, err := TruthColumn(p, rec, o.TruthColumn, offset)
 		if err != nil {
 			return err
 		}
@@ -251,7 +251,9 @@ func parseTruth(s string) (bool, bool) {
 	return false, false
 }
 
-func truthColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]bool, error) {
+// TruthColumn reads a ground-truth column of rec (bool, or strings true/false, 1/0, yes/no in
+// any case); offset is the row number of rec's first row in file, for error messages.
+func TruthColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]bool, error) {
 	col := rec.Column(rec.Schema().FieldIndices(name)[0])
 	out := make([]bool, col.Len())
 	if b, ok := col.(*array.Boolean); ok {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/evaluate"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -147,7 +148,7 @@ func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo,
 			ids, idOK, err := metadata.StringColumn(p, rec, r.idColumn)
 			if err == nil {
 				var truth []bool
-				if truth, err = truthColumn(p, rec, o.TruthColumn, offset); err == nil {
+				if truth, err = evaluate.TruthColumn(p, rec, o.TruthColumn, offset); err == nil {
 					var split []string
 					var splitOK []bool
 					if split, splitOK, err = metadata.StringColumn(p, rec, o.SplitColumn); err == nil {
@@ -203,43 +204,6 @@ func dedupe(s []string) []string {
 		}
 	}
 	return out
-}
-
-// parseTruth reads a truth value: true/false, 1/0, yes/no, in any case (as lemon eval does).
-func parseTruth(s string) (bool, bool) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "true", "1", "yes":
-		return true, true
-	case "false", "0", "no":
-		return false, true
-	}
-	return false, false
-}
-
-func truthColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]bool, error) {
-	col := rec.Column(rec.Schema().FieldIndices(name)[0])
-	out := make([]bool, col.Len())
-	if b, ok := col.(*array.Boolean); ok {
-		for i := range out {
-			if b.IsNull(i) {
-				return nil, fmt.Errorf("%s row %d (0-based): truth column %q is null", file, offset+i, name)
-			}
-			out[i] = b.Value(i)
-		}
-		return out, nil
-	}
-	s, valid, err := metadata.StringColumn(file, rec, name)
-	if err != nil {
-		return nil, err
-	}
-	for i := range out {
-		v, ok := parseTruth(s[i])
-		if !valid[i] || !ok {
-			return nil, fmt.Errorf("%s row %d (0-based): truth column %q holds %q; want true/false, 1/0 or yes/no", file, offset+i, name, s[i])
-		}
-		out[i] = v
-	}
-	return out, nil
 }
 
 // listColumns are the neighbours/ columns tuning reads, per modality prefix (the ids are not
