@@ -55,6 +55,11 @@ func Open(cfg Config) (*Embedder, error) {
 	if cfg.DecodeWorkers <= 0 {
 		cfg.DecodeWorkers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.Threads <= 0 {
+		// ONNX Runtime's own default counts physical cores, which leaves SMT siblings (and
+		// small VMs' second CPU) idle.
+		cfg.Threads = runtime.GOMAXPROCS(0)
+	}
 	o := onnx.Options{Device: cfg.Device, IntraOpThreads: cfg.Threads, BatchSize: cfg.BatchSize}
 	img, err := onnx.NewImageEncoder(cfg.ImageModel, o)
 	if err != nil {

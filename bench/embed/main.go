@@ -70,7 +70,7 @@ func main() {
 	}
 
 	// Raw inference: the same encoder calls on tensors prepared beforehand.
-	o := onnx.Options{BatchSize: *batch}
+	o := onnx.Options{BatchSize: *batch, IntraOpThreads: runtime.GOMAXPROCS(0)} // as embed.Open does
 	img, err := onnx.NewImageEncoder(cfg.ImageModel, o)
 	check(err)
 	txt, err := onnx.NewTextEncoder(cfg.TextModel, o)
