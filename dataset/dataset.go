@@ -8,10 +8,14 @@ package dataset
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/lemon-curation/lemon/storage"
 )
 
 // Options name the columns a format reads. Empty names mean "detect".
@@ -137,3 +141,22 @@ func PickColumn(file string, have []string, configured string, candidates []stri
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// ShardFiles lists a dataset's shard files with extension ext (".parquet", ".csv"): p itself if
+// it names such a file, else the files of that extension directly in directory p, sorted.
+// Hidden names are skipped: they are other writers' unfinished files (storage.TempName).
+func ShardFiles(ctx context.Context, p, ext string) ([]string, error) {
+	if strings.HasSuffix(strings.ToLower(p), ext) {
+		if !storage.Exists(ctx, p) {
+			return nil, fmt.Errorf("%s: no such file", p)
+		}
+		return []string{p}, nil
+	}
+	fs, err := storage.List(ctx, storage.Join(p, "*"+ext))
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", p, err)
+	}
+	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") })
+	sort.Strings(fs)
+	return fs, nil
+}

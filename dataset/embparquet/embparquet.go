@@ -6,7 +6,6 @@ package embparquet
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -30,25 +29,11 @@ type Format struct{}
 
 func (Format) Name() string { return "parquet" }
 
-func files(ctx context.Context, p string) ([]string, error) {
-	if strings.HasSuffix(p, ".parquet") {
-		if !storage.Exists(ctx, p) {
-			return nil, fmt.Errorf("%s: no such file", p)
-		}
-		return []string{p}, nil
-	}
-	fs, err := storage.List(ctx, storage.Join(p, "*.parquet"))
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", p, err)
-	}
-	sort.Strings(fs)
-	return fs, nil
-}
 
 // Detect wants Parquet whose first file has the default embedding columns, so Parquet of raw
 // images (img2dataset) is not mistaken for it.
 func (Format) Detect(ctx context.Context, p string) bool {
-	fs, err := files(ctx, p)
+	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
 	if err != nil || len(fs) == 0 {
 		return false
 	}
@@ -80,7 +65,7 @@ func columns(o dataset.Options) (string, string) {
 }
 
 func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]dataset.Shard, error) {
-	fs, err := files(ctx, p)
+	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
 	if err != nil {
 		return nil, err
 	}

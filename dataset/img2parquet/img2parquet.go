@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -50,27 +49,11 @@ var ImageColumns = []string{"jpg", "jpeg", "png", "webp", "image", "img", "image
 // batchRows is the rows per record batch: few, because each row carries an image.
 const batchRows = 64
 
-func files(ctx context.Context, p string) ([]string, error) {
-	if strings.HasSuffix(p, ".parquet") {
-		if !storage.Exists(ctx, p) {
-			return nil, fmt.Errorf("%s: no such file", p)
-		}
-		return []string{p}, nil
-	}
-	fs, err := storage.List(ctx, storage.Join(p, "*.parquet"))
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", p, err)
-	}
-	// Names starting with a dot are other writers' unfinished files (storage.TempName).
-	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") })
-	sort.Strings(fs)
-	return fs, nil
-}
 
 // Detect wants Parquet whose first file has an image bytes column and no list<float> column,
 // so neither embedding Parquet nor the metadata Parquet beside webdataset tars is taken for it.
 func (Format) Detect(ctx context.Context, p string) bool {
-	fs, err := files(ctx, p)
+	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
 	if err != nil || len(fs) == 0 {
 		return false
 	}
@@ -238,7 +221,7 @@ func pick(file string, s *arrow.Schema, o dataset.Options) (columns, error) {
 
 // Plan reads each file's footer: its columns and row count.
 func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]dataset.Shard, error) {
-	fs, err := files(ctx, p)
+	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,6 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -54,26 +53,10 @@ var (
 // on latency, and rows must still be emitted in order.
 const fetchWorkers = 16
 
-func files(ctx context.Context, p string) ([]string, error) {
-	if strings.HasSuffix(strings.ToLower(p), ".csv") {
-		if !storage.Exists(ctx, p) {
-			return nil, fmt.Errorf("%s: no such file", p)
-		}
-		return []string{p}, nil
-	}
-	fs, err := storage.List(ctx, storage.Join(p, "*.csv"))
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", p, err)
-	}
-	// Names starting with a dot are other writers' unfinished files (storage.TempName).
-	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") })
-	sort.Strings(fs)
-	return fs, nil
-}
 
 // Detect wants a CSV (or a directory whose first CSV) has an image path column.
 func (Format) Detect(ctx context.Context, p string) bool {
-	fs, err := files(ctx, p)
+	fs, err := dataset.ShardFiles(ctx, p, ".csv")
 	if err != nil || len(fs) == 0 {
 		return false
 	}
@@ -151,7 +134,7 @@ func pick(c *csvFile, o dataset.Options) (columns, error) {
 }
 
 func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]dataset.Shard, error) {
-	fs, err := files(ctx, p)
+	fs, err := dataset.ShardFiles(ctx, p, ".csv")
 	if err != nil {
 		return nil, err
 	}
