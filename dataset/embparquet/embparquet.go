@@ -29,7 +29,6 @@ type Format struct{}
 
 func (Format) Name() string { return "parquet" }
 
-
 // Detect wants Parquet whose first file has the default embedding columns, so Parquet of raw
 // images (img2dataset) is not mistaken for it.
 func (Format) Detect(ctx context.Context, p string) bool {

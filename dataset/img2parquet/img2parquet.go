@@ -49,7 +49,6 @@ var ImageColumns = []string{"jpg", "jpeg", "png", "webp", "image", "img", "image
 // batchRows is the rows per record batch: few, because each row carries an image.
 const batchRows = 64
 
-
 // Detect wants Parquet whose first file has an image bytes column and no list<float> column,
 // so neither embedding Parquet nor the metadata Parquet beside webdataset tars is taken for it.
 func (Format) Detect(ctx context.Context, p string) bool {

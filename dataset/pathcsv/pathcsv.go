@@ -53,7 +53,6 @@ var (
 // on latency, and rows must still be emitted in order.
 const fetchWorkers = 16
 
-
 // Detect wants a CSV (or a directory whose first CSV) has an image path column.
 func (Format) Detect(ctx context.Context, p string) bool {
 	fs, err := dataset.ShardFiles(ctx, p, ".csv")
