@@ -21,7 +21,7 @@ type Config struct {
 	ImageModel string `yaml:"image_model" json:"image_model"`
 	TextModel  string `yaml:"text_model" json:"text_model"`
 	Vocab      string `yaml:"vocab" json:"vocab,omitempty"` // "" = tokenizer.DefaultVocabPath()
-	Device     string `yaml:"device" json:"device"`       // cpu or cuda
+	Device     string `yaml:"device" json:"device"`         // cpu or cuda
 	BatchSize  int    `yaml:"batch_size" json:"batch_size"`
 	Threads    int    `yaml:"threads" json:"threads"` // ONNX Runtime intra-op threads; 0 = all cores
 	// DecodeWorkers decode and preprocess images in parallel; 0 = all cores.

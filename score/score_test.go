@@ -35,10 +35,10 @@ func TestGoldenBruteForce(t *testing.T) {
 			dmm := func(i int, img, txt []float32) float64 { return score.Dist(p.Distance, img, txt) }
 			for i, q := range rows {
 				type cand struct {
-					pos  int
-					d    float64
-					nbr  score.Neighbour
-					id   string
+					pos int
+					d   float64
+					nbr score.Neighbour
+					id  string
 				}
 				search := func(image bool) ([]score.Neighbour, []string) {
 					var cs []cand
