@@ -23,6 +23,8 @@ import (
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/evaluate"
 	"github.com/lemon-curation/lemon/metrics"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
 
 // fixture is a hand-made `lemon score` run with known truth, scores and neighbours.
@@ -595,7 +597,7 @@ func TestMainCommand(t *testing.T) {
 	if err := evaluate.Main([]string{"-h"}); err != nil {
 		t.Errorf("-h: %v", err)
 	}
-	var ue evaluate.UsageError
+	var ue cli.UsageError
 	if err := evaluate.Main([]string{"--output", rep}); !errors.As(err, &ue) {
 		t.Errorf("missing --run: err = %v, want a UsageError", err)
 	}

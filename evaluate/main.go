@@ -2,20 +2,14 @@ package evaluate
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
-
-// UsageError is a mistake in the command line; a caller exits with status 2 for it, as for
-// flag errors.
-type UsageError struct{ Err error }
-
-func (e UsageError) Error() string { return e.Err.Error() }
-func (e UsageError) Unwrap() error { return e.Err }
 
 const usage = `Usage: lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split] [flags]
 
@@ -63,28 +57,16 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.ImageColumn, "image-column", "", "column of image bytes or local image paths, for thumbnails (default: detect; - for none)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		fs.VisitAll(func(f *flag.Flag) {
-			def := ""
-			if f.DefValue != "" {
-				def = " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintf(fs.Output(), "  --%s\n        %s%s\n", f.Name, f.Usage, def)
-		})
+		cli.PrintFlags(fs, nil)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return UsageError{err}
-	}
-	if fs.NArg() > 0 {
-		return UsageError{fmt.Errorf("unexpected arguments %q (flags start with --)", fs.Args())}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if o.RunDir == "" || o.OutDir == "" {
-		return UsageError{errors.New("--run and --output are required (see lemon eval -h)")}
+		return cli.Usagef("--run and --output are required (see lemon eval -h)")
 	}
 	if !(o.RejectFraction >= 0 && o.RejectFraction <= 1) {
-		return UsageError{fmt.Errorf("--reject-fraction %v is outside [0, 1]", o.RejectFraction)}
+		return cli.Usagef("--reject-fraction %v is outside [0, 1]", o.RejectFraction)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -10,14 +10,9 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
-
-// UsageError is a mistake in the command line; a caller exits with status 2 for it, as for
-// flag errors.
-type UsageError struct{ Err error }
-
-func (e UsageError) Error() string { return e.Err.Error() }
-func (e UsageError) Unwrap() error { return e.Err }
 
 const usage = `Usage: lemon noise --input DIR --output DIR [--kind random|noun|cat|symmetric|asymmetric]
                    [--level 0.4] [--seed N] [flags]
@@ -81,22 +76,13 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Columns.TextColumn, "text-column", "", "parquet: text embedding column (default text_embedding)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		fs.VisitAll(func(f *flag.Flag) {
-			def := ""
-			if f.DefValue != "" {
-				def = " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintf(fs.Output(), "  --%s\n        %s%s\n", f.Name, f.Usage, def)
-		})
+		cli.PrintFlags(fs, nil)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return UsageError{err}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if err := checkFlags(fs, o); err != nil {
-		return UsageError{err}
+		return cli.UsageError{Err: err}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -109,9 +95,6 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 }
 
 func checkFlags(fs *flag.FlagSet, o Options) error {
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (flags start with --)", fs.Args())
-	}
 	if o.Input == "" || o.Output == "" {
 		return errors.New("--input and --output are required (see lemon noise -h)")
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/lemon-curation/lemon/dataset/embparquet"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/synth"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
 
 // row is one row as read back: what Read gives plus every metadata column as a string.
@@ -679,7 +681,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"--kind", "noun", "--wordnet", filepath.Join(dir, "nowhere")}, false, "run scripts/fetch-wordnet.sh"},
 	} {
 		got, err := run(t, append([]string{"--input", in, "--output", out}, tc.args...)...)
-		var ue UsageError
+		var ue cli.UsageError
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, &ue) != tc.usage {
 			t.Errorf("%v: err %v (usage error: %v), want %q (usage error: %v)\n%s", tc.args, err, errors.As(err, &ue), tc.want, tc.usage, got)
 		}

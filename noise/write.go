@@ -548,7 +548,7 @@ func rewriteJSONL(ctx context.Context, in, out string, sh dataset.Shard, caption
 		if len(bytes.TrimSpace(b)) == 0 {
 			continue // as the metadata reader does
 		}
-		keys, obj, err := decodeOrdered(b)
+		keys, obj, err := metadata.DecodeOrdered(b)
 		if err != nil {
 			return fmt.Errorf("%s line %d: not a JSON object: %w", in, line, err)
 		}
@@ -597,37 +597,4 @@ func rewriteJSONL(ctx context.Context, in, out string, sh dataset.Shard, caption
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	return w.Commit()
-}
-
-// decodeOrdered decodes a JSON object, also returning its keys in document order.
-func decodeOrdered(b []byte) ([]string, map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	t, err := dec.Token()
-	if err != nil {
-		return nil, nil, err
-	}
-	if d, ok := t.(json.Delim); !ok || d != '{' {
-		return nil, nil, fmt.Errorf("want an object")
-	}
-	obj := map[string]json.RawMessage{}
-	var keys []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, nil, err
-		}
-		k, ok := t.(string)
-		if !ok {
-			return nil, nil, fmt.Errorf("want a key")
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, nil, err
-		}
-		if _, dup := obj[k]; !dup {
-			keys = append(keys, k)
-		}
-		obj[k] = v
-	}
-	return keys, obj, nil
 }

@@ -2,7 +2,6 @@ package tune
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,14 +11,9 @@ import (
 	"strings"
 
 	"github.com/lemon-curation/lemon/score"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
-
-// UsageError is a mistake in the command line; a caller exits with status 2 for it, as for
-// flag errors.
-type UsageError struct{ Err error }
-
-func (e UsageError) Error() string { return e.Err.Error() }
-func (e UsageError) Unwrap() error { return e.Err }
 
 const usage = `Usage: lemon tune --run OUT --output tuned.yaml [--truth-column is_error] [--split-column split] [flags]
 
@@ -123,28 +117,16 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Workers, "workers", 0, "goroutines (default: GOMAXPROCS)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		fs.VisitAll(func(f *flag.Flag) {
-			def := ""
-			if f.DefValue != "" && f.DefValue != "0" {
-				def = " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintf(fs.Output(), "  --%s\n        %s%s\n", f.Name, f.Usage, def)
-		})
+		cli.PrintFlags(fs, nil)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return UsageError{err}
-	}
-	if fs.NArg() > 0 {
-		return UsageError{fmt.Errorf("unexpected arguments %q (flags start with --)", fs.Args())}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if o.RunDir == "" || o.Output == "" {
-		return UsageError{errors.New("--run and --output are required (see lemon tune -h)")}
+		return cli.Usagef("--run and --output are required (see lemon tune -h)")
 	}
 	if o.RefineTop < 0 || o.MaxEvals < 1 {
-		return UsageError{errors.New("--refine-top must be >= 0 and --max-evals >= 1")}
+		return cli.Usagef("--refine-top must be >= 0 and --max-evals >= 1")
 	}
 	o.Command = append([]string{"lemon", "tune"}, args...)
 	o.Log = stderr

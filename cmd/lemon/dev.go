@@ -9,6 +9,8 @@ import (
 	"github.com/lemon-curation/lemon/dataset/embparquet"
 	"github.com/lemon-curation/lemon/embed/standin"
 	"github.com/lemon-curation/lemon/synth"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
 
 func runDev(args []string) error {
@@ -16,7 +18,7 @@ func runDev(args []string) error {
 		return makeEncoders(args[1:])
 	}
 	if len(args) == 0 || args[0] != "make-dataset" {
-		return usageError{fmt.Errorf("usage: lemon dev make-dataset --out DIR [flags] | lemon dev make-encoders --size tiny|vit-b-32 --out DIR")}
+		return cli.Usagef("usage: lemon dev make-dataset --out DIR [flags] | lemon dev make-encoders --size tiny|vit-b-32 --out DIR")
 	}
 	o := synth.Defaults()
 	fs := flag.NewFlagSet("lemon dev make-dataset", flag.ContinueOnError)
@@ -37,10 +39,10 @@ func runDev(args []string) error {
 	fs.BoolVar(&o.Hard, "hard", false, "swap captions only within a family (semantically close swaps, like the paper's cat noise)")
 	fs.BoolVar(&o.Split, "split", false, "add a seeded 80/10/10 split column (train/val/test)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return usageError{err}
+		return cli.UsageError{Err: err}
 	}
 	if *out == "" {
-		return usageError{fmt.Errorf("--out is required")}
+		return cli.Usagef("--out is required")
 	}
 	rows, err := synth.Generate(o)
 	if err != nil {
@@ -54,7 +56,7 @@ func runDev(args []string) error {
 	case "parquet":
 		err = embparquet.Write(ctx, *out, parts)
 	default:
-		return usageError{fmt.Errorf("--format must be embdir or parquet")}
+		return cli.Usagef("--format must be embdir or parquet")
 	}
 	if err != nil {
 		return err
@@ -69,10 +71,10 @@ func makeEncoders(args []string) error {
 	out := fs.String("out", "", "directory for image.onnx and text.onnx (required)")
 	seed := fs.Uint64("seed", 1, "weight seed")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+		return cli.UsageError{Err: err}
 	}
 	if *out == "" {
-		return usageError{fmt.Errorf("--out is required")}
+		return cli.Usagef("--out is required")
 	}
 	if err := standin.Write(*out, *size, *seed); err != nil {
 		return err

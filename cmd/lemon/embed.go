@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/transforms"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
 
 const embedUsage = `Usage: lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx [flags]
@@ -34,11 +35,7 @@ func runEmbed(args []string) error {
 	fs := flag.CommandLine
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), embedUsage)
-		for _, n := range []string{"input", "input-format", "output", "dtype", "image-model", "text-model", "vocab", "device", "batch-size", "threads", "id-column", "caption-column", "image-column"} {
-			if f := fs.Lookup(n); f != nil {
-				fmt.Fprintf(fs.Output(), "  --%s\n        %s\n", n, f.Usage)
-			}
-		}
+		cli.PrintFlags(fs, []string{"input", "input-format", "output", "dtype", "image-model", "text-model", "vocab", "device", "batch-size", "threads", "id-column", "caption-column", "image-column"})
 		fmt.Fprint(fs.Output(), "\nRunner flags are Beam's, as for 'lemon score' (default --runner prism).\n")
 	}
 	fs.StringVar(&c.Input, "input", "", "raw dataset: webdataset tars, img2dataset Parquet, or a CSV of image paths and captions")
@@ -51,15 +48,12 @@ func runEmbed(args []string) error {
 	ourFlags["input"] = true
 	defineEmbedFlags(fs, &c.Embed)
 	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	c.Dtype = map[string]string{"float32": "<f4", "float16": "<f2"}[*dtype]
 	if c.Dtype == "" {
-		return usageError{fmt.Errorf("--dtype must be float32 or float16")}
+		return cli.Usagef("--dtype must be float32 or float16")
 	}
 	if f := fs.Lookup("runner"); f != nil && f.Value.String() == "" {
 		f.Value.Set("prism")
@@ -68,7 +62,7 @@ func runEmbed(args []string) error {
 	ctx := context.Background()
 	plan, err := pipeline.CheckEmbed(ctx, c)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError{Err: err}
 	}
 	logf("lemon: embedding %d rows in %d shard(s) of %s (%s) with %s and %s", plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, c.Embed.ImageModel, c.Embed.TextModel)
 	p, s := beam.NewPipelineWithRoot()

@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/lemon-curation/lemon/evaluate"
+	"github.com/lemon-curation/lemon/internal/cli"
 	"github.com/lemon-curation/lemon/noise"
 	"github.com/lemon-curation/lemon/tune"
 )
@@ -55,26 +56,11 @@ func main() {
 	case "embed":
 		err = runEmbed(args)
 	case "noise":
-		if err = noise.Main(args); err != nil {
-			var ue noise.UsageError
-			if errors.As(err, &ue) {
-				err = usageError{ue.Err}
-			}
-		}
+		err = noise.Main(args)
 	case "tune":
-		if err = tune.Main(args); err != nil {
-			var ue tune.UsageError
-			if errors.As(err, &ue) {
-				err = usageError{ue.Err}
-			}
-		}
+		err = tune.Main(args)
 	case "eval":
-		if err = evaluate.Main(args); err != nil {
-			var ue evaluate.UsageError
-			if errors.As(err, &ue) {
-				err = usageError{ue.Err}
-			}
-		}
+		err = evaluate.Main(args)
 	case "dev":
 		err = runDev(args)
 	case "version", "--version":
@@ -86,14 +72,11 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil {
-		if ue, ok := err.(usageError); ok {
-			fmt.Fprintf(os.Stderr, "lemon: %v\n", ue.error)
+		if errors.As(err, new(cli.UsageError)) {
+			fmt.Fprintf(os.Stderr, "lemon: %v\n", err)
 			os.Exit(2)
 		}
 		fmt.Fprintf(os.Stderr, "lemon: %v\n", err)
 		os.Exit(1)
 	}
 }
-
-// usageError is a mistake in the command line (exit status 2, like flag errors).
-type usageError struct{ error }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -24,6 +23,8 @@ import (
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/transforms"
+
+	"github.com/lemon-curation/lemon/internal/cli"
 )
 
 // logf prints progress lines on stderr.
@@ -162,14 +163,7 @@ lemon flags:
 			}
 		})
 		sort.Strings(names)
-		for _, n := range names {
-			f := fs.Lookup(n)
-			def := ""
-			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
-				def = " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintf(out, "  --%s\n        %s%s\n", n, f.Usage, def)
-		}
+		cli.PrintFlags(fs, names)
 		fmt.Fprintf(out, `
 Runner flags (Apache Beam's own, passed through):
   --runner prism (default, in-process) | universal | flink | spark | dataflow
@@ -185,7 +179,7 @@ func runScore(args []string) error {
 	c := pipeline.Defaults()
 	if p := configFlag(args); p != "" {
 		if err := LoadConfig(p, &c); err != nil {
-			return usageError{err}
+			return cli.UsageError{Err: err}
 		}
 	}
 	fs := flag.CommandLine
@@ -193,14 +187,8 @@ func runScore(args []string) error {
 	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
 	ourFlags["verbose"] = true
 	defineScoreFlags(fs, &c)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q (flags start with --)", fs.Args())}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if f := fs.Lookup("runner"); f != nil && f.Value.String() == "" {
 		f.Value.Set("prism")
@@ -211,7 +199,7 @@ func runScore(args []string) error {
 
 	plan, err := pipeline.Check(ctx, c)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError{Err: err}
 	}
 	logf("lemon: scoring %d rows in %d shard(s) of %s (%s, dim %d); reference %d rows; k=%d, %s; runner %s",
 		plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, plan.Input.Shards[0].Dim, plan.RefRows, c.K, c.Distance, runner)

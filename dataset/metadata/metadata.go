@@ -4,6 +4,7 @@ package metadata
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -277,7 +278,7 @@ func openJSONL(ctx context.Context, p string) (array.RecordReader, error) {
 			if len(strings.TrimSpace(string(b))) == 0 {
 				continue
 			}
-			keys, obj, err := decodeOrdered(b)
+			keys, obj, err := DecodeOrdered(b)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s line %d: not a JSON object: %w", p, line, err)
 			}
@@ -335,9 +336,10 @@ func openJSONL(ctx context.Context, p string) (array.RecordReader, error) {
 	}}, nil
 }
 
-// decodeOrdered decodes a JSON object, also returning its keys in document order.
-func decodeOrdered(b []byte) ([]string, map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+// DecodeOrdered decodes a JSON object, also returning its keys in document order (JSON Lines
+// metadata keeps its columns in the order the first line gives them).
+func DecodeOrdered(b []byte) ([]string, map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
 	t, err := dec.Token()
 	if err != nil {
 		return nil, nil, err
@@ -352,7 +354,10 @@ func decodeOrdered(b []byte) ([]string, map[string]json.RawMessage, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		k := t.(string)
+		k, ok := t.(string)
+		if !ok {
+			return nil, nil, fmt.Errorf("want a key")
+		}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
 			return nil, nil, err
