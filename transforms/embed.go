@@ -68,14 +68,7 @@ func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlo
 		n++
 		r := e.Record
 		pos := sh.Offset + r.Index
-		reason := e.Err
-		if reason == "" {
-			if err := score.Normalize(e.Image); err != nil {
-				reason = "image embedding: " + err.Error()
-			} else if err := score.Normalize(e.Text); err != nil {
-				reason = "text embedding: " + err.Error()
-			}
-		}
+		reason := rowFault(e.Err, e.Image, e.Text)
 		if reason != "" {
 			bad++
 			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Caption: r.Caption, Reason: reason})

@@ -16,7 +16,6 @@ import (
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/internal/npy"
-	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -67,14 +66,7 @@ func (fn *writeEmbeddingsFn) ProcessElement(ctx context.Context, shard int32) (C
 	var ids, caps, errIDs, errCaps, reasons []string
 	var errRows []int64
 	err = fn.emb.Shard(ctx, f, sh, in.Options, func(e embed.Embedded) error {
-		reason := e.Err
-		if reason == "" {
-			if err := score.Normalize(e.Image); err != nil {
-				reason = "image embedding: " + err.Error()
-			} else if err := score.Normalize(e.Text); err != nil {
-				reason = "text embedding: " + err.Error()
-			}
-		}
+		reason := rowFault(e.Err, e.Image, e.Text)
 		if reason != "" {
 			errIDs, errCaps, reasons, errRows = append(errIDs, e.Record.ID), append(errCaps, e.Record.Caption), append(reasons, reason), append(errRows, e.Record.Index)
 			return nil

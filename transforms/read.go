@@ -78,16 +78,8 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 			bad++
 			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Caption: r.Caption, Reason: reason})
 		}
-		if r.Err != "" {
-			fault(r.Err)
-			return nil
-		}
-		if err := score.Normalize(r.Image); err != nil {
-			fault("image embedding: " + err.Error())
-			return nil
-		}
-		if err := score.Normalize(r.Text); err != nil {
-			fault("text embedding: " + err.Error())
+		if reason := rowFault(r.Err, r.Image, r.Text); reason != "" {
+			fault(reason)
 			return nil
 		}
 		emitID(r.ID, pos)
@@ -153,4 +145,19 @@ func (fn *duplicateFaultsFn) ProcessElement(id string, p IDPositions, emitFault 
 			Reason: fmt.Sprintf("duplicate id %q (first at row %d of %s)", id, firstIndex, fn.Input.File(firstShard))})
 		emitDropped(pos)
 	}
+}
+
+// rowFault is why a row cannot be scored ("" if it can): the reader's own complaint, else a
+// vector that cannot be normalised. It normalises both vectors in place.
+func rowFault(readErr string, img, txt []float32) string {
+	if readErr != "" {
+		return readErr
+	}
+	if err := score.Normalize(img); err != nil {
+		return "image embedding: " + err.Error()
+	}
+	if err := score.Normalize(txt); err != nil {
+		return "text embedding: " + err.Error()
+	}
+	return ""
 }
