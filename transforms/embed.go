@@ -71,7 +71,7 @@ func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlo
 		reason := rowFault(e.Err, e.Image, e.Text)
 		if reason != "" {
 			bad++
-			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Caption: r.Caption, Reason: reason})
+			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Reason: reason})
 			return nil
 		}
 		emitID(r.ID, pos)

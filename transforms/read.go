@@ -76,7 +76,7 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 		pos := sh.Offset + r.Index
 		fault := func(reason string) {
 			bad++
-			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Caption: r.Caption, Reason: reason})
+			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Reason: reason})
 		}
 		if reason := rowFault(r.Err, r.Image, r.Text); reason != "" {
 			fault(reason)

@@ -10,12 +10,11 @@ import "github.com/lemon-curation/lemon/knn"
 
 // Fault is a row that cannot be scored, with the reason.
 type Fault struct {
-	Pos     int64
-	Shard   int32
-	Index   int64
-	ID      string
-	Caption string
-	Reason  string
+	Pos    int64
+	Shard  int32
+	Index  int64
+	ID     string
+	Reason string
 }
 
 // Scored is a scored row.
