@@ -5,20 +5,33 @@ import (
 	"strings"
 )
 
-// A backend computes one mr x nr tile of float32 dot products and filters it.
+// A backend computes one mr x nr tile of dot products and filters it.
 //
-// kernel(a, b, dim, c, rowThr, colThr, masks):
-//   - a is a packed A micro-panel: dim*mr floats, a[d*mr+i] = row i's coordinate d;
-//   - b is a packed B micro-panel: dim*nr floats, b[d*nr+j] = row j's coordinate d;
-//   - c receives the tile row-major: c[i*nr+j] = <A row i, B row j>, accumulated sequentially over
-//     d with one accumulator per pair (the rule that makes results independent of tiling);
+// Rows reach the kernel packed into micro-panels of 32-bit words (see packPanels): a float32
+// coordinate per word, or, for a bf16 backend, two coordinates rounded to bfloat16 per word.
+// A bf16 selection is coarser (about 3 significant digits), which the candidate window
+// absorbs (see window); the final distances are float64 whatever the backend.
+//
+// kernel(a, b, words, c, rowThr, colThr, masks):
+//   - a is a packed A micro-panel: words*mr words, a[t*mr+i] = row i's word t;
+//   - b is a packed B micro-panel: words*nr words, b[t*nr+j] = row j's word t;
+//   - c receives the tile row-major: c[i*nr+j] = <A row i, B row j> in float32;
 //   - masks[i] gets bit j set when c[i*nr+j] >= rowThr[i], and masks[mr+i] bit j when
 //     c[i*nr+j] >= colThr[j] (NaN never passes);
 //   - the result is the OR of masks[0:mr] in its low 32 bits and of masks[mr:] in its high 32
 //     bits, so zero means nothing in the tile is worth looking at (the common case).
 type backend struct {
 	name   string
-	kernel func(a, b []float32, dim int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64
+	bf16   bool // words hold two bfloat16 coordinates; otherwise one float32
+	kernel func(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64
+}
+
+// words is how many packed words a row of dim coordinates takes.
+func (be *backend) words(dim int) int {
+	if be.bf16 {
+		return (dim + 1) / 2
+	}
+	return dim
 }
 
 // Tile shape shared by all backends (packing depends on it). 14 x 32 fills 28 of the 32 AVX-512
@@ -33,7 +46,7 @@ const (
 var backends = []*backend{{name: "go", kernel: kernelGo}}
 
 // allBackendNames lists every backend this package knows, available here or not.
-var allBackendNames = []string{"avx512", "go"}
+var allBackendNames = []string{"avx512bf16", "avx512", "go"}
 
 // Backends returns the names of the backends usable on this machine, fastest first.
 // The first is what "" and "auto" select.

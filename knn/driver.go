@@ -8,11 +8,10 @@ import (
 	"sync/atomic"
 )
 
-// groupPanels is how many A micro-panels (of mr rows) one work item covers. A worker packs its
-// group's rows itself, so they are hot in L2 (12 x 14 rows x 768 x 4 bytes = 516 KB per
-// modality) while every B micro-panel streams past them once: B is read from memory once per
-// group rather than once per tile. Smaller groups balance the (triangular) diagonal case
-// better across goroutines.
+// groupPanels is how many A micro-panels (of mr rows) one work item covers: they stay hot in
+// L2 while every B micro-panel streams past them once, so B is read from memory once per group
+// rather than once per tile. Smaller groups balance the (triangular) diagonal case better
+// across goroutines.
 const groupPanels = 12
 
 // infThr is the column threshold used when no column-side result is wanted: nothing passes.
@@ -24,141 +23,260 @@ var infThr = func() []float32 {
 	return t
 }()
 
-// packPanels lays out micro-panels p0..p1-1 of the n rows of dim floats in src: panel p holds
-// rows p*w..p*w+w-1 interleaved by coordinate (dst[(p-p0)*dim*w + d*w + l] = row p*w+l,
-// coordinate d), zero-padded past n, which is how the kernels read both operands. It also
-// folds each row's squared norm into st.
-func packPanels(dst, src []float32, n, dim, w, p0, p1 int, st *rowStats) {
-	var sq [max(mr, nr)]float64
+// side is one block prepared for the kernels: its rows packed into micro-panels of w rows, per
+// modality, and the per-row figures the candidate window is computed from.
+type side struct {
+	n, panels int
+	packed    [2][]uint32
+	approx    [2][]float64 // per row: the norm of what the kernel reads, rounded up
+	resid     [2][]float64 // per row: the norm of (row - what the kernel reads), rounded up
+	stats     [2]sideStats
+}
+
+// sideStats summarises one modality of a side: maxima of the row figures, and the extremes of
+// the rows' squared norms (for Euclidean distance).
+type sideStats struct {
+	rows                 int
+	norm, approx, resid  float64 // maxima (norm: of the float32 rows themselves)
+	minSq, maxSq         float64
+}
+
+func (s *sideStats) merge(o sideStats) {
+	if o.rows == 0 {
+		return
+	}
+	if s.rows == 0 || o.minSq < s.minSq {
+		s.minSq = o.minSq
+	}
+	s.maxSq = max(s.maxSq, o.maxSq)
+	s.norm, s.approx, s.resid = max(s.norm, o.norm), max(s.approx, o.approx), max(s.resid, o.resid)
+	s.rows += o.rows
+}
+
+// up rounds a computed non-negative figure up, past any float64 rounding in computing it.
+func up(x float64) float64 { return x*(1+1e-12) + 1e-300 }
+
+// prepareSide packs blk's rows into micro-panels of w rows for backend be, in parallel.
+func prepareSide(be *backend, blk *Block, w, nproc int) *side {
+	n, dim := blk.Len(), blk.Dim
+	words := be.words(dim)
+	sd := &side{n: n, panels: (n + w - 1) / w}
+	for m := range 2 {
+		sd.packed[m] = getU32(sd.panels * words * w)
+		sd.approx[m] = make([]float64, n)
+		sd.resid[m] = make([]float64, n)
+	}
+	const chunk = 16 // panels per task
+	tasks := (sd.panels + chunk - 1) / chunk
+	st := make([][2]sideStats, nproc)
+	var next atomic.Int64
+	parallel(min(nproc, tasks), func(wk int) {
+		for t := int(next.Add(1) - 1); t < tasks; t = int(next.Add(1) - 1) {
+			p0, p1 := t*chunk, min((t+1)*chunk, sd.panels)
+			for m := range 2 {
+				packPanels(be, sd, m, rowsOf(blk, m), dim, w, p0, p1, &st[wk][m])
+			}
+		}
+	})
+	for wk := range st {
+		for m := range 2 {
+			sd.stats[m].merge(st[wk][m])
+		}
+	}
+	return sd
+}
+
+// release returns the packed panels to the pool.
+func (sd *side) release() {
+	for m := range 2 {
+		putU32(sd.packed[m])
+		sd.packed[m] = nil
+	}
+}
+
+// packPanels lays out micro-panels p0..p1-1 of modality m's rows (src, dim floats each): panel p
+// holds rows p*w..p*w+w-1 interleaved by word (packed[p*words*w + t*w + l] = row p*w+l's word
+// t), zero-padded past the last row, which is how the kernels read both operands. It records
+// each row's figures in sd and folds them into st.
+func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int, st *sideStats) {
+	words := be.words(dim)
+	var sq, asq, rsq [max(mr, nr)]float64
 	for p := p0; p < p1; p++ {
-		out := dst[(p-p0)*dim*w : (p-p0+1)*dim*w]
-		rows := min(w, n-p*w)
+		out := sd.packed[m][p*words*w : (p+1)*words*w]
+		rows := min(w, sd.n-p*w)
 		blk := src[p*w*dim : (p*w+rows)*dim]
 		clear(sq[:])
+		clear(asq[:])
+		clear(rsq[:])
 		// Write sequentially, reading the w source rows side by side.
 		o := 0
-		for d := 0; d < dim; d++ {
+		for t := 0; t < words; t++ {
 			seg := out[o : o+w]
 			for l := 0; l < rows; l++ {
-				v := blk[l*dim+d]
-				seg[l] = v
-				sq[l] += float64(v) * float64(v)
+				row := blk[l*dim : (l+1)*dim]
+				if !be.bf16 {
+					v := row[t]
+					seg[l] = math.Float32bits(v)
+					sq[l] += float64(v) * float64(v)
+					continue
+				}
+				var word uint32
+				for h := range 2 {
+					d := 2*t + h
+					if d >= dim {
+						break
+					}
+					v := row[d]
+					b := toBF16(v)
+					word |= uint32(b) << (16 * h)
+					a := float64(fromBF16(b))
+					sq[l] += float64(v) * float64(v)
+					asq[l] += a * a
+					rsq[l] += (float64(v) - a) * (float64(v) - a)
+				}
+				seg[l] = word
 			}
 			clear(seg[rows:])
 			o += w
 		}
 		for l := 0; l < rows; l++ {
-			st.add(sq[l])
+			r := p*w + l
+			if !be.bf16 {
+				asq[l] = sq[l]
+			}
+			sd.approx[m][r] = up(math.Sqrt(asq[l]))
+			sd.resid[m][r] = up(math.Sqrt(rsq[l]))
+			st.add(sq[l], sd.approx[m][r], sd.resid[m][r])
 		}
 	}
+}
+
+func (s *sideStats) add(sq, approx, resid float64) {
+	if s.rows == 0 || sq < s.minSq {
+		s.minSq = sq
+	}
+	s.maxSq = max(s.maxSq, sq)
+	s.norm = max(s.norm, up(math.Sqrt(sq)))
+	s.approx, s.resid = max(s.approx, approx), max(s.resid, resid)
+	s.rows++
+}
+
+// toBF16 rounds v to the nearest bfloat16 (ties to even), flushing subnormals to zero as the
+// bf16 instructions do with their inputs. NaN stays NaN.
+func toBF16(v float32) uint16 {
+	b := math.Float32bits(v)
+	if b&0x7f800000 == 0 { // zero or subnormal
+		return uint16(b>>16) & 0x8000
+	}
+	if b&0x7fffffff > 0x7f800000 { // NaN: keep it quiet and NaN
+		return uint16(b>>16) | 0x40
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
+
+func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// window returns, for each row of x in modality m, how far (in dot product) below the row's
+// K-th best selection-stage dot another candidate may lie and still be among its K nearest
+// rows of y in float64. Candidates further down are provably beaten by K others.
+//
+// The bound: the kernel computes <x̃, ỹ> for the rows as packed (x̃ = x for float32 words,
+// x rounded to bfloat16 otherwise) with float32 accumulation over dim products, each exact,
+// in any order: within γ_dim·|x̃|·|ỹ| of the exact <x̃, ỹ> (γ_n = n·u/(1-n·u), u = 2^-24), and
+// <x,y> - <x̃,ỹ> = <x-x̃, y> + <x̃, y-ỹ> is within |x-x̃|·|y| + |x̃|·|y-ỹ| (Cauchy-Schwarz).
+// So every selection-stage dot is within E of the exact one, and a candidate more than 2E below
+// the K-th best cannot outrank those K. For Euclidean, |x-y|² = |x|²+|y|²-2<x,y> also moves the
+// ranking by half the spread of y's squared norms. A small absolute term covers the float64
+// rounding of the final distances and the flushing of subnormal products.
+func window(metric Metric, dim int, x *side, m int, y sideStats) []float32 {
+	du := float64(dim) * math.Ldexp(1, -24)
+	gamma := math.Inf(1)
+	if du < 0.5 {
+		gamma = du / (1 - du)
+	}
+	spread := 0.0
+	if metric == Euclidean {
+		spread = (y.maxSq - y.minSq) / 2
+	}
+	out := make([]float32, x.n)
+	for r := range out {
+		e := x.resid[m][r]*y.norm + x.approx[m][r]*y.resid + gamma*x.approx[m][r]*y.approx
+		w := 2*e*(1+1e-6) + spread + 1e-9
+		f := float32(w)
+		if float64(f) < w {
+			f = math.Nextafter32(f, float32(math.Inf(1)))
+		}
+		out[r] = f // +Inf when no bound is useful: every candidate is kept
+	}
+	return out
 }
 
 // job is one Search or SearchPair call.
 type job struct {
 	be     *backend
 	a, b   *Block // a: query rows (A side, row-wise selection); b: reference rows (B side)
+	sa, sb *side
 	na, nb int
-	dim    int
+	words  int
 	pair   bool // also collect b's rows' lists against a (column-wise selection)
 	diag   bool // pair with a == b: only pairs row <= col are computed, feeding both rows
-	l      int  // candidates kept per row: K + Margin (capped by the other block's size)
 
-	aPanels, bPanels int
-	pb               [2][]float32 // b packed: image (0) and text (1)
-	rows             [2]*topSet   // a's rows' candidates
-	cols             [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
-	stripes          []sync.Mutex // non-diagonal pair: locks over ranges of B panels
-	sa               [][2]rowStats
+	rows     [2]*topSet   // a's rows' candidates
+	cols     [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
+	stripes  []sync.Mutex // non-diagonal pair: locks over ranges of B panels
+	groups   int
+	done     atomic.Int64
+	progress func(done, total int)
 }
 
 func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
-	margin := opt.Margin
-	if margin == 0 {
-		margin = DefaultMargin(opt.K)
-	}
 	j := &job{
-		be: be, a: a, b: b, na: a.Len(), nb: b.Len(), dim: a.Dim,
-		pair: pair, diag: pair && a == b,
-		l: opt.K + margin,
+		be: be, a: a, b: b, na: a.Len(), nb: b.Len(), words: be.words(a.Dim),
+		pair: pair, diag: pair && a == b, progress: opt.Progress,
 	}
-	dim := j.dim
-	j.aPanels = (j.na + mr - 1) / mr
-	j.bPanels = (j.nb + nr - 1) / nr
 	nproc := max(1, runtime.GOMAXPROCS(0))
-	groups := (j.aPanels + groupPanels - 1) / groupPanels
-	workers := max(1, min(nproc, groups))
-
-	// Pack b up front, in parallel (every group reads all of it).
-	var sb [2]rowStats
-	{
-		const chunk = 16 // panels per task
-		tasks := (j.bPanels + chunk - 1) / chunk
-		for m := range 2 {
-			j.pb[m] = getF32(j.bPanels * dim * nr)
-		}
-		st := make([][2]rowStats, nproc)
-		var next atomic.Int64
-		parallel(min(nproc, tasks), func(w int) {
-			for t := int(next.Add(1) - 1); t < tasks; t = int(next.Add(1) - 1) {
-				p0, p1 := t*chunk, min((t+1)*chunk, j.bPanels)
-				for m := range 2 {
-					packPanels(j.pb[m][p0*dim*nr:], rowsOf(b, m), j.nb, dim, nr, p0, p1, &st[w][m])
-				}
-			}
-		})
-		for w := range st {
-			for m := range 2 {
-				sb[m].merge(st[w][m])
-			}
-		}
-	}
+	j.sa = prepareSide(be, a, mr, nproc)
+	j.sb = prepareSide(be, b, nr, nproc)
+	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
+	workers := max(1, min(nproc, j.groups))
 
 	for m := range 2 {
-		j.rows[m] = newTopSet(j.na, j.aPanels*mr, min(j.l, max(j.nb, 1)), b.Pos)
+		win := window(opt.Metric, a.Dim, j.sa, m, j.sb.stats[m])
+		j.rows[m] = newTopSet(j.na, j.sa.panels*mr, opt.K, win)
 	}
 	if pair {
 		j.cols = make([][2]*topSet, workers)
-		shared := !j.diag && workers > 1
+		shared := workers > 1
 		if shared {
-			j.stripes = make([]sync.Mutex, min(j.bPanels, 4*workers))
+			j.stripes = make([]sync.Mutex, min(j.sb.panels, 4*workers))
 		}
-		for w := range j.cols {
-			for m := range 2 {
+		for m := range 2 {
+			win := window(opt.Metric, a.Dim, j.sb, m, j.sa.stats[m])
+			for w := range j.cols {
 				if shared && w > 0 {
 					j.cols[w][m] = j.cols[0][m]
 				} else {
-					j.cols[w][m] = newTopSet(j.nb, j.bPanels*nr, min(j.l, max(j.na, 1)), a.Pos)
+					j.cols[w][m] = newTopSet(j.nb, j.sb.panels*nr, opt.K, win)
 				}
 			}
 		}
 	}
-	j.sa = make([][2]rowStats, workers)
 	var next atomic.Int64
 	parallel(workers, func(w int) {
 		c := make([]float32, mr*nr)
 		masks := new([2 * mr]uint32)
-		apack := getF32(2 * groupPanels * mr * dim)
 		sel := &selector{}
-		for g := int(next.Add(1) - 1); g < groups; g = int(next.Add(1) - 1) {
-			j.group(w, g, apack, c, masks, sel)
+		for g := int(next.Add(1) - 1); g < j.groups; g = int(next.Add(1) - 1) {
+			j.group(w, g, c, masks, sel)
+			if j.progress != nil {
+				j.progress(int(j.done.Add(1)), j.groups)
+			}
 		}
-		putF32(apack)
 	})
-	for m := range 2 {
-		putF32(j.pb[m])
-	}
-	var sa [2]rowStats
-	for w := range j.sa {
-		for m := range 2 {
-			sa[m].merge(j.sa[w][m])
-		}
-	}
+	j.sa.release()
+	j.sb.release()
 
-	var slackA, slackB [2]float64
-	for m := range 2 {
-		slackA[m] = pruneSlack(opt.Metric, dim, sa[m], sb[m])
-		slackB[m] = pruneSlack(opt.Metric, dim, sb[m], sa[m])
-	}
 	defer func() {
 		for m := range 2 {
 			j.rows[m].release()
@@ -170,17 +288,19 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		}
 	}()
 	if !pair {
-		return lists(j.rows, a, b, opt, slackA, nproc), Lists{}
+		return lists(j.rows, a, b, opt, nproc), Lists{}
 	}
-	// Combine the per-worker column sets. Keeping the top l by a total order is
-	// order-independent, so the result does not depend on how work was split.
+	// Combine the per-worker column sets. Every set is a superset of its rows' final K, so
+	// the result does not depend on how work was split.
 	if j.diag {
 		for w := range j.cols {
 			for m := range 2 {
-				j.rows[m].absorb(j.cols[w][m], &selector{})
+				if w == 0 || j.cols[w][m] != j.cols[0][m] {
+					j.rows[m].absorb(j.cols[w][m], &selector{})
+				}
 			}
 		}
-		forA = lists(j.rows, a, b, opt, slackA, nproc)
+		forA = lists(j.rows, a, b, opt, nproc)
 		return forA, forA
 	}
 	for w := 1; w < len(j.cols); w++ {
@@ -190,29 +310,25 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 			}
 		}
 	}
-	return lists(j.rows, a, b, opt, slackA, nproc), lists(j.cols[0], b, a, opt, slackB, nproc)
+	return lists(j.rows, a, b, opt, nproc), lists(j.cols[0], b, a, opt, nproc)
 }
 
-// group packs A panels [g*groupPanels, ...) into apack and runs their tiles against all B
-// panels, one modality at a time. For a non-diagonal SearchPair the B panels are split into
-// stripes whose column candidate sets are shared by all workers; a worker takes a stripe's lock
-// while it works on it, trying free stripes first, so the two sides never wait long and every
-// column sees every row under one threshold (per-worker column sets would each see only part
-// of the rows, and keep more candidates).
-func (j *job) group(w, g int, apack, c []float32, masks *[2 * mr]uint32, sel *selector) {
+// group runs the tiles of A panels [g*groupPanels, ...) against all B panels, one modality at
+// a time. For a non-diagonal SearchPair the B panels are split into stripes whose column
+// candidate sets are shared by all workers; a worker takes a stripe's lock while it works on
+// it, trying free stripes first, so the two sides never wait long and every column sees every
+// row under one threshold (per-worker column sets would each see only part of the rows, and
+// keep more candidates).
+func (j *job) group(w, g int, c []float32, masks *[2 * mr]uint32, sel *selector) {
 	p0 := g * groupPanels
-	p1 := min(p0+groupPanels, j.aPanels)
-	dim := j.dim
-	for m := range 2 {
-		packPanels(apack[m*groupPanels*mr*dim:], rowsOf(j.a, m), j.na, dim, mr, p0, p1, &j.sa[w][m])
+	p1 := min(p0+groupPanels, j.sa.panels)
+	first := 0
+	if j.diag {
+		// Skip B panels whose every column lies left of this group's first row.
+		first = (p0 * mr) / nr
 	}
 	if j.stripes == nil {
-		jp0 := 0
-		if j.diag {
-			// Skip B panels whose every column lies left of this group's first row.
-			jp0 = (p0 * mr) / nr
-		}
-		j.tiles(w, p0, p1, jp0, j.bPanels, apack, c, masks, sel)
+		j.tiles(w, p0, p1, first, j.sb.panels, c, masks, sel)
 		return
 	}
 	ns := len(j.stripes)
@@ -233,25 +349,27 @@ func (j *job) group(w, g int, apack, c []float32, masks *[2 * mr]uint32, sel *se
 			j.stripes[pending[0]].Lock()
 		}
 		s := pending[got]
-		jp0, jp1 := s*j.bPanels/ns, (s+1)*j.bPanels/ns
-		j.tiles(w, p0, p1, jp0, jp1, apack, c, masks, sel)
+		jp0, jp1 := max(first, s*j.sb.panels/ns), (s+1)*j.sb.panels/ns
+		if jp0 < jp1 {
+			j.tiles(w, p0, p1, jp0, jp1, c, masks, sel)
+		}
 		j.stripes[s].Unlock()
 		pending = append(pending[:got], pending[got+1:]...)
 	}
 }
 
-// tiles runs the tiles of A panels [p0, p1) (packed in apack) against B panels [jp0, jp1).
-func (j *job) tiles(w, p0, p1, jp0, jp1 int, apack, c []float32, masks *[2 * mr]uint32, sel *selector) {
-	dim := j.dim
+// tiles runs the tiles of A panels [p0, p1) against B panels [jp0, jp1).
+func (j *job) tiles(w, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32, sel *selector) {
+	words := j.words
 	for m := range 2 {
-		pa := apack[m*groupPanels*mr*dim:]
+		pa := j.sa.packed[m]
 		rows := j.rows[m]
 		var cols *topSet
 		if j.pair {
 			cols = j.cols[w][m]
 		}
 		for jp := jp0; jp < jp1; jp++ {
-			bp := j.pb[m][jp*dim*nr : (jp+1)*dim*nr]
+			bp := j.sb.packed[m][jp*words*nr : (jp+1)*words*nr]
 			colThr := infThr
 			if cols != nil {
 				colThr = cols.thr[jp*nr : (jp+1)*nr]
@@ -260,8 +378,8 @@ func (j *job) tiles(w, p0, p1, jp0, jp1 int, apack, c []float32, masks *[2 * mr]
 				if j.diag && ip*mr > jp*nr+nr-1 {
 					continue // entirely below the diagonal: its mirror tile covers it
 				}
-				ap := pa[(ip-p0)*dim*mr : (ip-p0+1)*dim*mr]
-				if j.be.kernel(ap, bp, dim, c, rows.thr[ip*mr:(ip+1)*mr], colThr, masks) != 0 {
+				ap := pa[ip*words*mr : (ip+1)*words*mr]
+				if j.be.kernel(ap, bp, words, c, rows.thr[ip*mr:(ip+1)*mr], colThr, masks) != 0 {
 					j.slow(masks, c, ip, jp, rows, cols, sel)
 				}
 			}
@@ -332,7 +450,7 @@ func selfOf(q *Block, i int) int64 {
 }
 
 // lists re-ranks every query row's candidates in float64 and builds its neighbour lists.
-func lists(sets [2]*topSet, q, r *Block, opt Options, slack [2]float64, workers int) Lists {
+func lists(sets [2]*topSet, q, r *Block, opt Options, workers int) Lists {
 	n := q.Len()
 	out := Lists{Image: make([][]Neighbour, n), Text: make([][]Neighbour, n)}
 	// One backing array per modality; each row gets a capacity-limited window of it.
@@ -341,7 +459,7 @@ func lists(sets [2]*topSet, q, r *Block, opt Options, slack [2]float64, workers 
 	const chunk = 64
 	var next atomic.Int64
 	parallel(min(workers, (n+chunk-1)/chunk), func(int) {
-		s := newRescorer(q, r, opt, slack)
+		s := newRescorer(q, r, opt)
 		for {
 			i0 := int(next.Add(chunk) - chunk)
 			if i0 >= n {

@@ -8,7 +8,7 @@ import "golang.org/x/sys/cpu"
 
 // hasAVX512 reports whether the CPU and OS support what the assembly uses: AVX-512 F/DQ/BW/VL
 // (x/sys/cpu also checks that the OS saves the ZMM and opmask registers), plus BMI2 (PEXT) and
-// POPCNT, which every AVX-512 CPU has.
+// POPCNT, which every AVX-512 CPU has. The bf16 kernel also needs AVX512_BF16 (VDPBF16PS).
 var hasAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512BW &&
 	cpu.X86.HasAVX512VL && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT
 
@@ -17,6 +17,9 @@ func init() {
 		return
 	}
 	backends = append([]*backend{{name: "avx512", kernel: kernelAVX512}}, backends...)
+	if cpu.X86.HasAVX512BF16 {
+		backends = append([]*backend{{name: "avx512bf16", bf16: true, kernel: kernelBF16AVX512}}, backends...)
+	}
 	partitionGE = func(src []cand, pivot float32, ge, lt []cand) int {
 		n := len(src)
 		if n == 0 {
@@ -43,7 +46,10 @@ func init() {
 }
 
 //go:noescape
-func tileAVX512(a, b *float32, dim int, c *float32, rowThr, colThr *float32, masks *uint32) uint64
+func tileAVX512(a, b *uint32, words int, c *float32, rowThr, colThr *float32, masks *uint32) uint64
+
+//go:noescape
+func tileBF16AVX512(a, b *uint32, words int, c *float32, rowThr, colThr *float32, masks *uint32) uint64
 
 //go:noescape
 func partitionGEAVX512(src *cand, n int, pivot float32, ge, lt *cand) int
@@ -54,13 +60,22 @@ func dot64AVX512(q *float64, r, next *float32, n int) float64
 //go:noescape
 func sqdist64AVX512(q *float64, r, next *float32, n int) float64
 
-// kernelAVX512 is the AVX-512 tile kernel (see backend). The bounds checks up front make the
-// pointer arithmetic in assembly safe.
-func kernelAVX512(a, b []float32, dim int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
-	_ = a[dim*mr-1]
-	_ = b[dim*nr-1]
+// kernelAVX512 and kernelBF16AVX512 are the AVX-512 tile kernels (see backend). The bounds
+// checks up front make the pointer arithmetic in assembly safe.
+func kernelAVX512(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
+	_ = a[words*mr-1]
+	_ = b[words*nr-1]
 	_ = c[mr*nr-1]
 	_ = rowThr[mr-1]
 	_ = colThr[nr-1]
-	return tileAVX512(&a[0], &b[0], dim, &c[0], &rowThr[0], &colThr[0], &masks[0])
+	return tileAVX512(&a[0], &b[0], words, &c[0], &rowThr[0], &colThr[0], &masks[0])
+}
+
+func kernelBF16AVX512(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
+	_ = a[words*mr-1]
+	_ = b[words*nr-1]
+	_ = c[mr*nr-1]
+	_ = rowThr[mr-1]
+	_ = colThr[nr-1]
+	return tileBF16AVX512(&a[0], &b[0], words, &c[0], &rowThr[0], &colThr[0], &masks[0])
 }

@@ -14,13 +14,14 @@ func BenchmarkKernel(b *testing.B) {
 			for _, panels := range []int{1, 128} {
 				b.Run(fmt.Sprintf("%s/D=%d/bpanels=%d", be.name, dim, panels), func(b *testing.B) {
 					rng := rand.New(rand.NewPCG(1, 1))
-					pa := make([]float32, dim*mr)
-					pb := make([]float32, dim*nr*panels)
+					words := be.words(dim)
+					pa := make([]uint32, words*mr)
+					pb := make([]uint32, words*nr*panels)
 					for i := range pa {
-						pa[i] = float32(rng.NormFloat64())
+						pa[i] = rng.Uint32() & 0x3fff3fff // finite values either way
 					}
 					for i := range pb {
-						pb[i] = float32(rng.NormFloat64())
+						pb[i] = rng.Uint32() & 0x3fff3fff
 					}
 					c := make([]float32, mr*nr)
 					var masks [2 * mr]uint32
@@ -32,7 +33,7 @@ func BenchmarkKernel(b *testing.B) {
 					n := 0
 					for b.Loop() {
 						for p := 0; p < panels; p++ {
-							be.kernel(pa, pb[p*dim*nr:(p+1)*dim*nr], dim, c, rt, infThr, &masks)
+							be.kernel(pa, pb[p*words*nr:(p+1)*words*nr], words, c, rt, infThr, &masks)
 						}
 						n += panels
 					}

@@ -1,12 +1,14 @@
 package knn
 
-// kernelGo is the portable tile kernel (see backend). It walks the tile in 2 x 4 sub-tiles so
-// that eight accumulators stay in registers. Each product is explicitly rounded to float32
-// before the add, so no compiler on any architecture fuses it into an FMA: the portable
-// backend gives the same float32 values everywhere.
-func kernelGo(a, b []float32, dim int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
-	a = a[:dim*mr]
-	b = b[:dim*nr]
+import "unsafe"
+
+// kernelGo is the portable tile kernel (see backend), over float32 words. It walks the tile in
+// 2 x 4 sub-tiles so that eight accumulators stay in registers. Each product is explicitly
+// rounded to float32 before the add, so no compiler on any architecture fuses it into an FMA:
+// the portable backend gives the same float32 values everywhere.
+func kernelGo(aw, bw []uint32, dim int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
+	a := asFloat32(aw[:dim*mr])
+	b := asFloat32(bw[:dim*nr])
 	c = c[:mr*nr]
 	for i := 0; i < mr; i += 2 {
 		for j := 0; j < nr; j += 4 {
@@ -58,4 +60,12 @@ func tileMasks(c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uin
 		cols |= cm
 	}
 	return uint64(rows) | uint64(cols)<<32
+}
+
+// asFloat32 views packed float32 words as float32 values (the bits are the values).
+func asFloat32(w []uint32) []float32 {
+	if len(w) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&w[0])), len(w))
 }

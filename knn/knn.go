@@ -95,16 +95,14 @@ type Neighbour struct {
 type Options struct {
 	K      int
 	Metric Metric
-	// Margin is the number of extra float32 candidates kept per row before float64 re-ranking;
-	// 0 means DefaultMargin(K).
-	Margin int
 	// Backend: "" or "auto" = fastest available, "go" = portable pure Go, "avx512" = AVX-512
-	// assembly (amd64 only; an error where the CPU lacks it). See Backends.
+	// assembly over float32, "avx512bf16" = AVX-512 assembly over bfloat16 (amd64 only; an
+	// error where the CPU lacks it). See Backends.
 	Backend string
+	// Progress, if set, is called after each unit of work with how many of the total are
+	// done. It may be called from several goroutines at once.
+	Progress func(done, total int)
 }
-
-// DefaultMargin is the Margin used when Options.Margin is 0: max(8, K/2).
-func DefaultMargin(k int) int { return max(8, k/2) }
 
 // Lists is one query block's result: for each query row, its image-space and text-space
 // neighbours, each sorted by (Dist asc, Pos asc), at most K long.
@@ -137,9 +135,6 @@ func SearchPair(a, b *Block, opt Options) (forA, forB Lists, err error) {
 func prepare(opt Options, x, y *Block) (*backend, error) {
 	if opt.K < 1 {
 		return nil, fmt.Errorf("knn: K must be at least 1, got %d", opt.K)
-	}
-	if opt.Margin < 0 {
-		return nil, fmt.Errorf("knn: Margin must not be negative, got %d", opt.Margin)
 	}
 	if opt.Metric != Cosine && opt.Metric != Euclidean {
 		return nil, fmt.Errorf("knn: unknown metric %v", opt.Metric)

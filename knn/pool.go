@@ -6,20 +6,20 @@ import "sync"
 // multi-megabyte allocations cost page faults and zeroing on every call, which on a small
 // machine is comparable to the arithmetic. Buffers come back dirty; users overwrite them.
 var (
-	f32Pool  sync.Pool // *[]float32
+	u32Pool  sync.Pool // *[]uint32
 	candPool sync.Pool // *[]cand
 )
 
-func getF32(n int) []float32 {
-	if v, ok := f32Pool.Get().(*[]float32); ok && cap(*v) >= n {
+func getU32(n int) []uint32 {
+	if v, ok := u32Pool.Get().(*[]uint32); ok && cap(*v) >= n {
 		return (*v)[:n]
 	}
-	return make([]float32, n)
+	return make([]uint32, n)
 }
 
-func putF32(s []float32) {
+func putU32(s []uint32) {
 	if cap(s) > 0 {
-		f32Pool.Put(&s)
+		u32Pool.Put(&s)
 	}
 }
 

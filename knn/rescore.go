@@ -2,7 +2,6 @@ package knn
 
 import (
 	"cmp"
-	"math"
 	"slices"
 )
 
@@ -106,57 +105,6 @@ func widen(dst []float64, src []float32) []float64 {
 	return dst
 }
 
-// rowStats summarises one modality of a block for the pruning bound in rescorer: the smallest
-// and largest squared row norm. The zero value is "no rows yet".
-type rowStats struct {
-	rows         int
-	minSq, maxSq float64
-}
-
-func (s *rowStats) add(sq float64) {
-	if s.rows == 0 || sq < s.minSq {
-		s.minSq = sq
-	}
-	s.maxSq = max(s.maxSq, sq)
-	s.rows++
-}
-
-func (s *rowStats) merge(o rowStats) {
-	if o.rows == 0 {
-		return
-	}
-	if s.rows == 0 || o.minSq < s.minSq {
-		s.minSq = o.minSq
-	}
-	s.maxSq = max(s.maxSq, o.maxSq)
-	s.rows += o.rows
-}
-
-// maxNorm is the largest row norm, rounded up.
-func (s rowStats) maxNorm() float64 { return math.Sqrt(s.maxSq) * (1 + 1e-12) }
-
-// pruneSlack returns how far (in dot product) below a row's K-th best float32 candidate another
-// candidate may lie and still possibly reach the final K in float64. Candidates further down are
-// provably beaten by K others, so their float64 distances are never computed. The bound:
-// a float32 dot product of length D accumulated in any order, with or without FMA, is within
-// γ_D·Σ|q_d r_d| ≤ γ_D·|q|·|r| of the exact value (γ_D = D·u/(1-D·u), u = 2^-24), which
-// gives 2γ_D|q|max|r| between two candidates; for Euclidean the ranking also moves by half the
-// spread of the reference rows' squared norms (|q-r|² = |q|²+|r|²-2<q,r>); a small absolute
-// term covers the float64 rounding of the distances themselves.
-func pruneSlack(metric Metric, dim int, q, r rowStats) float64 {
-	u := math.Ldexp(1, -24)
-	du := float64(dim) * u
-	if du >= 0.5 {
-		return math.Inf(1) // no useful bound: keep every candidate
-	}
-	gamma := du / (1 - du)
-	s := 2*gamma*q.maxNorm()*r.maxNorm()*(1+1e-6) + 1e-9
-	if metric == Euclidean {
-		s += (r.maxSq-r.minSq)/2 + 1e-9
-	}
-	return s
-}
-
 // prefetchAhead is how many rows ahead of the current one the distance kernels prefetch.
 const prefetchAhead = 2
 
@@ -174,21 +122,19 @@ type rescorer struct {
 	q, r   *Block
 	k      int
 	metric Metric
-	slack  [2]float64
 
 	row   int32        // current query row + 1 (0: none)
 	stamp [2][]int32   // stamp[m][j] == row: memo[m][j] holds d_m(row, j)
 	memo  [2][]float64 //
 	qw    [2][]float64 // current query row widened, per modality
 	sc    [2][]scored
-	keep  []cand
 	sel   selector
 }
 
-func newRescorer(q, r *Block, opt Options, slack [2]float64) *rescorer {
+func newRescorer(q, r *Block, opt Options) *rescorer {
 	n := r.Len()
 	return &rescorer{
-		q: q, r: r, k: opt.K, metric: opt.Metric, slack: slack,
+		q: q, r: r, k: opt.K, metric: opt.Metric,
 		stamp: [2][]int32{make([]int32, n), make([]int32, n)},
 		memo:  [2][]float64{make([]float64, n), make([]float64, n)},
 	}
@@ -233,19 +179,7 @@ func (s *rescorer) lists(i int, sets [2]*topSet, dst [2][]Neighbour) (img, txt [
 	var out [2][]Neighbour
 	var finals [2][]scored
 	for m := range 2 {
-		cs := sets[m].final(i, &s.sel)
-		// Prune: keep the K best by float32 and any others within slack of the K-th.
-		keep := cs
-		if len(cs) > s.k {
-			floor := float64(sets[m].selectBest(cs, s.k, &s.sel)) - s.slack[m]
-			keep = append(s.keep[:0], cs[:s.k]...)
-			for _, c := range cs[s.k:] {
-				if float64(c.dot) >= floor {
-					keep = append(keep, c)
-				}
-			}
-			s.keep = keep
-		}
+		keep := sets[m].final(i, &s.sel)
 		sc := s.sc[m][:0]
 		for n, c := range keep {
 			next := c.idx // prefetch two candidates ahead: the rows come from memory

@@ -2,39 +2,44 @@ package knn
 
 import (
 	"math"
-	"slices"
 )
 
-// cand is a float32-stage candidate: a dot product and a row index in the other block.
+// cand is a selection-stage candidate: its approximate dot product and a row index in the
+// other block.
 type cand struct {
 	dot float32
 	idx int32
 }
 
-// topSet collects, for each of its rows, the best l candidates by the selection order
-// (dot desc, then the other block's Pos asc, then index asc: a strict total order, so the kept
-// set never depends on the order candidates arrive in).
+// topSet collects, for each of its rows, every candidate that may still reach the row's final
+// K: those whose selection-stage dot lies within the row's window (win[r], see window) of the
+// row's K-th best selection-stage dot. The set is a superset of the true K nearest, so
+// re-ranking it in float64 gives the exact answer whatever order candidates arrived in.
 //
 // Kernels compare whole tiles against thr[r] and only candidates with dot >= thr[r] are pushed,
-// so most candidates cost one vector compare. Pushes are cheap appends into a buffer of c > l
-// slots; when it fills, compact keeps the best l (quickselect) and raises thr[r] to the l-th
-// best dot. Before the first compaction thr[r] is -Inf. thr has +Inf entries for the padding
-// rows of the last micro-panel, so padding never passes.
+// so most candidates cost one vector compare. Pushes are cheap appends into c slots per row;
+// when they fill, compact finds the K-th best dot, raises thr[r] to it minus the window and
+// drops what fell below. A row whose window holds most of its slots (dense data, duplicates)
+// moves to a growable slice of its own. Before the first compaction thr[r] is -Inf. thr has
+// +Inf entries for the padding rows of the last micro-panel, so padding never passes.
 type topSet struct {
-	l, c int
-	pos  []int64 // Pos of the other block, for tie-breaks
-	buf  []cand  // row r's candidates are buf[r*c : r*c+cnt[r]]
+	k    int // the window is anchored at each row's k-th best candidate
+	c    int // slots per row in buf
+	win  []float32
+	buf  []cand // row r's candidates are buf[r*c : r*c+cnt[r]] (unless over[r] != nil)
 	cnt  []int32
 	thr  []float32
+	over [][]cand // rows that outgrew their slots
 }
 
-func newTopSet(rows, padded, l int, pos []int64) *topSet {
-	c := l + max(l, 32)
+func newTopSet(rows, padded, k int, win []float32) *topSet {
+	c := 2*k + 64
 	t := &topSet{
-		l: l, c: c, pos: pos,
-		buf: getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
-		cnt: make([]int32, rows),
-		thr: make([]float32, padded),
+		k: k, c: c, win: win,
+		buf:  getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
+		cnt:  make([]int32, rows),
+		thr:  make([]float32, padded),
+		over: make([][]cand, rows),
 	}
 	ninf, pinf := float32(math.Inf(-1)), float32(math.Inf(1))
 	for i := range t.thr {
@@ -53,38 +58,94 @@ func (t *topSet) release() {
 	t.buf = nil
 }
 
-// better reports whether x ranks before y.
-func (t *topSet) better(x, y cand) bool {
-	if x.dot != y.dot {
-		return x.dot > y.dot
-	}
-	if px, py := t.pos[x.idx], t.pos[y.idx]; px != py {
-		return px < py
-	}
-	return x.idx < y.idx
-}
-
-// push appends x to row r. The caller has checked x.dot >= t.thr[r] (so x.dot is not NaN).
+// push adds x to row r. The caller has checked x.dot >= t.thr[r] (so x.dot is not NaN).
 func (t *topSet) push(r int, x cand, s *selector) {
+	if o := t.over[r]; o != nil {
+		if len(o) == cap(o) {
+			n := t.compact(r, o, s)
+			if n > cap(o)/2 {
+				grown := make([]cand, n, 2*cap(o))
+				copy(grown, o[:n])
+				o = grown
+			}
+			o = o[:n]
+		}
+		t.over[r] = append(o, x)
+		return
+	}
+	row := t.buf[r*t.c : (r+1)*t.c]
 	n := int(t.cnt[r])
-	t.buf[r*t.c+n] = x
+	row[n] = x
 	n++
 	if n == t.c {
-		n = t.compact(r, n, s)
+		n = t.compact(r, row, s)
+		if n > t.c-16 {
+			o := make([]cand, n, 4*t.c)
+			copy(o, row[:n])
+			t.over[r] = o
+			n = 0
+		}
 	}
 	t.cnt[r] = int32(n)
 }
 
-// compact keeps row r's best l of its n candidates and returns the new count.
-func (t *topSet) compact(r, n int, s *selector) int {
-	if n <= t.l {
-		return n
+// compact keeps, in h's front, the candidates of row r that are still within the window of
+// the k-th best in h, raising thr[r] accordingly, and returns how many it kept.
+func (t *topSet) compact(r int, h []cand, s *selector) int {
+	if len(h) <= t.k {
+		return len(h)
 	}
-	t.thr[r] = t.selectBest(t.buf[r*t.c:r*t.c+n], t.l, s)
-	return t.l
+	s.scratch(len(h))
+	kth := kthLargest(h, t.k-1, s)
+	if thr := below(float64(kth) - float64(t.win[r])); thr > t.thr[r] {
+		t.thr[r] = thr
+	}
+	g := partitionGE(h, t.thr[r], s.out, s.buf[0])
+	copy(h, s.out[:g])
+	return g
 }
 
-// selector holds scratch space for selectBest. Each goroutine has its own.
+// below rounds x to a float32 no greater than x.
+func below(x float64) float32 {
+	f := float32(x)
+	if float64(f) > x {
+		f = math.Nextafter32(f, float32(math.Inf(-1)))
+	}
+	return f
+}
+
+// candidates returns row r's current candidates.
+func (t *topSet) candidates(r int) []cand {
+	if o := t.over[r]; o != nil {
+		return o
+	}
+	return t.buf[r*t.c : r*t.c+int(t.cnt[r])]
+}
+
+// final compacts row r and returns its candidates (unordered).
+func (t *topSet) final(r int, s *selector) []cand {
+	h := t.candidates(r)
+	n := t.compact(r, h, s)
+	if t.over[r] != nil {
+		t.over[r] = h[:n]
+	} else {
+		t.cnt[r] = int32(n)
+	}
+	return h[:n]
+}
+
+// absorb pushes every candidate of o (a set over the same rows) into t.
+func (t *topSet) absorb(o *topSet, s *selector) {
+	for r := range t.cnt {
+		for _, x := range o.candidates(r) {
+			if x.dot >= t.thr[r] {
+				t.push(r, x, s)
+			}
+		}
+	}
+}
+
+// selector holds scratch space for compaction. Each goroutine has its own.
 type selector struct {
 	buf [4][]cand
 	out []cand
@@ -111,6 +172,7 @@ func partitionGEGo(src []cand, pivot float32, ge, lt []cand) int {
 
 func (s *selector) scratch(n int) {
 	if cap(s.out) < n+8 {
+		n = max(n, 256)
 		for i := range s.buf {
 			s.buf[i] = make([]cand, n+8)
 		}
@@ -118,53 +180,8 @@ func (s *selector) scratch(n int) {
 	}
 }
 
-// selectBest permutes h so that h[:k] holds its k best candidates, and returns the k-th best
-// dot product (the smallest in h[:k]). Positions are only looked at when candidates tie on that
-// dot product.
-//
-// It is a quickselect on the dots that partitions out of place (so a vector partition can do
-// the work without data-dependent branches), finding the k-th largest dot tau; then h's
-// candidates above tau, and as many as needed of those equal to tau, are gathered into h[:k].
-func (t *topSet) selectBest(h []cand, k int, s *selector) float32 {
-	n := len(h)
-	if k >= n {
-		tau := float32(math.Inf(1))
-		for _, x := range h {
-			tau = min(tau, x.dot)
-		}
-		return tau
-	}
-	s.scratch(n)
-	tau := kthLargest(h, k-1, s)
-
-	// Gather: everything above tau, then the ties.
-	out, rest := s.out, s.buf[0]
-	g := 0
-	if !math.IsInf(float64(tau), 1) {
-		g = partitionGE(h, math.Nextafter32(tau, float32(math.Inf(1))), out, rest)
-	} else {
-		copy(rest, h)
-	}
-	e := partitionGE(rest[:n-g], tau, out[g:], s.buf[1])
-	if g+e > k {
-		// Ties across the cut: take the best of them by the full order (Pos, then index).
-		slices.SortFunc(out[g:g+e], func(x, y cand) int {
-			if t.better(x, y) {
-				return -1
-			}
-			if t.better(y, x) {
-				return 1
-			}
-			return 0
-		})
-	}
-	// h[:k] gets the winners, h[k:] the other ties and then everything below tau.
-	copy(h, out[:g+e])
-	copy(h[g+e:], s.buf[1][:n-g-e])
-	return tau
-}
-
-// kthLargest returns the (target+1)-th largest dot of h without modifying h.
+// kthLargest returns the (target+1)-th largest dot of h without modifying h. s must have
+// scratch for len(h).
 func kthLargest(h []cand, target int, s *selector) float32 {
 	cur := h
 	step := 0
@@ -221,22 +238,4 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// final compacts row r to at most l candidates and returns them (unordered).
-func (t *topSet) final(r int, s *selector) []cand {
-	n := t.compact(r, int(t.cnt[r]), s)
-	t.cnt[r] = int32(n)
-	return t.buf[r*t.c : r*t.c+n]
-}
-
-// absorb pushes every candidate of o (a set over the same rows) into t.
-func (t *topSet) absorb(o *topSet, s *selector) {
-	for r := range t.cnt {
-		for _, x := range o.buf[r*o.c : r*o.c+int(o.cnt[r])] {
-			if x.dot >= t.thr[r] {
-				t.push(r, x, s)
-			}
-		}
-	}
 }

@@ -7,42 +7,59 @@ import (
 	"time"
 )
 
-// progress reports the neighbour search on stderr: tasks done of the total, the rate, and an
-// estimate of the time left. It only prints; no result depends on it. Each worker process
-// counts the tasks it ran, so on a single-process runner (prism) the count is the job's.
+// progress reports the neighbour search on stderr: the share of the work done, the rate, and
+// an estimate of the time left. It only prints; no result depends on it. Each worker process
+// counts the work it ran, so on a single-process runner (prism) the count is the job's.
 var progress = &searchProgress{}
 
 // logf writes progress lines to stderr with the time of day (not through Beam's structured
 // logger, which would wrap each line in key=value fields).
 var logf = log.New(os.Stderr, "", log.Ltime).Printf
 
+// searchProgress counts work in row pairs: one (query row, reference row) pair searched in
+// both modalities. A self-join counts both directions of every pair, although one product
+// serves both, so the rate printed is the effective one: 4 * row pairs * D flops per second.
 type searchProgress struct {
 	mu    sync.Mutex
 	start time.Time
 	last  time.Time
 	done  int64
 	total int64
-	flops float64
-	busy  time.Duration
 }
 
-func (p *searchProgress) pairDone(total int64, qRows, rRows, dim int, took time.Duration) {
+// begin notes that work on a job of total row pairs started at the given time; the first call
+// of a job dates its start.
+func (p *searchProgress) begin(total int64, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reset(total, at)
+}
+
+func (p *searchProgress) reset(total int64, at time.Time) {
+	if p.total != total || p.start.IsZero() || p.done >= p.total {
+		p.start, p.last, p.total, p.done = at, at, total, 0
+	}
+}
+
+// add records rowPairs more row pairs done, of total in the job, and prints a line at most
+// every two seconds and at the end.
+func (p *searchProgress) add(total, rowPairs int64, dim int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	if p.total != total || p.start.IsZero() {
-		p.start, p.last, p.total, p.done, p.flops, p.busy = now.Add(-took), time.Time{}, total, 0, 0, 0
+	p.reset(total, now)
+	p.done += rowPairs
+	elapsed := now.Sub(p.start)
+	rate := 4 * float64(p.done) * float64(dim) / elapsed.Seconds() / 1e9
+	if p.done >= p.total {
+		logf("lemon: neighbour search done in %.3fs, %.1f GFLOP/s effective", elapsed.Seconds(), rate)
+		return
 	}
-	p.done++
-	p.busy += took
-	// Two modalities, two flops per multiply-add.
-	p.flops += 4 * float64(qRows) * float64(rRows) * float64(dim)
-	if now.Sub(p.last) < 2*time.Second && p.done != p.total {
+	if now.Sub(p.last) < 2*time.Second || p.done == 0 {
 		return
 	}
 	p.last = now
-	elapsed := now.Sub(p.start)
 	eta := time.Duration(float64(elapsed) / float64(p.done) * float64(p.total-p.done))
-	logf("lemon: neighbour blocks %d/%d done, elapsed %s, ETA %s, %.1f GFLOP/s", p.done, p.total,
-		elapsed.Round(time.Second), eta.Round(time.Second), p.flops/elapsed.Seconds()/1e9)
+	logf("lemon: neighbour search %.0f%% done, elapsed %s, ETA %s, %.1f GFLOP/s effective",
+		100*float64(p.done)/float64(p.total), elapsed.Round(time.Second), eta.Round(time.Second), rate)
 }

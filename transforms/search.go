@@ -3,6 +3,7 @@ package transforms
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -41,23 +42,61 @@ type SearchConfig struct {
 func Neighbours(s beam.Scope, in Input, cfg SearchConfig, inputBlocks, refBlocks, droppedInput, droppedRef beam.PCollection) beam.PCollection {
 	s = s.Scope("Neighbours")
 	tasks := beam.ParDo(s, &makeTasksFn{Config: cfg}, beam.Impulse(s),
-		beam.SideInput{Input: inputBlocks}, beam.SideInput{Input: refBlocks})
+		beam.SideInput{Input: inputBlocks}, beam.SideInput{Input: refBlocks},
+		beam.SideInput{Input: droppedInput}, beam.SideInput{Input: droppedRef})
 	tasks = beam.Reshuffle(s, tasks)
-	side := []beam.Option{beam.SideInput{Input: droppedInput}, beam.SideInput{Input: droppedRef}}
+	// The search stages take no side inputs: while a stage with side inputs has a long bundle
+	// in progress, prism's scheduler re-evaluates it in a busy loop, taking a core from the
+	// search. Tasks carry the dropped positions of their blocks instead.
 	if cfg.InMemory {
-		return beam.ParDo(s, &memoryTaskFn{Config: cfg, Input: in}, tasks, side...)
+		return beam.ParDo(s, &memoryTaskFn{Config: cfg, Input: in}, tasks)
 	}
-	partials := beam.ParDo(s, &pairTaskFn{Config: cfg}, tasks, side...)
+	partials := beam.ParDo(s, &pairTaskFn{Config: cfg}, tasks)
 	merged := beam.CombinePerKey(s, &mergePartialsFn{K: cfg.Params.K}, partials)
-	return beam.ParDo(s, &scoreBlockFn{Config: cfg, Input: in}, merged, side...)
+	return beam.ParDo(s, &scoreBlockFn{Config: cfg, Input: in}, merged,
+		beam.SideInput{Input: droppedInput}, beam.SideInput{Input: droppedRef})
 }
 
-// Task is a unit of search work: query blocks against reference blocks, as block pairs.
+// Task is a unit of search work: query blocks against reference blocks.
 type Task struct {
-	Queries []BlockRef
-	Refs    []BlockRef
-	Pairs   int64 // block pairs in this task
-	Total   int64 // block pairs in the whole job, for progress
+	Queries       []BlockRef
+	Refs          []BlockRef
+	RowPairs      int64 // (query row, reference row) pairs this task searches, both directions of a self-join counted
+	TotalRowPairs int64 // the same for the whole job, for progress
+	// DropQueries and DropRefs are the positions in this task's query and reference blocks to
+	// leave out (rows whose id repeats an earlier row's), ascending.
+	DropQueries, DropRefs []int64
+}
+
+// dropSet is the set of a task's dropped positions.
+func dropSet(ps []int64) map[int64]bool {
+	m := make(map[int64]bool, len(ps))
+	for _, p := range ps {
+		m[p] = true
+	}
+	return m
+}
+
+// positionsIn returns the positions of sorted that fall in the blocks' ranges.
+func positionsIn(sorted []int64, blocks []BlockRef) []int64 {
+	var out []int64
+	for _, b := range blocks {
+		i, _ := slices.BinarySearch(sorted, b.FirstPos)
+		for ; i < len(sorted) && sorted[i] < b.FirstPos+b.Rows; i++ {
+			out = append(out, sorted[i])
+		}
+	}
+	return out
+}
+
+func collectPositions(iter func(*int64) bool) []int64 {
+	var out []int64
+	var p int64
+	for iter(&p) {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }
 
 type makeTasksFn struct{ Config SearchConfig }
@@ -72,8 +111,9 @@ func collectRefs(iter func(*BlockRef) bool) []BlockRef {
 	return out
 }
 
-func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) bool, emit func(Task)) error {
+func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) bool, dropInIter, dropRefIter func(*int64) bool, emit func(Task)) error {
 	qs, rs := collectRefs(qIter), collectRefs(rIter)
+	dropIn, dropRef := collectPositions(dropInIter), collectPositions(dropRefIter)
 	var refRows int64
 	for _, r := range rs {
 		refRows += r.Rows
@@ -83,11 +123,17 @@ func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) boo
 	if refRows < k+1 {
 		return fmt.Errorf("the reference set has %d usable rows, but k=%d needs at least %d (k neighbours besides the row itself); lower --k or add rows", refRows, k, k+1)
 	}
+	sumRows := func(bs []BlockRef) int64 {
+		var n int64
+		for _, b := range bs {
+			n += b.Rows
+		}
+		return n
+	}
 	var tasks []Task
 	switch {
 	case fn.Config.InMemory && fn.Config.SelfJoin:
-		n := int64(len(qs))
-		tasks = append(tasks, Task{Queries: qs, Refs: rs, Pairs: n * (n + 1) / 2})
+		tasks = append(tasks, Task{Queries: qs, Refs: rs, RowPairs: refRows * refRows})
 	case fn.Config.InMemory:
 		var cur Task
 		var rows int64
@@ -104,7 +150,7 @@ func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) boo
 		}
 		for i := range tasks {
 			tasks[i].Refs = rs
-			tasks[i].Pairs = int64(len(tasks[i].Queries) * len(rs))
+			tasks[i].RowPairs = sumRows(tasks[i].Queries) * refRows
 		}
 	default:
 		for i, q := range qs {
@@ -112,16 +158,21 @@ func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) boo
 				if fn.Config.SelfJoin && j < i {
 					continue
 				}
-				tasks = append(tasks, Task{Queries: []BlockRef{q}, Refs: []BlockRef{r}, Pairs: 1})
+				pairs := q.Rows * r.Rows
+				if fn.Config.SelfJoin && i != j {
+					pairs *= 2 // one product, both directions
+				}
+				tasks = append(tasks, Task{Queries: []BlockRef{q}, Refs: []BlockRef{r}, RowPairs: pairs})
 			}
 		}
 	}
 	var total int64
 	for _, t := range tasks {
-		total += t.Pairs
+		total += t.RowPairs
 	}
 	for _, t := range tasks {
-		t.Total = total
+		t.TotalRowPairs = total
+		t.DropQueries, t.DropRefs = positionsIn(dropIn, t.Queries), positionsIn(dropRef, t.Refs)
 		emit(t)
 	}
 	return nil
@@ -240,94 +291,102 @@ func (cfg SearchConfig) options() knn.Options {
 	return knn.Options{K: cfg.Params.K, Metric: cfg.Metric, Backend: cfg.Backend}
 }
 
-// memoryTaskFn runs a whole in-memory task: every pair of its query and reference blocks,
-// merging lists as it goes, then scores its query rows.
+// memoryTaskFn runs a whole in-memory task: its query rows against the whole reference, as
+// one search (one float64 re-ranking per row, however many blocks the rows came in), then
+// scores them. In a self-join the one task holds every row and searches it against itself.
 type memoryTaskFn struct {
-	Config          SearchConfig
-	Input           Input
-	dropIn, dropRef positionSet
-	refs            loader
+	Config SearchConfig
+	Input  Input
+
+	refOnce sync.Once
+	ref     *knn.Block // the whole reference (not in a self-join), read once per DoFn instance
+	refByID map[string]int64
+	refErr  error
 }
 
-func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, droppedIn, droppedRef func(*int64) bool, emit func(Scored)) error {
-	dropIn, dropRef := fn.dropIn.load(droppedIn), fn.dropRef.load(droppedRef)
-	var rs []*knn.Block
-	for _, r := range t.Refs {
-		b, err := fn.refs.load(ctx, r.Path, dropRef)
-		if err != nil {
-			return err
-		}
-		rs = append(rs, b)
-	}
-	byID := map[string]int64{}
-	if fn.Config.ExternalReference {
-		byID = posByID(rs...)
-	}
-	var qs []*knn.Block
-	for _, q := range t.Queries {
-		var b *knn.Block
-		var err error
-		if fn.Config.SelfJoin {
-			b, err = fn.refs.load(ctx, q.Path, dropIn)
-		} else {
-			var raw *knn.Block
-			if raw, err = readBlock(ctx, q.Path); err == nil {
-				b = filterBlock(raw, dropIn)
-			}
-		}
-		if err != nil {
-			return err
-		}
-		qs = append(qs, asQueries(b, fn.Config, byID))
-	}
-	lists := make([]knn.Lists, len(qs))
-	add := func(i int, l knn.Lists) {
-		if lists[i].Image == nil {
-			lists[i] = l
-		} else {
-			lists[i] = knn.MergeLists(lists[i], l, fn.Config.Params.K)
-		}
+func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Scored)) error {
+	dropIn, dropRef := dropSet(t.DropQueries), dropSet(t.DropRefs)
+	start := time.Now()
+	progress.begin(t.TotalRowPairs, start)
+	q, err := readConcat(ctx, t.Queries, dropIn)
+	if err != nil {
+		return err
 	}
 	opt := fn.Config.options()
-	for i, q := range qs {
-		for j, r := range rs {
-			if fn.Config.SelfJoin && j < i {
-				continue
+	opt.Progress = progressFor(t, q.Dim)
+	var l knn.Lists
+	if fn.Config.SelfJoin {
+		q = asQueries(q, fn.Config, nil)
+		if q.Len() > 0 {
+			if l, _, err = knn.SearchPair(q, q, opt); err != nil {
+				return err
 			}
-			start := time.Now()
-			if q.Len() == 0 || r.Len() == 0 {
-				progress.pairDone(t.Total, 0, 0, q.Dim, time.Since(start))
-				continue
+		}
+	} else {
+		fn.refOnce.Do(func() {
+			fn.ref, fn.refErr = readConcat(ctx, t.Refs, dropRef)
+			if fn.refErr == nil && fn.Config.ExternalReference {
+				fn.refByID = posByID(fn.ref)
 			}
-			if fn.Config.SelfJoin {
-				a, b := q, qs[j]
-				if i == j {
-					b = a
-				}
-				forA, forB, err := knn.SearchPair(a, b, opt)
-				if err != nil {
-					return err
-				}
-				add(i, forA)
-				if i != j {
-					add(j, forB)
-				}
-			} else {
-				l, err := knn.Search(q, r, opt)
-				if err != nil {
-					return err
-				}
-				add(i, l)
+		})
+		if fn.refErr != nil {
+			return fn.refErr
+		}
+		q = asQueries(q, fn.Config, fn.refByID)
+		if q.Len() > 0 && fn.ref.Len() > 0 {
+			if l, err = knn.Search(q, fn.ref, opt); err != nil {
+				return err
 			}
-			progress.pairDone(t.Total, q.Len(), r.Len(), q.Dim, time.Since(start))
 		}
 	}
-	for i, q := range qs {
-		if err := scoreBlock(fn.Config, fn.Input, q, lists[i], emit); err != nil {
-			return err
+	if q.Len() == 0 || l.Image == nil {
+		progress.add(t.TotalRowPairs, t.RowPairs, q.Dim) // nothing to search: all rows were dropped
+		if q.Len() == 0 {
+			return nil
 		}
+		l = knn.Lists{Image: make([][]knn.Neighbour, q.Len()), Text: make([][]knn.Neighbour, q.Len())}
 	}
-	return nil
+	return scoreBlock(fn.Config, fn.Input, q, l, emit)
+}
+
+// progressFor turns knn's progress (units done of a total) into row pairs of task t.
+func progressFor(t Task, dim int) func(done, total int) {
+	return func(done, total int) {
+
+		share := func(n int) int64 { return int64(float64(t.RowPairs) * float64(n) / float64(total)) }
+		progress.add(t.TotalRowPairs, share(done)-share(done-1), dim)
+	}
+}
+
+// readConcat reads blocks into one, leaving out dropped rows, in the order given.
+func readConcat(ctx context.Context, refs []BlockRef, drop map[int64]bool) (*knn.Block, error) {
+	out := &knn.Block{}
+	for _, r := range refs {
+		b, err := readBlock(ctx, r.Path)
+		if err != nil {
+			return nil, err
+		}
+		b = filterBlock(b, drop)
+		if out.Dim == 0 {
+			out.Dim = b.Dim
+			var n int64
+			for _, r := range refs {
+				n += r.Rows
+			}
+			out.Image = make([]float32, 0, n*int64(b.Dim))
+			out.Text = make([]float32, 0, n*int64(b.Dim))
+		} else if b.Dim != out.Dim && b.Len() > 0 {
+			return nil, fmt.Errorf("%s: embedding dimension %d, but earlier blocks have %d", r.Path, b.Dim, out.Dim)
+		}
+		out.Image = append(out.Image, b.Image...)
+		out.Text = append(out.Text, b.Text...)
+		out.Pos = append(out.Pos, b.Pos...)
+		out.Self = append(out.Self, b.Self...)
+		out.Dmm = append(out.Dmm, b.Dmm...)
+		out.ID = append(out.ID, b.ID...)
+		out.Caption = append(out.Caption, b.Caption...)
+	}
+	return out, nil
 }
 
 // scoreBlock scores every row of query block q from its merged lists.
@@ -370,17 +429,16 @@ func ids(ns []knn.Neighbour) []string {
 
 // pairTaskFn runs one block pair of the blockwise shape and emits partial lists per query block.
 type pairTaskFn struct {
-	Config          SearchConfig
-	dropIn, dropRef positionSet
-	blocks          loader
+	Config SearchConfig
+	blocks loader
 }
 
 func (fn *pairTaskFn) Setup() { fn.blocks.max = 4 }
 
-func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, droppedIn, droppedRef func(*int64) bool, emit func(string, PartialBlock)) error {
-	dropIn, dropRef := fn.dropIn.load(droppedIn), fn.dropRef.load(droppedRef)
+func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, emit func(string, PartialBlock)) error {
+	dropIn, dropRef := dropSet(t.DropQueries), dropSet(t.DropRefs)
 	qRef, rRef := t.Queries[0], t.Refs[0]
-	start := time.Now()
+	progress.begin(t.TotalRowPairs, time.Now())
 	q, err := fn.blocks.load(ctx, qRef.Path, dropIn)
 	if err != nil {
 		return err
@@ -390,7 +448,7 @@ func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, droppedIn, dro
 		return err
 	}
 	if q.Len() == 0 || r.Len() == 0 {
-		progress.pairDone(t.Total, 0, 0, q.Dim, time.Since(start))
+		progress.add(t.TotalRowPairs, t.RowPairs, q.Dim)
 		return nil // a block whose rows were all dropped as duplicates
 	}
 	var byID map[string]int64
@@ -419,7 +477,7 @@ func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, droppedIn, dro
 		}
 		emit(qRef.Path, fn.partial(l))
 	}
-	progress.pairDone(t.Total, q.Len(), r.Len(), q.Dim, time.Since(start))
+	progress.add(t.TotalRowPairs, t.RowPairs, q.Dim)
 	return nil
 }
 

@@ -36,7 +36,8 @@ func main() {
 	p("//go:build amd64 && !purego")
 	p("")
 	p("#include \"textflag.h\"")
-	tile()
+	tile("tileAVX512", false)
+	tile("tileBF16AVX512", true)
 	dot64()
 	sqdist64()
 	partition()
@@ -45,21 +46,22 @@ func main() {
 	}
 }
 
-// tile writes tileAVX512: one mr x nr tile of dot products plus the threshold filter
-// (see backend.go in knn for the contract).
+// tile writes one tile kernel: an mr x nr tile of dot products plus the threshold filter (see
+// backend.go in knn for the contract). With bf16 false it is tileAVX512 over float32 words;
+// with bf16 true, tileBF16AVX512 over words that each hold two bfloat16 coordinates, where one
+// VDPBF16PS adds both coordinates' products to a float32 accumulator lane.
 //
 // Register use: Z0..Z27 accumulators, row i in Z(2i) (columns 0-15) and Z(2i+1) (16-31);
-// Z28, Z29 the current coordinate's 32 B values; Z30, Z31 the broadcast A value (alternating,
-// so consecutive rows do not wait on each other). Every accumulator lane is one (row, column)
-// pair and sees the coordinates in order 0..dim-1, one FMA each: the fixed accumulation order
-// that makes a pair's value independent of where it sits.
-func tile() {
+// Z28, Z29 the current word's 32 B values; Z30, Z31 the broadcast A word (alternating, so
+// consecutive rows do not wait on each other). Every accumulator lane is one (row, column)
+// pair and sees the words in order 0..words-1.
+func tile(name string, bf16 bool) {
 	p("")
-	p("// func tileAVX512(a, b *float32, dim int, c *float32, rowThr, colThr *float32, masks *uint32) uint64")
-	p("TEXT ·tileAVX512(SB), NOSPLIT, $0-64")
+	p("// func %s(a, b *uint32, words int, c *float32, rowThr, colThr *float32, masks *uint32) uint64", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-64", name)
 	p("\tMOVQ a+0(FP), AX")
 	p("\tMOVQ b+8(FP), BX")
-	p("\tMOVQ dim+16(FP), CX")
+	p("\tMOVQ words+16(FP), CX")
 	for r := 0; r < 2*mr; r++ {
 		p("\tVPXORD Z%d, Z%d, Z%d", r, r, r)
 	}
@@ -68,9 +70,15 @@ func tile() {
 		p("\tVMOVUPS %d(BX), Z29", s*nr*4+64)
 		for i := 0; i < mr; i++ {
 			t := 30 + i%2
-			p("\tVBROADCASTSS %d(AX), Z%d", s*mr*4+4*i, t)
-			p("\tVFMADD231PS Z%d, Z28, Z%d", t, 2*i)
-			p("\tVFMADD231PS Z%d, Z29, Z%d", t, 2*i+1)
+			if bf16 {
+				p("\tVPBROADCASTD %d(AX), Z%d", s*mr*4+4*i, t)
+				vdpbf16ps(2*i, 28, t)
+				vdpbf16ps(2*i+1, 29, t)
+			} else {
+				p("\tVBROADCASTSS %d(AX), Z%d", s*mr*4+4*i, t)
+				p("\tVFMADD231PS Z%d, Z28, Z%d", t, 2*i)
+				p("\tVFMADD231PS Z%d, Z29, Z%d", t, 2*i+1)
+			}
 		}
 	}
 	p("\tMOVQ CX, DX")
@@ -294,6 +302,25 @@ func partition() {
 	p("\tVZEROUPPER")
 	p("\tMOVQ AX, ret+40(FP)")
 	p("\tRET")
+}
+
+// vdpbf16ps emits VDPBF16PS Z(src2), Z(src1), Z(dst) (Intel: vdpbf16ps zmm_dst, zmm_src1,
+// zmm_src2): dst.fp32[l] += src1.bf16[2l+1]*src2.bf16[2l+1] + src1.bf16[2l]*src2.bf16[2l].
+// The Go assembler does not know AVX512_BF16, so it is written as bytes: EVEX.512.F3.0F38.W0
+// 52 /r, register form.
+func vdpbf16ps(dst, src1, src2 int) {
+	inv := func(reg, bit int) int { // EVEX stores register-number extension bits inverted
+		if reg&bit != 0 {
+			return 0
+		}
+		return 1
+	}
+	p0 := inv(dst, 8)<<7 | inv(src2, 16)<<6 | inv(src2, 8)<<5 | inv(dst, 16)<<4 | 0b10 // R X B R' 00 mm=0F38
+	p1 := (^src1&15)<<3 | 1<<2 | 0b10                                                 // W=0 vvvv 1 pp=F3
+	p2 := 0b10<<5 | inv(src1, 16)<<3                                                   // z=0 L'L=512 b=0 V' aaa=0
+	modrm := 0xC0 | (dst&7)<<3 | src2&7
+	p("\tBYTE $0x62; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x52; BYTE $0x%02x // VDPBF16PS Z%d, Z%d, Z%d",
+		p0, p1, p2, modrm, src2, src1, dst)
 }
 
 func log2(n int) int {
