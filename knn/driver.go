@@ -190,11 +190,7 @@ func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 // ranking by half the spread of y's squared norms. A small absolute term covers the float64
 // rounding of the final distances and the flushing of subnormal products.
 func window(metric Metric, dim int, x *side, m int, y sideStats) []float32 {
-	du := float64(dim) * math.Ldexp(1, -24)
-	gamma := math.Inf(1)
-	if du < 0.5 {
-		gamma = du / (1 - du)
-	}
+	gamma := accumulationBound(dim)
 	spread := 0.0
 	if metric == Euclidean {
 		spread = (y.maxSq - y.minSq) / 2
@@ -212,6 +208,16 @@ func window(metric Metric, dim int, x *side, m int, y sideStats) []float32 {
 	return out
 }
 
+// accumulationBound is γ_dim = dim·u/(1-dim·u), u = 2^-24: a float32 sum of dim exact products,
+// in any order, is within γ_dim·Σ|products| of the exact sum. +Inf when no bound holds.
+func accumulationBound(dim int) float64 {
+	du := float64(dim) * math.Ldexp(1, -24)
+	if du >= 0.5 {
+		return math.Inf(1)
+	}
+	return du / (1 - du)
+}
+
 // job is one Search or SearchPair call.
 type job struct {
 	be     *backend
@@ -222,24 +228,60 @@ type job struct {
 	pair   bool // also collect b's rows' lists against a (column-wise selection)
 	diag   bool // pair with a == b: only pairs row <= col are computed, feeding both rows
 
-	rows     [2]*topSet   // a's rows' candidates
-	cols     [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
-	stripes  []sync.Mutex // non-diagonal pair: locks over ranges of B panels
-	groups   int
-	done     atomic.Int64
-	progress func(done, total int)
+	rows    [2]*topSet   // a's rows' candidates
+	cols    [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
+	stripes []sync.Mutex // non-diagonal pair: locks over ranges of B panels
+	groups  int
+	prog    progress
+}
+
+// progress counts work for Options.Progress in tiles: a group counts the tiles it computes,
+// and re-ranking a chunk of rows counts as rescoreTiles (about what it costs).
+type progress struct {
+	report      func(done, total int64)
+	done, total atomic.Int64
+}
+
+const rescoreTiles = 1000
+
+func (p *progress) add(n int64) {
+	if p.report != nil {
+		p.report(p.done.Add(n), p.total.Load())
+	}
+}
+
+// groupTiles is how many tiles group g computes (per modality).
+func (j *job) groupTiles(g int) int64 {
+	p0, p1 := g*groupPanels, min((g+1)*groupPanels, j.sa.panels)
+	if !j.diag {
+		return int64(p1-p0) * int64(j.sb.panels)
+	}
+	var n int64
+	for ip := p0; ip < p1; ip++ {
+		n += int64(j.sb.panels - (ip*mr)/nr) // B panels from the one holding row ip*mr on
+	}
+	return n
 }
 
 func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	j := &job{
 		be: be, a: a, b: b, na: a.Len(), nb: b.Len(), words: be.words(a.Dim),
-		pair: pair, diag: pair && a == b, progress: opt.Progress,
+		pair: pair, diag: pair && a == b,
 	}
+	j.prog.report = opt.Progress
 	nproc := max(1, runtime.GOMAXPROCS(0))
 	j.sa = prepareSide(be, a, mr, nproc)
 	j.sb = prepareSide(be, b, nr, nproc)
 	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
 	workers := max(1, min(nproc, j.groups))
+	total := int64(rescoreChunks(j.na)) * rescoreTiles
+	if pair && !j.diag {
+		total += int64(rescoreChunks(j.nb)) * rescoreTiles
+	}
+	for g := range j.groups {
+		total += j.groupTiles(g)
+	}
+	j.prog.total.Store(total)
 
 	for m := range 2 {
 		win := window(opt.Metric, a.Dim, j.sa, m, j.sb.stats[m])
@@ -269,9 +311,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		sel := &selector{}
 		for g := int(next.Add(1) - 1); g < j.groups; g = int(next.Add(1) - 1) {
 			j.group(w, g, c, masks, sel)
-			if j.progress != nil {
-				j.progress(int(j.done.Add(1)), j.groups)
-			}
+			j.prog.add(j.groupTiles(g))
 		}
 	})
 	j.sa.release()
@@ -288,7 +328,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		}
 	}()
 	if !pair {
-		return lists(j.rows, a, b, opt, nproc), Lists{}
+		return lists(j.rows, j.sa, j.sb, a, b, opt, nproc, &j.prog), Lists{}
 	}
 	// Combine the per-worker column sets. Every set is a superset of its rows' final K, so
 	// the result does not depend on how work was split.
@@ -300,7 +340,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 				}
 			}
 		}
-		forA = lists(j.rows, a, b, opt, nproc)
+		forA = lists(j.rows, j.sa, j.sb, a, b, opt, nproc, &j.prog)
 		return forA, forA
 	}
 	for w := 1; w < len(j.cols); w++ {
@@ -310,7 +350,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 			}
 		}
 	}
-	return lists(j.rows, a, b, opt, nproc), lists(j.cols[0], b, a, opt, nproc)
+	return lists(j.rows, j.sa, j.sb, a, b, opt, nproc, &j.prog), lists(j.cols[0], j.sb, j.sa, b, a, opt, nproc, &j.prog)
 }
 
 // group runs the tiles of A panels [g*groupPanels, ...) against all B panels, one modality at
@@ -450,30 +490,35 @@ func selfOf(q *Block, i int) int64 {
 }
 
 // lists re-ranks every query row's candidates in float64 and builds its neighbour lists.
-func lists(sets [2]*topSet, q, r *Block, opt Options, workers int) Lists {
+func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int, prog *progress) Lists {
 	n := q.Len()
 	out := Lists{Image: make([][]Neighbour, n), Text: make([][]Neighbour, n)}
 	// One backing array per modality; each row gets a capacity-limited window of it.
 	per := min(opt.K, r.Len())
 	back := [2][]Neighbour{make([]Neighbour, n*per), make([]Neighbour, n*per)}
-	const chunk = 64
 	var next atomic.Int64
-	parallel(min(workers, (n+chunk-1)/chunk), func(int) {
+	parallel(min(workers, rescoreChunks(n)), func(int) {
 		s := newRescorer(q, r, opt)
 		for {
-			i0 := int(next.Add(chunk) - chunk)
+			i0 := int(next.Add(rescoreChunk) - rescoreChunk)
 			if i0 >= n {
 				return
 			}
-			for i := i0; i < min(i0+chunk, n); i++ {
+			for i := i0; i < min(i0+rescoreChunk, n); i++ {
 				w := i * per
 				dst := [2][]Neighbour{back[0][w : w+per : w+per], back[1][w : w+per : w+per]}
 				out.Image[i], out.Text[i] = s.lists(i, sets, dst)
 			}
+			prog.add(rescoreTiles)
 		}
 	})
 	return out
 }
+
+// rescoreChunk is how many rows a goroutine re-ranks at a time.
+const rescoreChunk = 64
+
+func rescoreChunks(n int) int { return (n + rescoreChunk - 1) / rescoreChunk }
 
 // parallel runs f(0..workers-1) concurrently and waits; one worker runs inline.
 func parallel(workers int, f func(w int)) {

@@ -101,7 +101,7 @@ type Options struct {
 	Backend string
 	// Progress, if set, is called after each unit of work with how many of the total are
 	// done. It may be called from several goroutines at once.
-	Progress func(done, total int)
+	Progress func(done, total int64)
 }
 
 // Lists is one query block's result: for each query row, its image-space and text-space

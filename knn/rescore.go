@@ -180,28 +180,32 @@ func (s *rescorer) lists(i int, sets [2]*topSet, dst [2][]Neighbour) (img, txt [
 	var finals [2][]scored
 	for m := range 2 {
 		keep := sets[m].final(i, &s.sel)
-		sc := s.sc[m][:0]
+		// Keep the K best seen so far sorted; a candidate that beats the worst of them is
+		// inserted in place. Most candidates lose to the K-th, so this beats sorting all.
+		best := s.sc[m][:0]
 		for n, c := range keep {
 			next := c.idx // prefetch two candidates ahead: the rows come from memory
 			if n+prefetchAhead < len(keep) {
 				next = keep[n+prefetchAhead].idx
 			}
-			sc = append(sc, scored{s.dist(m, c.idx, next), c.idx, r.Pos[c.idx]})
-		}
-		slices.SortFunc(sc, func(x, y scored) int {
-			if c := cmpDist(x.dist, y.dist); c != 0 {
-				return c
+			x := scored{s.dist(m, c.idx, next), c.idx, r.Pos[c.idx]}
+			if len(best) == s.k && !lessScored(x, best[s.k-1]) {
+				continue
 			}
-			if c := cmp.Compare(x.pos, y.pos); c != 0 {
-				return c
+			at, _ := slices.BinarySearchFunc(best, x, func(e, t scored) int {
+				if lessScored(e, t) {
+					return -1
+				}
+				return 1
+			})
+			if len(best) < s.k {
+				best = append(best, scored{})
 			}
-			return cmp.Compare(x.idx, y.idx)
-		})
-		if len(sc) > s.k {
-			sc = sc[:s.k]
+			copy(best[at+1:], best[at:len(best)-1])
+			best[at] = x
 		}
-		finals[m] = sc
-		s.sc[m] = sc
+		finals[m] = best
+		s.sc[m] = best
 	}
 	for m := range 2 {
 		sc := finals[m]
@@ -227,6 +231,17 @@ func (s *rescorer) lists(i int, sets [2]*topSet, dst [2][]Neighbour) (img, txt [
 		out[m] = res
 	}
 	return out[0], out[1]
+}
+
+// lessScored orders re-ranked candidates by (distance, NaN last; position; index).
+func lessScored(x, y scored) bool {
+	if c := cmpDist(x.dist, y.dist); c != 0 {
+		return c < 0
+	}
+	if x.pos != y.pos {
+		return x.pos < y.pos
+	}
+	return x.idx < y.idx
 }
 
 // cmpDist orders distances ascending with NaN last (cmp.Compare would put NaN first).

@@ -2,7 +2,6 @@ package transforms
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -20,22 +19,28 @@ import (
 const blockMagic = "LEMONBLK1"
 
 func writeBlock(ctx context.Context, p string, b *knn.Block) error {
-	var buf bytes.Buffer
-	buf.WriteString(blockMagic)
-	binary.Write(&buf, binary.LittleEndian, int64(b.Len()))
-	binary.Write(&buf, binary.LittleEndian, int64(b.Dim))
-	buf.Write(rawBytes(b.Pos))
-	buf.Write(rawBytes(b.Self))
-	buf.Write(rawBytes(b.Dmm))
-	buf.Write(rawBytes(b.Image))
-	buf.Write(rawBytes(b.Text))
+	size := len(blockMagic) + 16 + 3*8*b.Len() + 2*4*len(b.Image)
 	for _, list := range [][]string{b.ID, b.Caption} {
 		for _, s := range list {
-			binary.Write(&buf, binary.LittleEndian, uint32(len(s)))
-			buf.WriteString(s)
+			size += 4 + len(s)
 		}
 	}
-	return storage.WriteFile(ctx, p, buf.Bytes())
+	buf := make([]byte, 0, size)
+	buf = append(buf, blockMagic...)
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(b.Len()))
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(b.Dim))
+	buf = append(buf, rawBytes(b.Pos)...)
+	buf = append(buf, rawBytes(b.Self)...)
+	buf = append(buf, rawBytes(b.Dmm)...)
+	buf = append(buf, rawBytes(b.Image)...)
+	buf = append(buf, rawBytes(b.Text)...)
+	for _, list := range [][]string{b.ID, b.Caption} {
+		for _, s := range list {
+			buf = binary.LittleEndian.AppendUint32(buf, uint32(len(s)))
+			buf = append(buf, s...)
+		}
+	}
+	return storage.WriteFile(ctx, p, buf)
 }
 
 func readBlock(ctx context.Context, p string) (*knn.Block, error) {
@@ -61,13 +66,13 @@ func readBlock(ctx context.Context, p string) (*knn.Block, error) {
 			return nil, fmt.Errorf("%s: truncated block: %w", p, err)
 		}
 	}
+	var l [4]byte
 	for _, list := range [][]string{b.ID, b.Caption} {
 		for i := range list {
-			var l uint32
-			if err := binary.Read(r, binary.LittleEndian, &l); err != nil {
+			if _, err := io.ReadFull(r, l[:]); err != nil {
 				return nil, fmt.Errorf("%s: truncated block: %w", p, err)
 			}
-			s := make([]byte, l)
+			s := make([]byte, binary.LittleEndian.Uint32(l[:]))
 			if _, err := io.ReadFull(r, s); err != nil {
 				return nil, fmt.Errorf("%s: truncated block: %w", p, err)
 			}

@@ -1,94 +1,267 @@
 package transforms
 
 import (
-	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
 	"github.com/lemon-curation/lemon/knn"
 )
 
-// PartialBlock is the bulk of the blockwise search's shuffle (k entries per row, modality and
-// task), so it gets a compact binary coder instead of Beam's reflective one.
+// Compact binary coders for the elements that carry most of a job's bytes: partial neighbour
+// lists (shuffled between search and scoring) and scored rows (from scoring to the writers).
+// Beam's default row coder goes through reflection field by field, which on a small machine
+// costs about as much as the scoring itself.
 
 func encodePartialBlock(p PartialBlock) ([]byte, error) {
-	var buf bytes.Buffer
-	put := func(v uint64) { var b [binary.MaxVarintLen64]byte; buf.Write(b[:binary.PutUvarint(b[:], v)]) }
-	f64 := func(f float64) {
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], math.Float64bits(f))
-		buf.Write(b[:])
-	}
-	for _, lists := range [][][]knn.Neighbour{p.Lists.Image, p.Lists.Text} {
-		put(uint64(len(lists)))
-		for _, ns := range lists {
-			put(uint64(len(ns)))
-			for _, n := range ns {
-				put(uint64(n.Pos))
-				f64(n.Dist)
-				f64(n.Cross)
-				f64(n.Dmm)
-				flag := uint64(0)
-				if n.SameCaption {
-					flag = 1
-				}
-				put(flag)
-				put(uint64(len(n.ID)))
-				buf.WriteString(n.ID)
-			}
-		}
-	}
-	return buf.Bytes(), nil
+	var e encoder
+	e.lists(p.Lists.Image)
+	e.lists(p.Lists.Text)
+	return e.b, nil
 }
 
 func decodePartialBlock(data []byte) (PartialBlock, error) {
-	r := bytes.NewReader(data)
-	var err error
-	get := func() uint64 {
-		v, e := binary.ReadUvarint(r)
-		if e != nil && err == nil {
-			err = e
-		}
-		return v
+	d := decoder{b: data}
+	p := PartialBlock{Lists: knn.Lists{Image: d.lists(), Text: d.lists()}}
+	return p, d.done("partial lists")
+}
+
+func encodeScored(s Scored) ([]byte, error) {
+	var e encoder
+	e.scored(&s)
+	return e.b, nil
+}
+
+func decodeScored(data []byte) (Scored, error) {
+	d := decoder{b: data}
+	var s Scored
+	d.scored(&s)
+	return s, d.done("scored row")
+}
+
+// An Outcome is its index, then a tag (0 marker, 1 scored, 2 fault) and that value.
+func encodeOutcome(o Outcome) ([]byte, error) {
+	var e encoder
+	e.varint(o.Index)
+	switch {
+	case o.Scored != nil:
+		e.uvarint(1)
+		e.scored(o.Scored)
+	case o.Fault != nil:
+		e.uvarint(2)
+		f := o.Fault
+		e.varint(f.Pos)
+		e.varint(int64(f.Shard))
+		e.varint(f.Index)
+		e.str(f.ID)
+		e.str(f.Reason)
+	default:
+		e.uvarint(0)
 	}
-	f64 := func() float64 {
-		var b [8]byte
-		if _, e := r.Read(b[:]); e != nil && err == nil {
-			err = e
-		}
-		return math.Float64frombits(binary.LittleEndian.Uint64(b[:]))
+	return e.b, nil
+}
+
+func decodeOutcome(data []byte) (Outcome, error) {
+	d := decoder{b: data}
+	o := Outcome{Index: d.varint()}
+	switch d.uvarint() {
+	case 1:
+		o.Scored = new(Scored)
+		d.scored(o.Scored)
+	case 2:
+		o.Fault = &Fault{Pos: d.varint(), Shard: int32(d.varint()), Index: d.varint(), ID: d.str(), Reason: d.str()}
 	}
-	var out [2][][]knn.Neighbour
-	for m := range out {
-		rows := get()
-		if err != nil || rows > uint64(len(data)) {
-			return PartialBlock{}, fmt.Errorf("decoding partial lists: bad row count")
-		}
-		out[m] = make([][]knn.Neighbour, rows)
-		for i := range out[m] {
-			n := get()
-			if err != nil || n > uint64(len(data)) {
-				return PartialBlock{}, fmt.Errorf("decoding partial lists: bad list length")
-			}
-			ns := make([]knn.Neighbour, n)
-			for j := range ns {
-				ns[j].Pos = int64(get())
-				ns[j].Dist, ns[j].Cross, ns[j].Dmm = f64(), f64(), f64()
-				ns[j].SameCaption = get() == 1
-				l := get()
-				if err != nil || l > uint64(r.Len()) {
-					return PartialBlock{}, fmt.Errorf("decoding partial lists: bad id length")
-				}
-				id := make([]byte, l)
-				r.Read(id)
-				ns[j].ID = string(id)
-			}
-			out[m][i] = ns
-		}
+	return o, d.done("outcome")
+}
+
+type encoder struct{ b []byte }
+
+func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) f64(v float64)    { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v)) }
+
+func (e *encoder) str(s string) {
+	e.uvarint(uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+
+// Slices are written as length+1, with 0 for nil, so nil and empty survive a round trip.
+func (e *encoder) strs(ss []string) {
+	if ss == nil {
+		e.uvarint(0)
+		return
 	}
-	if err != nil {
-		return PartialBlock{}, fmt.Errorf("decoding partial lists: %w", err)
+	e.uvarint(uint64(len(ss)) + 1)
+	for _, s := range ss {
+		e.str(s)
 	}
-	return PartialBlock{Lists: knn.Lists{Image: out[0], Text: out[1]}}, nil
+}
+
+func (e *encoder) neighbours(ns []knn.Neighbour) {
+	if ns == nil {
+		e.uvarint(0)
+		return
+	}
+	e.uvarint(uint64(len(ns)) + 1)
+	for _, n := range ns {
+		e.varint(n.Pos)
+		e.f64(n.Dist)
+		e.f64(n.Cross)
+		e.f64(n.Dmm)
+		flag := uint64(0)
+		if n.SameCaption {
+			flag = 1
+		}
+		e.uvarint(flag)
+		e.str(n.ID)
+	}
+}
+
+func (e *encoder) lists(ls [][]knn.Neighbour) {
+	e.uvarint(uint64(len(ls)))
+	for _, ns := range ls {
+		e.neighbours(ns)
+	}
+}
+
+func (e *encoder) scored(s *Scored) {
+	e.varint(s.Pos)
+	e.varint(int64(s.Shard))
+	e.varint(s.Index)
+	e.str(s.ID)
+	e.str(s.Caption)
+	for _, v := range []float64{s.Dmm, s.Sn, s.Sm, s.Score} {
+		e.f64(v)
+	}
+	e.strs(s.ImageNeighbours)
+	e.strs(s.TextNeighbours)
+	e.neighbours(s.ImageList)
+	e.neighbours(s.TextList)
+}
+
+// decoder reads what encoder wrote. The first error sticks; later reads return zero values.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("truncated or corrupt data")
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errShort
+	}
+	d.b = nil
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) f64() float64 {
+	if len(d.b) < 8 {
+		d.fail()
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// count reads a length written as length+1 (0: nil) and checks it against the bytes left, each
+// element taking at least one byte.
+func (d *decoder) count() (n int, isNil bool) {
+	v := d.uvarint()
+	if v == 0 {
+		return 0, true
+	}
+	if v-1 > uint64(len(d.b)) {
+		d.fail()
+		return 0, true
+	}
+	return int(v - 1), false
+}
+
+func (d *decoder) strs() []string {
+	n, isNil := d.count()
+	if isNil {
+		return nil
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = d.str()
+	}
+	return out
+}
+
+func (d *decoder) neighbours() []knn.Neighbour {
+	n, isNil := d.count()
+	if isNil {
+		return nil
+	}
+	out := make([]knn.Neighbour, n)
+	for i := range out {
+		out[i] = knn.Neighbour{Pos: d.varint(), Dist: d.f64(), Cross: d.f64(), Dmm: d.f64(), SameCaption: d.uvarint() == 1, ID: d.str()}
+	}
+	return out
+}
+
+func (d *decoder) lists() [][]knn.Neighbour {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	out := make([][]knn.Neighbour, n)
+	for i := range out {
+		out[i] = d.neighbours()
+	}
+	return out
+}
+
+func (d *decoder) scored(s *Scored) {
+	s.Pos, s.Shard, s.Index = d.varint(), int32(d.varint()), d.varint()
+	s.ID, s.Caption = d.str(), d.str()
+	s.Dmm, s.Sn, s.Sm, s.Score = d.f64(), d.f64(), d.f64(), d.f64()
+	s.ImageNeighbours, s.TextNeighbours = d.strs(), d.strs()
+	s.ImageList, s.TextList = d.neighbours(), d.neighbours()
+}
+
+// done reports the first error, or trailing bytes, naming what was decoded.
+func (d *decoder) done(what string) error {
+	if d.err == nil && len(d.b) > 0 {
+		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return fmt.Errorf("decoding %s: %w", what, d.err)
+	}
+	return nil
 }

@@ -105,7 +105,11 @@ type blockWriter struct {
 
 func (w *blockWriter) add(pos int64, id, caption string, img, txt []float32, dmm float64) error {
 	if w.b == nil {
-		w.b = &knn.Block{Dim: w.dim}
+		// Room for a whole block up front: growing by appends copies the embeddings repeatedly.
+		n := int(min(w.rows, 1<<16))
+		w.b = &knn.Block{Dim: w.dim, Image: make([]float32, 0, n*w.dim), Text: make([]float32, 0, n*w.dim),
+			Pos: make([]int64, 0, n), Self: make([]int64, 0, n), Dmm: make([]float64, 0, n),
+			ID: make([]string, 0, n), Caption: make([]string, 0, n)}
 	}
 	b := w.b
 	b.Image = append(b.Image, img...)

@@ -24,6 +24,8 @@ func init() {
 		beam.RegisterType(reflect.TypeOf(t).Elem())
 	}
 	beam.RegisterCoder(reflect.TypeOf(PartialBlock{}), encodePartialBlock, decodePartialBlock)
+	beam.RegisterCoder(reflect.TypeOf(Scored{}), encodeScored, decodeScored)
+	beam.RegisterCoder(reflect.TypeOf(Outcome{}), encodeOutcome, decodeOutcome)
 	register.Function2x2(idPositions)
 	register.Function1x1(scoreKey)
 	register.Function3x0(digitOf)

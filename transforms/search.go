@@ -349,12 +349,18 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 	return scoreBlock(fn.Config, fn.Input, q, l, emit)
 }
 
-// progressFor turns knn's progress (units done of a total) into row pairs of task t.
-func progressFor(t Task, dim int) func(done, total int) {
-	return func(done, total int) {
-
-		share := func(n int) int64 { return int64(float64(t.RowPairs) * float64(n) / float64(total)) }
-		progress.add(t.TotalRowPairs, share(done)-share(done-1), dim)
+// progressFor turns knn's progress (work done of a total, reported from several goroutines)
+// into row pairs of task t.
+func progressFor(t Task, dim int) func(done, total int64) {
+	var mu sync.Mutex
+	var reported int64
+	return func(done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if share := int64(float64(t.RowPairs) * float64(done) / float64(total)); share > reported {
+			progress.add(t.TotalRowPairs, share-reported, dim)
+			reported = share
+		}
 	}
 }
 
