@@ -1,9 +1,11 @@
 package knn
 
 import (
+	"cmp"
 	"math"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -24,9 +26,11 @@ var infThr = func() []float32 {
 }()
 
 // side is one block prepared for the kernels: its rows packed into micro-panels of w rows, per
-// modality, and the per-row figures the candidate window is computed from.
+// modality, and the per-row figures the candidate window is computed from. Rows are packed in
+// the order order[m] (nil: the block's own order); everything per row is indexed in that order.
 type side struct {
 	n, panels int
+	order     [2][]int32
 	packed    [2][]uint32
 	approx    [2][]float64 // per row: the norm of what the kernel reads, rounded up
 	resid     [2][]float64 // per row: the norm of (row - what the kernel reads), rounded up
@@ -36,9 +40,9 @@ type side struct {
 // sideStats summarises one modality of a side: maxima of the row figures, and the extremes of
 // the rows' squared norms (for Euclidean distance).
 type sideStats struct {
-	rows                 int
-	norm, approx, resid  float64 // maxima (norm: of the float32 rows themselves)
-	minSq, maxSq         float64
+	rows                int
+	norm, approx, resid float64 // maxima (norm: of the float32 rows themselves)
+	minSq, maxSq        float64
 }
 
 func (s *sideStats) merge(o sideStats) {
@@ -56,11 +60,12 @@ func (s *sideStats) merge(o sideStats) {
 // up rounds a computed non-negative figure up, past any float64 rounding in computing it.
 func up(x float64) float64 { return x*(1+1e-12) + 1e-300 }
 
-// prepareSide packs blk's rows into micro-panels of w rows for backend be, in parallel.
-func prepareSide(be *backend, blk *Block, w, nproc int) *side {
+// prepareSide packs blk's rows, in the given order, into micro-panels of w rows for backend
+// be, in parallel.
+func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32) *side {
 	n, dim := blk.Len(), blk.Dim
 	words := be.words(dim)
-	sd := &side{n: n, panels: (n + w - 1) / w}
+	sd := &side{n: n, panels: (n + w - 1) / w, order: order}
 	for m := range 2 {
 		sd.packed[m] = getU32(sd.panels * words * w)
 		sd.approx[m] = make([]float64, n)
@@ -95,16 +100,20 @@ func (sd *side) release() {
 }
 
 // packPanels lays out micro-panels p0..p1-1 of modality m's rows (src, dim floats each): panel p
-// holds rows p*w..p*w+w-1 interleaved by word (packed[p*words*w + t*w + l] = row p*w+l's word
-// t), zero-padded past the last row, which is how the kernels read both operands. It records
-// each row's figures in sd and folds them into st.
+// holds packed rows p*w..p*w+w-1 interleaved by word (packed[p*words*w + t*w + l] = packed row
+// p*w+l's word t), zero-padded past the last row, which is how the kernels read both operands.
+// It records each row's figures in sd and folds them into st.
 func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int, st *sideStats) {
 	words := be.words(dim)
 	var sq, asq, rsq [max(mr, nr)]float64
+	var srcRows [max(mr, nr)][]float32
 	for p := p0; p < p1; p++ {
 		out := sd.packed[m][p*words*w : (p+1)*words*w]
 		rows := min(w, sd.n-p*w)
-		blk := src[p*w*dim : (p*w+rows)*dim]
+		for l := range rows {
+			i := sd.orig(m, p*w+l)
+			srcRows[l] = src[i*dim : (i+1)*dim]
+		}
 		clear(sq[:])
 		clear(asq[:])
 		clear(rsq[:])
@@ -113,7 +122,7 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 		for t := 0; t < words; t++ {
 			seg := out[o : o+w]
 			for l := 0; l < rows; l++ {
-				row := blk[l*dim : (l+1)*dim]
+				row := srcRows[l]
 				if !be.bf16 {
 					v := row[t]
 					seg[l] = math.Float32bits(v)
@@ -149,6 +158,62 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 			st.add(sq[l], sd.approx[m][r], sd.resid[m][r])
 		}
 	}
+}
+
+// orig is the block row that packed row r of modality m holds.
+func (sd *side) orig(m, r int) int {
+	if sd.order[m] == nil {
+		return r
+	}
+	return int(sd.order[m][r])
+}
+
+// clusterOrder returns, per modality, an order of b's rows in which similar rows sit together:
+// sorted by their most similar of a few pivot rows (compared on the first coordinates only, which
+// is enough to group them), then by position. A self-join then meets each row's nearest rows
+// early, so its candidate thresholds rise fast and far fewer candidates are pushed. The order
+// only affects speed: results are the same in any order.
+func clusterOrder(b *Block, nproc int) [2][]int32 {
+	const pivots, coords = 64, 64
+	n, dim := b.Len(), b.Dim
+	d := min(dim, coords)
+	var out [2][]int32
+	if n < 4*pivots {
+		return out
+	}
+	for m := range 2 {
+		src := rowsOf(b, m)
+		key := make([]int32, n)
+		const chunk = 1024
+		var next atomic.Int64
+		parallel(nproc, func(int) {
+			for i0 := int(next.Add(chunk) - chunk); i0 < n; i0 = int(next.Add(chunk) - chunk) {
+				for i := i0; i < min(i0+chunk, n); i++ {
+					row := src[i*dim : i*dim+d]
+					best, bestDot := 0, float32(math.Inf(-1))
+					for p := range pivots {
+						j := p * (n / pivots)
+						piv := src[j*dim : j*dim+d]
+						var dot float32
+						for t, v := range row {
+							dot += v * piv[t]
+						}
+						if dot > bestDot {
+							best, bestDot = p, dot
+						}
+					}
+					key[i] = int32(best)
+				}
+			}
+		})
+		order := make([]int32, n)
+		for i := range order {
+			order[i] = int32(i)
+		}
+		slices.SortStableFunc(order, func(x, y int32) int { return cmp.Compare(key[x], key[y]) })
+		out[m] = order
+	}
+	return out
 }
 
 func (s *sideStats) add(sq, approx, resid float64) {
@@ -270,8 +335,12 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	}
 	j.prog.report = opt.Progress
 	nproc := max(1, runtime.GOMAXPROCS(0))
-	j.sa = prepareSide(be, a, mr, nproc)
-	j.sb = prepareSide(be, b, nr, nproc)
+	var order [2][]int32
+	if j.diag {
+		order = clusterOrder(a, nproc)
+	}
+	j.sa = prepareSide(be, a, mr, nproc, order)
+	j.sb = prepareSide(be, b, nr, nproc, order)
 	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
 	workers := max(1, min(nproc, j.groups))
 	total := int64(rescoreChunks(j.na)) * rescoreTiles
@@ -285,7 +354,11 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 
 	for m := range 2 {
 		win := window(opt.Metric, a.Dim, j.sa, m, j.sb.stats[m])
-		j.rows[m] = newTopSet(j.na, j.sa.panels*mr, opt.K, win)
+		padded := j.sa.panels * mr
+		if j.diag {
+			padded = max(padded, j.sb.panels*nr) // the column sets share these thresholds
+		}
+		j.rows[m] = newTopSet(j.na, padded, opt.K, win)
 	}
 	if pair {
 		j.cols = make([][2]*topSet, workers)
@@ -300,6 +373,10 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 					j.cols[w][m] = j.cols[0][m]
 				} else {
 					j.cols[w][m] = newTopSet(j.nb, j.sb.panels*nr, opt.K, win)
+					if j.diag {
+						// The same rows: a lower bound either set finds serves both.
+						j.cols[w][m].thr = j.rows[m].thr
+					}
 				}
 			}
 		}
@@ -309,7 +386,10 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		c := make([]float32, mr*nr)
 		masks := new([2 * mr]uint32)
 		sel := &selector{}
-		for g := int(next.Add(1) - 1); g < j.groups; g = int(next.Add(1) - 1) {
+		for t := int(next.Add(1) - 1); t < j.groups; t = int(next.Add(1) - 1) {
+			// Last group first: with rows in cluster order, the rows just before a column
+			// are the ones most like it, so its threshold rises early too.
+			g := j.groups - 1 - t
 			j.group(w, g, c, masks, sel)
 			j.prog.add(j.groupTiles(g))
 		}
@@ -420,7 +500,7 @@ func (j *job) tiles(w, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32,
 				}
 				ap := pa[ip*words*mr : (ip+1)*words*mr]
 				if j.be.kernel(ap, bp, words, c, rows.thr[ip*mr:(ip+1)*mr], colThr, masks) != 0 {
-					j.slow(masks, c, ip, jp, rows, cols, sel)
+					j.slow(m, masks, c, ip, jp, rows, cols, sel)
 				}
 			}
 		}
@@ -431,7 +511,7 @@ func (j *job) tiles(w, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32,
 // each value against the current threshold (it may have risen within this tile), skips
 // padding, applies identity exclusion (Self) and, on a diagonal block, takes each unordered
 // pair once: row-wise for row <= col, column-wise for row < col.
-func (j *job) slow(masks *[2 * mr]uint32, c []float32, ip, jp int, rows, cols *topSet, sel *selector) {
+func (j *job) slow(m int, masks *[2 * mr]uint32, c []float32, ip, jp int, rows, cols *topSet, sel *selector) {
 	a, b := j.a, j.b
 	valid := uint32(1<<min(nr, j.nb-jp*nr) - 1) // real columns (the last panel is padded)
 	imax := min(mr, j.na-ip*mr)
@@ -456,23 +536,23 @@ func (j *job) slow(masks *[2 * mr]uint32, c []float32, ip, jp int, rows, cols *t
 		}
 		cr := c[i*nr : i*nr+nr]
 		if rm != 0 {
-			self := selfOf(a, row)
+			self := selfOf(a, j.sa.orig(m, row))
 			for ; rm != 0; rm &= rm - 1 {
 				jj := bits.TrailingZeros32(rm)
 				v := cr[jj]
 				col := jp*nr + jj
-				if v >= rows.thr[row] && b.Pos[col] != self {
+				if v >= rows.threshold(row) && b.Pos[j.sb.orig(m, col)] != self {
 					rows.push(row, cand{v, int32(col)}, sel)
 				}
 			}
 		}
 		if cm != 0 {
-			pos := a.Pos[row]
+			pos := a.Pos[j.sa.orig(m, row)]
 			for ; cm != 0; cm &= cm - 1 {
 				jj := bits.TrailingZeros32(cm)
 				v := cr[jj]
 				col := jp*nr + jj
-				if v >= cols.thr[col] && pos != selfOf(b, col) {
+				if v >= cols.threshold(col) && pos != selfOf(b, j.sb.orig(m, col)) {
 					cols.push(col, cand{v, int32(row)}, sel)
 				}
 			}
@@ -496,9 +576,18 @@ func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int,
 	// One backing array per modality; each row gets a capacity-limited window of it.
 	per := min(opt.K, r.Len())
 	back := [2][]Neighbour{make([]Neighbour, n*per), make([]Neighbour, n*per)}
+	var inv [2][]int32
+	for m := range 2 {
+		if o := qs.order[m]; o != nil {
+			inv[m] = make([]int32, len(o))
+			for k, i := range o {
+				inv[m][i] = int32(k)
+			}
+		}
+	}
 	var next atomic.Int64
 	parallel(min(workers, rescoreChunks(n)), func(int) {
-		s := newRescorer(q, r, opt)
+		s := newRescorer(q, r, inv, rs.order, opt)
 		for {
 			i0 := int(next.Add(rescoreChunk) - rescoreChunk)
 			if i0 >= n {

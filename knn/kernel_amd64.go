@@ -60,22 +60,22 @@ func dot64AVX512(q *float64, r, next *float32, n int) float64
 //go:noescape
 func sqdist64AVX512(q *float64, r, next *float32, n int) float64
 
-// kernelAVX512 and kernelBF16AVX512 are the AVX-512 tile kernels (see backend). The bounds
-// checks up front make the pointer arithmetic in assembly safe.
+// checkTile panics unless the slices are long enough for one tile, which makes the pointer
+// arithmetic in assembly safe. It checks lengths only: thresholds may be raised concurrently
+// (see topSet.threshold), so they are not read here.
+func checkTile(a, b []uint32, words int, c, rowThr, colThr []float32) {
+	if len(a) < words*mr || len(b) < words*nr || len(c) < mr*nr || len(rowThr) < mr || len(colThr) < nr {
+		panic("knn: tile operands too short")
+	}
+}
+
+// kernelAVX512 and kernelBF16AVX512 are the AVX-512 tile kernels (see backend).
 func kernelAVX512(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
-	_ = a[words*mr-1]
-	_ = b[words*nr-1]
-	_ = c[mr*nr-1]
-	_ = rowThr[mr-1]
-	_ = colThr[nr-1]
+	checkTile(a, b, words, c, rowThr, colThr)
 	return tileAVX512(&a[0], &b[0], words, &c[0], &rowThr[0], &colThr[0], &masks[0])
 }
 
 func kernelBF16AVX512(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
-	_ = a[words*mr-1]
-	_ = b[words*nr-1]
-	_ = c[mr*nr-1]
-	_ = rowThr[mr-1]
-	_ = colThr[nr-1]
+	checkTile(a, b, words, c, rowThr, colThr)
 	return tileBF16AVX512(&a[0], &b[0], words, &c[0], &rowThr[0], &colThr[0], &masks[0])
 }

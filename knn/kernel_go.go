@@ -1,6 +1,10 @@
 package knn
 
-import "unsafe"
+import (
+	"math"
+	"sync/atomic"
+	"unsafe"
+)
 
 // kernelGo is the portable tile kernel (see backend), over float32 words. It walks the tile in
 // 2 x 4 sub-tiles so that eight accumulators stay in registers. Each product is explicitly
@@ -41,8 +45,16 @@ func kernelGo(aw, bw []uint32, dim int, c []float32, rowThr, colThr []float32, m
 
 // tileMasks computes a kernel's masks and result from a finished tile.
 func tileMasks(c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64 {
-	rowThr = rowThr[:mr]
-	colThr = colThr[:nr]
+	// Thresholds may be raised by other goroutines meanwhile (see topSet.threshold).
+	var rt [mr]float32
+	var ct [nr]float32
+	for i := range rt {
+		rt[i] = loadF32(&rowThr[i])
+	}
+	for i := range ct {
+		ct[i] = loadF32(&colThr[i])
+	}
+	rowThr, colThr = rt[:], ct[:]
 	var rows, cols uint32
 	for i := 0; i < mr; i++ {
 		var rm, cm uint32
@@ -60,6 +72,10 @@ func tileMasks(c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uin
 		cols |= cm
 	}
 	return uint64(rows) | uint64(cols)<<32
+}
+
+func loadF32(p *float32) float32 {
+	return math.Float32frombits(atomic.LoadUint32((*uint32)(unsafe.Pointer(p))))
 }
 
 // asFloat32 views packed float32 words as float32 values (the bits are the values).

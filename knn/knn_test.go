@@ -776,7 +776,7 @@ func TestKthLargest(t *testing.T) {
 // returning the packed words and the per-row figures.
 func packRows(be *backend, src []float32, n, dim, w int) *side {
 	blk := &Block{Dim: dim, Image: src, Text: src, Pos: make([]int64, n)}
-	return prepareSide(be, blk, w, 1)
+	return prepareSide(be, blk, w, 1, [2][]int32{})
 }
 
 func TestPartitionGE(t *testing.T) {

@@ -120,6 +120,8 @@ type scored struct {
 // (a distance computed as one modality's Dist is reused as the other's Cross).
 type rescorer struct {
 	q, r   *Block
+	inv    [2][]int32 // query row -> its index in the candidate sets (nil: the same)
+	rorder [2][]int32 // candidate index -> reference row (nil: the same)
 	k      int
 	metric Metric
 
@@ -131,13 +133,29 @@ type rescorer struct {
 	sel   selector
 }
 
-func newRescorer(q, r *Block, opt Options) *rescorer {
+func newRescorer(q, r *Block, inv, rorder [2][]int32, opt Options) *rescorer {
 	n := r.Len()
 	return &rescorer{
-		q: q, r: r, k: opt.K, metric: opt.Metric,
+		q: q, r: r, inv: inv, rorder: rorder, k: opt.K, metric: opt.Metric,
 		stamp: [2][]int32{make([]int32, n), make([]int32, n)},
 		memo:  [2][]float64{make([]float64, n), make([]float64, n)},
 	}
+}
+
+// packedRow is query row i's index in modality m's candidate sets.
+func (s *rescorer) packedRow(m, i int) int {
+	if s.inv[m] == nil {
+		return i
+	}
+	return int(s.inv[m][i])
+}
+
+// refRow is the reference row that candidate index idx of modality m stands for.
+func (s *rescorer) refRow(m int, idx int32) int32 {
+	if s.rorder[m] == nil {
+		return idx
+	}
+	return s.rorder[m][idx]
 }
 
 // modality m's rows: 0 image, 1 text.
@@ -179,16 +197,17 @@ func (s *rescorer) lists(i int, sets [2]*topSet, dst [2][]Neighbour) (img, txt [
 	var out [2][]Neighbour
 	var finals [2][]scored
 	for m := range 2 {
-		keep := sets[m].final(i, &s.sel)
+		keep := sets[m].final(s.packedRow(m, i), &s.sel)
 		// Keep the K best seen so far sorted; a candidate that beats the worst of them is
 		// inserted in place. Most candidates lose to the K-th, so this beats sorting all.
 		best := s.sc[m][:0]
 		for n, c := range keep {
-			next := c.idx // prefetch two candidates ahead: the rows come from memory
+			idx := s.refRow(m, c.idx)
+			next := idx // prefetch two candidates ahead: the rows come from memory
 			if n+prefetchAhead < len(keep) {
-				next = keep[n+prefetchAhead].idx
+				next = s.refRow(m, keep[n+prefetchAhead].idx)
 			}
-			x := scored{s.dist(m, c.idx, next), c.idx, r.Pos[c.idx]}
+			x := scored{s.dist(m, idx, next), idx, r.Pos[idx]}
 			if len(best) == s.k && !lessScored(x, best[s.k-1]) {
 				continue
 			}

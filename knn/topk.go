@@ -2,6 +2,8 @@ package knn
 
 import (
 	"math"
+	"sync/atomic"
+	"unsafe"
 )
 
 // cand is a selection-stage candidate: its approximate dot product and a row index in the
@@ -97,12 +99,29 @@ func (t *topSet) compact(r int, h []cand, s *selector) int {
 	}
 	s.scratch(len(h))
 	kth := kthLargest(h, t.k-1, s)
-	if thr := below(float64(kth) - float64(t.win[r])); thr > t.thr[r] {
-		t.thr[r] = thr
-	}
-	g := partitionGE(h, t.thr[r], s.out, s.buf[0])
+	thr := t.raise(r, below(float64(kth)-float64(t.win[r])))
+	g := partitionGE(h, thr, s.out, s.buf[0])
 	copy(h, s.out[:g])
 	return g
+}
+
+// threshold is row r's current threshold. thr may be shared with another set over the same rows
+// (a self-join's row and column sets), so it is read and raised atomically; the kernels read it
+// directly, and any value they see is a valid threshold, as thresholds only rise.
+func (t *topSet) threshold(r int) float32 { return loadF32(&t.thr[r]) }
+
+// raise sets row r's threshold to at least v and returns it.
+func (t *topSet) raise(r int, v float32) float32 {
+	p := (*uint32)(unsafe.Pointer(&t.thr[r]))
+	for {
+		old := atomic.LoadUint32(p)
+		if cur := math.Float32frombits(old); cur >= v {
+			return cur
+		}
+		if atomic.CompareAndSwapUint32(p, old, math.Float32bits(v)) {
+			return v
+		}
+	}
 }
 
 // below rounds x to a float32 no greater than x.
@@ -138,7 +157,7 @@ func (t *topSet) final(r int, s *selector) []cand {
 func (t *topSet) absorb(o *topSet, s *selector) {
 	for r := range t.cnt {
 		for _, x := range o.candidates(r) {
-			if x.dot >= t.thr[r] {
+			if x.dot >= t.threshold(r) {
 				t.push(r, x, s)
 			}
 		}
