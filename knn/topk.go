@@ -19,16 +19,18 @@ type cand struct {
 // re-ranking it in float64 gives the exact answer whatever order candidates arrived in.
 //
 // Kernels compare whole tiles against thr[r] and only candidates with dot >= thr[r] are pushed,
-// so most candidates cost one vector compare. Pushes are cheap appends into c slots per row;
-// when they fill, compact finds the K-th best dot, raises thr[r] to it minus the window and
-// drops what fell below. A row whose window holds most of its slots (dense data, duplicates)
-// moves to a growable slice of its own. Before the first compaction thr[r] is -Inf. thr has
-// +Inf entries for the padding rows of the last micro-panel, so padding never passes.
+// so most candidates cost one vector compare. Each row keeps a heap of its K best dots so far,
+// and thr[r] is the heap's minimum minus the window (-Inf until K have been pushed). Pushes are
+// cheap appends into c slots per row; when they fill, compact drops what fell below thr[r]. A
+// row whose window holds most of its slots (dense data, duplicates) moves to a growable slice
+// of its own. thr has +Inf entries for the padding rows of the last micro-panel, so padding
+// never passes.
 type topSet struct {
 	k    int // the window is anchored at each row's k-th best candidate
 	c    int // slots per row in buf
 	win  []float32
-	buf  []cand // row r's candidates are buf[r*c : r*c+cnt[r]] (unless over[r] != nil)
+	best []float32 // per row, a min-heap of the k best dots pushed so far (-Inf until filled)
+	buf  []cand    // row r's candidates are buf[r*c : r*c+cnt[r]] (unless over[r] != nil)
 	cnt  []int32
 	thr  []float32
 	over [][]cand // rows that outgrew their slots
@@ -39,11 +41,15 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 	t := &topSet{
 		k: k, c: c, win: win,
 		buf:  getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
+		best: make([]float32, rows*k),
 		cnt:  make([]int32, rows),
 		thr:  make([]float32, padded),
 		over: make([][]cand, rows),
 	}
 	ninf, pinf := float32(math.Inf(-1)), float32(math.Inf(1))
+	for i := range t.best {
+		t.best[i] = ninf
+	}
 	for i := range t.thr {
 		if i < rows {
 			t.thr[i] = ninf
@@ -62,6 +68,15 @@ func (t *topSet) release() {
 
 // push adds x to row r. The caller has checked x.dot >= t.thr[r] (so x.dot is not NaN).
 func (t *topSet) push(r int, x cand, s *selector) {
+	if h := t.best[r*t.k : (r+1)*t.k]; x.dot > h[0] {
+		// A new k-best dot: the threshold follows the k-th at once, so later candidates are
+		// filtered as tightly as possible.
+		h[0] = x.dot
+		siftDown(h)
+		if !math.IsInf(float64(h[0]), -1) {
+			t.raise(r, below(float64(h[0])-float64(t.win[r])))
+		}
+	}
 	if o := t.over[r]; o != nil {
 		if len(o) == cap(o) {
 			n := t.compact(r, o, s)
@@ -91,18 +106,32 @@ func (t *topSet) push(r int, x cand, s *selector) {
 	t.cnt[r] = int32(n)
 }
 
-// compact keeps, in h's front, the candidates of row r that are still within the window of
-// the k-th best in h, raising thr[r] accordingly, and returns how many it kept.
+// compact keeps, in h's front, the candidates of row r that are not below its threshold, and
+// returns how many it kept.
 func (t *topSet) compact(r int, h []cand, s *selector) int {
-	if len(h) <= t.k {
-		return len(h)
-	}
 	s.scratch(len(h))
-	kth := kthLargest(h, t.k-1, s)
-	thr := t.raise(r, below(float64(kth)-float64(t.win[r])))
-	g := partitionGE(h, thr, s.out, s.buf[0])
+	g := partitionGE(h, t.threshold(r), s.out, s.rest)
 	copy(h, s.out[:g])
 	return g
+}
+
+// siftDown restores the min-heap h after its root was replaced.
+func siftDown(h []float32) {
+	i, n := 0, len(h)
+	for {
+		c := 2*i + 1
+		if c >= n {
+			return
+		}
+		if c+1 < n && h[c+1] < h[c] {
+			c++
+		}
+		if h[i] <= h[c] {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
 }
 
 // threshold is row r's current threshold. thr may be shared with another set over the same rows
@@ -166,8 +195,7 @@ func (t *topSet) absorb(o *topSet, s *selector) {
 
 // selector holds scratch space for compaction. Each goroutine has its own.
 type selector struct {
-	buf [4][]cand
-	out []cand
+	out, rest []cand
 }
 
 // partitionGE copies the candidates of src with dot >= pivot to ge and the others to lt (each
@@ -192,69 +220,6 @@ func partitionGEGo(src []cand, pivot float32, ge, lt []cand) int {
 func (s *selector) scratch(n int) {
 	if cap(s.out) < n+8 {
 		n = max(n, 256)
-		for i := range s.buf {
-			s.buf[i] = make([]cand, n+8)
-		}
-		s.out = make([]cand, n+8)
+		s.out, s.rest = make([]cand, n+8), make([]cand, n+8)
 	}
-}
-
-// kthLargest returns the (target+1)-th largest dot of h without modifying h. s must have
-// scratch for len(h).
-func kthLargest(h []cand, target int, s *selector) float32 {
-	cur := h
-	step := 0
-	for len(cur) > 8 {
-		a, b, c := cur[0].dot, cur[len(cur)/2].dot, cur[len(cur)-1].dot
-		pivot := max(min(a, b), min(max(a, b), c)) // median of three: an element of cur
-		ge, lt := s.buf[2*(step&1)], s.buf[2*(step&1)+1]
-		step++
-		// Split off the dots above the pivot (there are fewer than len(cur): the pivot is not).
-		g := 0
-		if !math.IsInf(float64(pivot), 1) {
-			g = partitionGE(cur, math.Nextafter32(pivot, float32(math.Inf(1))), ge, lt)
-		} else {
-			copy(lt, cur)
-		}
-		if target < g {
-			cur = ge[:g]
-			continue
-		}
-		target -= g
-		rest := lt[:len(cur)-g] // all <= pivot, and the pivot is among them
-		ge, lt = s.buf[2*(step&1)], s.buf[2*(step&1)+1]
-		step++
-		e := partitionGE(rest, pivot, ge, lt) // ge: the dots equal to the pivot (at least one)
-		if target < e {
-			return pivot
-		}
-		target -= e
-		cur = lt[:len(rest)-e]
-	}
-	// At most 8 left: the answer is the dot with fewer than target+1 dots above it and at
-	// least target+1 at or above it. Counting (branch-free) beats sorting here.
-	var d [8]float32
-	for i, x := range cur {
-		d[i] = x.dot
-	}
-	ds := d[:len(cur)]
-	for _, x := range ds {
-		above, atLeast := 0, 0
-		for _, y := range ds {
-			above += b2i(y > x)
-			atLeast += b2i(y >= x)
-		}
-		if above <= target && target < atLeast {
-			return x
-		}
-	}
-	panic("knn: kthLargest: no answer") // unreachable: dots are never NaN
-}
-
-// b2i is 1 for true, 0 for false (compiled without a branch).
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -316,7 +316,7 @@ func vdpbf16ps(dst, src1, src2 int) {
 		return 1
 	}
 	p0 := inv(dst, 8)<<7 | inv(src2, 16)<<6 | inv(src2, 8)<<5 | inv(dst, 16)<<4 | 0b10 // R X B R' 00 mm=0F38
-	p1 := (^src1&15)<<3 | 1<<2 | 0b10                                                 // W=0 vvvv 1 pp=F3
+	p1 := (^src1&15)<<3 | 1<<2 | 0b10                                                  // W=0 vvvv 1 pp=F3
 	p2 := 0b10<<5 | inv(src1, 16)<<3                                                   // z=0 L'L=512 b=0 V' aaa=0
 	modrm := 0xC0 | (dst&7)<<3 | src2&7
 	p("\tBYTE $0x62; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x52; BYTE $0x%02x // VDPBF16PS Z%d, Z%d, Z%d",
