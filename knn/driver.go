@@ -593,7 +593,10 @@ func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int,
 			if i0 >= n {
 				return
 			}
-			for i := i0; i < min(i0+rescoreChunk, n); i++ {
+			for k := i0; k < min(i0+rescoreChunk, n); k++ {
+				// In cluster order, when there is one: consecutive rows then share most of
+				// their candidates, whose rows stay in cache.
+				i := qs.orig(0, k)
 				w := i * per
 				dst := [2][]Neighbour{back[0][w : w+per : w+per], back[1][w : w+per : w+per]}
 				out.Image[i], out.Text[i] = s.lists(i, sets, dst)

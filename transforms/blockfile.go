@@ -44,42 +44,79 @@ func writeBlock(ctx context.Context, p string, b *knn.Block) error {
 }
 
 func readBlock(ctx context.Context, p string) (*knn.Block, error) {
-	rc, err := storage.Open(ctx, p)
-	if err != nil {
+	b := &knn.Block{}
+	if err := readBlockInto(ctx, p, b, -1, -1); err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	r := bufio.NewReaderSize(rc, 1<<20)
-	magic := make([]byte, len(blockMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != blockMagic {
-		return nil, fmt.Errorf("%s: not a lemon block file", p)
+	return b, nil
+}
+
+// readBlockHeader opens block file p and reads its header: row count and dimension.
+func readBlockHeader(ctx context.Context, p string) (r *bufio.Reader, c io.Closer, rows, dim int, err error) {
+	rc, err := storage.Open(ctx, p)
+	if err != nil {
+		return nil, nil, 0, 0, err
 	}
-	var n, dim int64
-	binary.Read(r, binary.LittleEndian, &n)
-	if err := binary.Read(r, binary.LittleEndian, &dim); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+	r = bufio.NewReaderSize(rc, 1<<20)
+	var head [len(blockMagic) + 16]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil || string(head[:len(blockMagic)]) != blockMagic {
+		rc.Close()
+		return nil, nil, 0, 0, fmt.Errorf("%s: not a lemon block file", p)
 	}
-	b := &knn.Block{Dim: int(dim), Pos: make([]int64, n), Self: make([]int64, n), Dmm: make([]float64, n),
-		Image: make([]float32, n*dim), Text: make([]float32, n*dim), ID: make([]string, n), Caption: make([]string, n)}
-	for _, dst := range [][]byte{rawBytes(b.Pos), rawBytes(b.Self), rawBytes(b.Dmm), rawBytes(b.Image), rawBytes(b.Text)} {
-		if _, err := io.ReadFull(r, dst); err != nil {
-			return nil, fmt.Errorf("%s: truncated block: %w", p, err)
+	rows = int(binary.LittleEndian.Uint64(head[len(blockMagic):]))
+	dim = int(binary.LittleEndian.Uint64(head[len(blockMagic)+8:]))
+	return r, rc, rows, dim, nil
+}
+
+// blockDim is the embedding dimension of block file p.
+func blockDim(ctx context.Context, p string) (int, error) {
+	_, c, _, dim, err := readBlockHeader(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	c.Close()
+	return dim, nil
+}
+
+// readBlockInto reads block file p, which must hold want rows, into dst's rows [at, at+want).
+// With at < 0 it sizes dst to the block instead (want < 0: any size).
+func readBlockInto(ctx context.Context, p string, dst *knn.Block, at, want int) error {
+	r, c, n, dim, err := readBlockHeader(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if want >= 0 && n != want {
+		return fmt.Errorf("%s: block has %d rows, its reference says %d", p, n, want)
+	}
+	if at < 0 {
+		at = 0
+		*dst = knn.Block{Dim: dim, Pos: make([]int64, n), Self: make([]int64, n), Dmm: make([]float64, n),
+			Image: make([]float32, n*dim), Text: make([]float32, n*dim), ID: make([]string, n), Caption: make([]string, n)}
+	}
+	if dim != dst.Dim || at+n > dst.Len() {
+		return fmt.Errorf("%s: block of %d rows of dim %d does not fit rows %d.. of %d (dim %d)", p, n, dim, at, dst.Len(), dst.Dim)
+	}
+	for _, part := range [][]byte{rawBytes(dst.Pos[at : at+n]), rawBytes(dst.Self[at : at+n]), rawBytes(dst.Dmm[at : at+n]),
+		rawBytes(dst.Image[at*dim : (at+n)*dim]), rawBytes(dst.Text[at*dim : (at+n)*dim])} {
+		if _, err := io.ReadFull(r, part); err != nil {
+			return fmt.Errorf("%s: truncated block: %w", p, err)
 		}
 	}
 	var l [4]byte
-	for _, list := range [][]string{b.ID, b.Caption} {
+	for _, list := range [][]string{dst.ID[at : at+n], dst.Caption[at : at+n]} {
 		for i := range list {
 			if _, err := io.ReadFull(r, l[:]); err != nil {
-				return nil, fmt.Errorf("%s: truncated block: %w", p, err)
+				return fmt.Errorf("%s: truncated block: %w", p, err)
 			}
 			s := make([]byte, binary.LittleEndian.Uint32(l[:]))
 			if _, err := io.ReadFull(r, s); err != nil {
-				return nil, fmt.Errorf("%s: truncated block: %w", p, err)
+				return fmt.Errorf("%s: truncated block: %w", p, err)
 			}
 			list[i] = string(s)
 		}
 	}
-	return b, nil
+	return nil
 }
 
 // rawBytes views a numeric slice as its bytes. lemon runs on little-endian machines (amd64,

@@ -27,27 +27,27 @@ func decodePartialBlock(data []byte) (PartialBlock, error) {
 	return p, d.done("partial lists")
 }
 
-func encodeScored(s Scored) ([]byte, error) {
-	var e encoder
-	e.scored(&s)
+func encodeScoredBatch(b ScoredBatch) ([]byte, error) {
+	e := encoder{b: make([]byte, 0, 16+scoredSize(b.Rows))}
+	e.varint(int64(b.Shard))
+	e.scoredRows(b.Rows)
 	return e.b, nil
 }
 
-func decodeScored(data []byte) (Scored, error) {
+func decodeScoredBatch(data []byte) (ScoredBatch, error) {
 	d := decoder{b: data}
-	var s Scored
-	d.scored(&s)
-	return s, d.done("scored row")
+	b := ScoredBatch{Shard: int32(d.varint()), Rows: d.scoredRows()}
+	return b, d.done("scored rows")
 }
 
-// An Outcome is its index, then a tag (0 marker, 1 scored, 2 fault) and that value.
+// An Outcome is a tag (0 marker, 1 scored rows, 2 fault) and that value.
 func encodeOutcome(o Outcome) ([]byte, error) {
 	var e encoder
-	e.varint(o.Index)
 	switch {
 	case o.Scored != nil:
+		e.b = make([]byte, 0, 16+scoredSize(o.Scored))
 		e.uvarint(1)
-		e.scored(o.Scored)
+		e.scoredRows(o.Scored)
 	case o.Fault != nil:
 		e.uvarint(2)
 		f := o.Fault
@@ -64,15 +64,34 @@ func encodeOutcome(o Outcome) ([]byte, error) {
 
 func decodeOutcome(data []byte) (Outcome, error) {
 	d := decoder{b: data}
-	o := Outcome{Index: d.varint()}
+	var o Outcome
 	switch d.uvarint() {
 	case 1:
-		o.Scored = new(Scored)
-		d.scored(o.Scored)
+		o.Scored = d.scoredRows()
 	case 2:
 		o.Fault = &Fault{Pos: d.varint(), Shard: int32(d.varint()), Index: d.varint(), ID: d.str(), Reason: d.str()}
 	}
 	return o, d.done("outcome")
+}
+
+// scoredSize bounds the encoded size of rows, so encoding allocates once.
+func scoredSize(rows []Scored) int {
+	n := 0
+	for i := range rows {
+		s := &rows[i]
+		n += 3*binary.MaxVarintLen64 + 4*8 + len(s.ID) + len(s.Caption) + 6*binary.MaxVarintLen64
+		for _, ids := range [][]string{s.ImageNeighbours, s.TextNeighbours} {
+			for _, id := range ids {
+				n += binary.MaxVarintLen64 + len(id)
+			}
+		}
+		for _, ns := range [][]knn.Neighbour{s.ImageList, s.TextList} {
+			for _, nb := range ns {
+				n += 3*8 + 3*binary.MaxVarintLen64 + len(nb.ID)
+			}
+		}
+	}
+	return n
 }
 
 type encoder struct{ b []byte }
@@ -122,6 +141,17 @@ func (e *encoder) lists(ls [][]knn.Neighbour) {
 	e.uvarint(uint64(len(ls)))
 	for _, ns := range ls {
 		e.neighbours(ns)
+	}
+}
+
+func (e *encoder) scoredRows(rows []Scored) {
+	if rows == nil {
+		e.uvarint(0)
+		return
+	}
+	e.uvarint(uint64(len(rows)) + 1)
+	for i := range rows {
+		e.scored(&rows[i])
 	}
 }
 
@@ -243,6 +273,18 @@ func (d *decoder) lists() [][]knn.Neighbour {
 	out := make([][]knn.Neighbour, n)
 	for i := range out {
 		out[i] = d.neighbours()
+	}
+	return out
+}
+
+func (d *decoder) scoredRows() []Scored {
+	n, isNil := d.count()
+	if isNil {
+		return nil
+	}
+	out := make([]Scored, n)
+	for i := range out {
+		d.scored(&out[i])
 	}
 	return out
 }

@@ -15,32 +15,30 @@ func TestCodersRoundTrip(t *testing.T) {
 		{Pos: 1 << 40, Shard: 3, Index: 9, ID: "id é", Caption: "a photo", Dmm: 0.1, Sn: 0.2, Sm: 0.3, Score: 1.5,
 			ImageNeighbours: []string{"x", ""}, TextNeighbours: []string{}, ImageList: nbs, TextList: []knn.Neighbour{}},
 	}
-	for _, s := range scored {
-		b, _ := encodeScored(s)
-		got, err := decodeScored(b)
-		if err != nil || !reflect.DeepEqual(got, s) {
-			t.Fatalf("scored: got %+v, %v; want %+v", got, err, s)
-		}
-		o := Outcome{Index: 4, Scored: &s}
-		b, _ = encodeOutcome(o)
-		if got, err := decodeOutcome(b); err != nil || !reflect.DeepEqual(got, o) {
-			t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
-		}
-		// Every truncation is an error, never a panic or a silent partial value.
-		for n := 0; n < len(b); n++ {
-			if _, err := decodeOutcome(b[:n]); err == nil {
-				t.Fatalf("outcome truncated to %d of %d bytes decoded without error", n, len(b))
-			}
+	batch := ScoredBatch{Shard: 2, Rows: scored}
+	b, _ := encodeScoredBatch(batch)
+	if got, err := decodeScoredBatch(b); err != nil || !reflect.DeepEqual(got, batch) {
+		t.Fatalf("batch: got %+v, %v; want %+v", got, err, batch)
+	}
+	o := Outcome{Scored: scored}
+	b, _ = encodeOutcome(o)
+	if got, err := decodeOutcome(b); err != nil || !reflect.DeepEqual(got, o) {
+		t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
+	}
+	// Every truncation is an error, never a panic or a silent partial value.
+	for n := 0; n < len(b); n++ {
+		if _, err := decodeOutcome(b[:n]); err == nil {
+			t.Fatalf("outcome truncated to %d of %d bytes decoded without error", n, len(b))
 		}
 	}
-	for _, o := range []Outcome{{Index: -1}, {Index: 2, Fault: &Fault{Pos: 5, Shard: 1, Index: 2, ID: "q", Reason: "bad row"}}} {
+	for _, o := range []Outcome{{}, {Fault: &Fault{Pos: 5, Shard: 1, Index: 2, ID: "q", Reason: "bad row"}}} {
 		b, _ := encodeOutcome(o)
 		if got, err := decodeOutcome(b); err != nil || !reflect.DeepEqual(got, o) {
 			t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
 		}
 	}
 	p := PartialBlock{Lists: knn.Lists{Image: [][]knn.Neighbour{nbs, nil}, Text: [][]knn.Neighbour{{}, nbs}}}
-	b, _ := encodePartialBlock(p)
+	b, _ = encodePartialBlock(p)
 	if got, err := decodePartialBlock(b); err != nil || !reflect.DeepEqual(got, p) {
 		t.Fatalf("partial: got %+v, %v; want %+v", got, err, p)
 	}

@@ -18,17 +18,17 @@ func init() {
 		(*countFn)(nil), (*startSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
 		(*sumCountsFn)(nil), (*writeManifestFn)(nil), (*sampleKeyFn)(nil), (*extractSampleFn)(nil),
 		(*writeSampleBlockFn)(nil), (*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
-		(*Fault)(nil), (*Scored)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
+		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
 		(*IDPositions)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil),
 	} {
 		beam.RegisterType(reflect.TypeOf(t).Elem())
 	}
 	beam.RegisterCoder(reflect.TypeOf(PartialBlock{}), encodePartialBlock, decodePartialBlock)
-	beam.RegisterCoder(reflect.TypeOf(Scored{}), encodeScored, decodeScored)
+	beam.RegisterCoder(reflect.TypeOf(ScoredBatch{}), encodeScoredBatch, decodeScoredBatch)
 	beam.RegisterCoder(reflect.TypeOf(Outcome{}), encodeOutcome, decodeOutcome)
 	register.Function2x2(idPositions)
-	register.Function1x1(scoreKey)
-	register.Function3x0(digitOf)
+	register.Function1x1(scoreKeys)
+	register.Function3x0(digitsOf)
 	register.Function2x1(nextSelection)
 	register.Function1x1(selectionThreshold)
 	register.Function1x2(scoredOutcome)
@@ -40,7 +40,8 @@ func init() {
 	register.Emitter2[string, int64]()
 	register.Emitter1[int64]()
 	register.Emitter1[Task]()
-	register.Emitter1[Scored]()
+	register.Emitter1[ScoredBatch]()
+	register.Emitter1[[]uint16]()
 	register.Emitter2[string, PartialBlock]()
 	register.Emitter2[int64, SampledRow]()
 	register.Emitter1[int]()

@@ -25,23 +25,30 @@ func RejectThreshold(s beam.Scope, scored beam.PCollection, f Filter) beam.PColl
 	if f.UseThreshold {
 		return beam.Create(s, f.Threshold)
 	}
-	keys := beam.ParDo(s, scoreKey, scored)
+	keys := beam.ParDo(s, scoreKeys, scored)
 	n := beam.Combine(s, &countFn{}, keys)
 	sel := beam.ParDo(s, &startSelectionFn{Fraction: f.Fraction}, n)
 	for pass := 0; pass < score.RadixDigits; pass++ {
-		digits := beam.ParDo(s, digitOf, keys, beam.SideInput{Input: sel})
+		digits := beam.ParDo(s, digitsOf, keys, beam.SideInput{Input: sel})
 		hist := beam.Combine(s, &histogramFn{}, digits)
 		sel = beam.ParDo(s, nextSelection, sel, beam.SideInput{Input: hist})
 	}
 	return beam.ParDo(s, selectionThreshold, sel)
 }
 
-func scoreKey(r Scored) uint64 { return score.OrderedKey(r.Score) }
+// scoreKeys is a batch's scores as order-preserving keys.
+func scoreKeys(b ScoredBatch) []uint64 {
+	keys := make([]uint64, len(b.Rows))
+	for i, r := range b.Rows {
+		keys[i] = score.OrderedKey(r.Score)
+	}
+	return keys
+}
 
 type countFn struct{}
 
 func (countFn) CreateAccumulator() int64           { return 0 }
-func (countFn) AddInput(a int64, _ uint64) int64   { return a + 1 }
+func (countFn) AddInput(a int64, k []uint64) int64 { return a + int64(len(k)) }
 func (countFn) MergeAccumulators(a, b int64) int64 { return a + b }
 func (countFn) ExtractOutput(a int64) int64        { return a }
 
@@ -51,18 +58,30 @@ func (fn *startSelectionFn) ProcessElement(n int64) score.Selection {
 	return score.Selection{Rank: score.RejectCount(fn.Fraction, n)}
 }
 
-// digitOf emits the key's next digit when the key matches the prefix fixed so far.
-func digitOf(key uint64, sel score.Selection, emit func(int)) {
-	if sel.Rank > 0 && sel.Matches(key) {
-		emit(sel.Digit(key))
+// digitsOf emits, for a batch of keys, the next digit of each key that matches the prefix fixed
+// so far.
+func digitsOf(keys []uint64, sel score.Selection, emit func([]uint16)) {
+	if sel.Rank == 0 {
+		return
+	}
+	var ds []uint16
+	for _, k := range keys {
+		if sel.Matches(k) {
+			ds = append(ds, uint16(sel.Digit(k)))
+		}
+	}
+	if len(ds) > 0 {
+		emit(ds)
 	}
 }
 
 type histogramFn struct{}
 
 func (histogramFn) CreateAccumulator() []int64 { return make([]int64, 1<<16) }
-func (histogramFn) AddInput(h []int64, d int) []int64 {
-	h[d]++
+func (histogramFn) AddInput(h []int64, ds []uint16) []int64 {
+	for _, d := range ds {
+		h[d]++
+	}
 	return h
 }
 func (histogramFn) MergeAccumulators(a, b []int64) []int64 {

@@ -3,12 +3,14 @@ package transforms
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
@@ -304,7 +306,7 @@ type memoryTaskFn struct {
 	refErr  error
 }
 
-func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Scored)) error {
+func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(ScoredBatch)) error {
 	dropIn, dropRef := dropSet(t.DropQueries), dropSet(t.DropRefs)
 	start := time.Now()
 	progress.begin(t.TotalRowPairs, start)
@@ -312,6 +314,7 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 	if err != nil {
 		return err
 	}
+	logf("lemon: neighbour search: %d query rows, %d reference rows, dim %d, in memory", q.Len(), refRowsOf(t), q.Dim)
 	opt := fn.Config.options()
 	opt.Progress = progressFor(t, q.Dim)
 	var l knn.Lists
@@ -349,6 +352,15 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 	return scoreBlock(fn.Config, fn.Input, q, l, emit)
 }
 
+// refRowsOf is how many reference rows task t searches (before duplicates are dropped).
+func refRowsOf(t Task) int64 {
+	var n int64
+	for _, r := range t.Refs {
+		n += r.Rows
+	}
+	return n
+}
+
 // progressFor turns knn's progress (work done of a total, reported from several goroutines)
 // into row pairs of task t.
 func progressFor(t Task, dim int) func(done, total int64) {
@@ -364,65 +376,93 @@ func progressFor(t Task, dim int) func(done, total int64) {
 	}
 }
 
-// readConcat reads blocks into one, leaving out dropped rows, in the order given.
+// readConcat reads blocks into one, in the order given, leaving out dropped rows. Blocks are
+// read in parallel, each straight into its place.
 func readConcat(ctx context.Context, refs []BlockRef, drop map[int64]bool) (*knn.Block, error) {
-	out := &knn.Block{}
-	for _, r := range refs {
-		b, err := readBlock(ctx, r.Path)
-		if err != nil {
-			return nil, err
-		}
-		b = filterBlock(b, drop)
-		if out.Dim == 0 {
-			out.Dim = b.Dim
-			var n int64
-			for _, r := range refs {
-				n += r.Rows
-			}
-			out.Image = make([]float32, 0, n*int64(b.Dim))
-			out.Text = make([]float32, 0, n*int64(b.Dim))
-		} else if b.Dim != out.Dim && b.Len() > 0 {
-			return nil, fmt.Errorf("%s: embedding dimension %d, but earlier blocks have %d", r.Path, b.Dim, out.Dim)
-		}
-		out.Image = append(out.Image, b.Image...)
-		out.Text = append(out.Text, b.Text...)
-		out.Pos = append(out.Pos, b.Pos...)
-		out.Self = append(out.Self, b.Self...)
-		out.Dmm = append(out.Dmm, b.Dmm...)
-		out.ID = append(out.ID, b.ID...)
-		out.Caption = append(out.Caption, b.Caption...)
+	if len(refs) == 0 {
+		return &knn.Block{}, nil
 	}
-	return out, nil
+	dim, err := blockDim(ctx, refs[0].Path)
+	if err != nil {
+		return nil, err
+	}
+	at := make([]int, len(refs)+1)
+	for i, r := range refs {
+		at[i+1] = at[i] + int(r.Rows)
+	}
+	n := at[len(refs)]
+	out := &knn.Block{Dim: dim, Pos: make([]int64, n), Self: make([]int64, n), Dmm: make([]float64, n),
+		Image: make([]float32, n*dim), Text: make([]float32, n*dim), ID: make([]string, n), Caption: make([]string, n)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, r := range refs {
+		g.Go(func() error { return readBlockInto(gctx, r.Path, out, at[i], int(r.Rows)) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if len(drop) == 0 {
+		return out, nil
+	}
+	return filterBlock(out, drop), nil
 }
 
-// scoreBlock scores every row of query block q from its merged lists.
-func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l knn.Lists, emit func(Scored)) error {
+// scoredBatchRows bounds the rows of one ScoredBatch.
+const scoredBatchRows = 4096
+
+// scoreBlock scores every row of query block q from its merged lists, emitting them in batches
+// of one shard each. Rows are scored in parallel chunks and emitted in order.
+func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l knn.Lists, emit func(ScoredBatch)) error {
 	k := cfg.Params.K
-	for i := range q.Pos {
-		img, txt := l.Image[i], l.Text[i]
-		if len(img) != k || len(txt) != k {
-			return fmt.Errorf("row %q has %d image and %d text neighbours, want k=%d: the reference set has too few usable rows", q.ID[i], len(img), len(txt), k)
+	n := q.Len()
+	rows := make([]Scored, n)
+	g := new(errgroup.Group)
+	const chunk = 1024
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i0 := 0; i0 < n; i0 += chunk {
+		g.Go(func() error {
+			var img, txt []score.Neighbour
+			for i := i0; i < min(i0+chunk, n); i++ {
+				il, tl := l.Image[i], l.Text[i]
+				if len(il) != k || len(tl) != k {
+					return fmt.Errorf("row %q has %d image and %d text neighbours, want k=%d: the reference set has too few usable rows", q.ID[i], len(il), len(tl), k)
+				}
+				img, txt = toScore(img[:0], il), toScore(txt[:0], tl)
+				r := score.Score(cfg.Params, q.Dmm[i], img, txt)
+				shard, index := in.Locate(q.Pos[i])
+				out := Scored{Pos: q.Pos[i], Shard: shard, Index: index, ID: q.ID[i], Caption: q.Caption[i], Dmm: r.Dmm, Sn: r.Sn, Sm: r.Sm, Score: r.Score}
+				if cfg.EmitIDs {
+					out.ImageNeighbours, out.TextNeighbours = ids(il), ids(tl)
+				}
+				if cfg.SaveLists {
+					out.ImageList, out.TextList = il, tl
+				}
+				rows[i] = out
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Batches: runs of one shard, at most scoredBatchRows long.
+	for i0 := 0; i0 < n; {
+		i1 := i0 + 1
+		for i1 < n && i1-i0 < scoredBatchRows && rows[i1].Shard == rows[i0].Shard {
+			i1++
 		}
-		r := score.Score(cfg.Params, q.Dmm[i], toScore(img), toScore(txt))
-		shard, index := in.Locate(q.Pos[i])
-		out := Scored{Pos: q.Pos[i], Shard: shard, Index: index, ID: q.ID[i], Caption: q.Caption[i], Dmm: r.Dmm, Sn: r.Sn, Sm: r.Sm, Score: r.Score}
-		if cfg.EmitIDs {
-			out.ImageNeighbours, out.TextNeighbours = ids(img), ids(txt)
-		}
-		if cfg.SaveLists {
-			out.ImageList, out.TextList = img, txt
-		}
-		emit(out)
+		emit(ScoredBatch{Shard: rows[i0].Shard, Rows: rows[i0:i1:i1]})
+		i0 = i1
 	}
 	return nil
 }
 
-func toScore(ns []knn.Neighbour) []score.Neighbour {
-	out := make([]score.Neighbour, len(ns))
-	for i, n := range ns {
-		out[i] = score.Neighbour{Dist: n.Dist, Cross: n.Cross, Dmm: n.Dmm, SameCaption: n.SameCaption}
+// toScore appends what the score needs of each neighbour to dst.
+func toScore(dst []score.Neighbour, ns []knn.Neighbour) []score.Neighbour {
+	for _, n := range ns {
+		dst = append(dst, score.Neighbour{Dist: n.Dist, Cross: n.Cross, Dmm: n.Dmm, SameCaption: n.SameCaption})
 	}
-	return out
+	return dst
 }
 
 func ids(ns []knn.Neighbour) []string {
@@ -518,7 +558,7 @@ type scoreBlockFn struct {
 	dropIn, dropRef positionSet
 }
 
-func (fn *scoreBlockFn) ProcessElement(ctx context.Context, path string, p PartialBlock, droppedIn, droppedRef func(*int64) bool, emit func(Scored)) error {
+func (fn *scoreBlockFn) ProcessElement(ctx context.Context, path string, p PartialBlock, droppedIn, droppedRef func(*int64) bool, emit func(ScoredBatch)) error {
 	raw, err := readBlock(ctx, path)
 	if err != nil {
 		return err

@@ -32,10 +32,17 @@ type Scored struct {
 	ImageList, TextList []knn.Neighbour
 }
 
-// Outcome is one input row's fate, keyed by shard for the writers: scored, or a fault.
+// ScoredBatch is scored rows of one shard that travel together: one element per batch rather
+// than per row keeps the runner's per-element costs off the scoring path.
+type ScoredBatch struct {
+	Shard int32
+	Rows  []Scored
+}
+
+// Outcome is what reaches a shard's writer, keyed by shard: a batch of its scored rows, one of
+// its faults, or (neither) its marker.
 type Outcome struct {
-	Index  int64
-	Scored *Scored
+	Scored []Scored
 	Fault  *Fault
 }
 

@@ -49,9 +49,15 @@ func WriteShards(s beam.Scope, in Input, out OutputConfig, scored, faults, thres
 	return beam.ParDo(s, &writeShardFn{Input: in, Out: out}, grouped, beam.SideInput{Input: threshold})
 }
 
-func scoredOutcome(r Scored) (int32, Outcome) { return r.Shard, Outcome{Index: r.Index, Scored: &r} }
-func faultOutcome(f Fault) (int32, Outcome)   { return f.Shard, Outcome{Index: f.Index, Fault: &f} }
-func shardMarker(i int32) (int32, Outcome)    { return i, Outcome{Index: -1} }
+func scoredOutcome(b ScoredBatch) (int32, Outcome) { return b.Shard, Outcome{Scored: b.Rows} }
+func faultOutcome(f Fault) (int32, Outcome)        { return f.Shard, Outcome{Fault: &f} }
+func shardMarker(i int32) (int32, Outcome)         { return i, Outcome{} }
+
+// rowOutcome is one row's fate in the writer: scored, or a fault.
+type rowOutcome struct {
+	Scored *Scored
+	Fault  *Fault
+}
 
 type writeShardFn struct {
 	Input Input
@@ -61,21 +67,32 @@ type writeShardFn struct {
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcomes func(*Outcome) bool, threshold float64) (Counts, error) {
 	sh := fn.Input.Shards[shard]
 	file := fn.Input.File(shard)
-	rows := make([]Outcome, sh.Rows)
+	rows := make([]rowOutcome, sh.Rows)
 	seen := make([]bool, sh.Rows)
+	place := func(index int64, r rowOutcome) error {
+		if index < 0 || index >= sh.Rows {
+			return fmt.Errorf("internal error: %s: outcome for row %d outside 0..%d", file, index, sh.Rows-1)
+		}
+		if seen[index] {
+			return fmt.Errorf("internal error: %s: row %d has two outcomes", file, index)
+		}
+		seen[index] = true
+		rows[index] = r
+		return nil
+	}
 	var o Outcome
 	for outcomes(&o) {
-		if o.Index == -1 {
-			continue // the shard's marker
+		if o.Fault != nil {
+			if err := place(o.Fault.Index, rowOutcome{Fault: o.Fault}); err != nil {
+				return Counts{}, err
+			}
 		}
-		if o.Index < 0 || o.Index >= sh.Rows {
-			return Counts{}, fmt.Errorf("internal error: %s: outcome for row %d outside 0..%d", file, o.Index, sh.Rows-1)
+		for i := range o.Scored {
+			if err := place(o.Scored[i].Index, rowOutcome{Scored: &o.Scored[i]}); err != nil {
+				return Counts{}, err
+			}
 		}
-		if seen[o.Index] {
-			return Counts{}, fmt.Errorf("internal error: %s: row %d has two outcomes", file, o.Index)
-		}
-		seen[o.Index] = true
-		rows[o.Index] = o
+		o = Outcome{} // the iterator decodes into o: start each element afresh
 	}
 	for i, ok := range seen {
 		if !ok {
@@ -107,7 +124,7 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcome
 	return c, nil
 }
 
-func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []Outcome, threshold float64) error {
+func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOutcome, threshold float64) error {
 	dir := storage.Join(fn.Out.Dir, "scores")
 	if fn.Out.ScoresFormat == "csv" {
 		var buf bytes.Buffer
@@ -185,7 +202,7 @@ var (
 
 // writeSplits copies the shard's metadata rows into kept/, rejected/ and errors/, in input
 // order, adding the score columns (or the reason).
-func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows []Outcome, threshold float64) error {
+func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows []rowOutcome, threshold float64) error {
 	if fn.Input.Raw {
 		return fn.writeNativeSplits(ctx, sh, rows, threshold)
 	}
@@ -209,11 +226,11 @@ func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows 
 	outs := []struct {
 		dir    string
 		schema *arrow.Schema
-		keep   func(o Outcome) bool
+		keep   func(o rowOutcome) bool
 	}{
-		{"kept", scoredSchema, func(o Outcome) bool { return o.Scored != nil && o.Scored.Score < threshold }},
-		{"rejected", scoredSchema, func(o Outcome) bool { return o.Scored != nil && o.Scored.Score >= threshold }},
-		{"errors", errorSchema, func(o Outcome) bool { return o.Fault != nil }},
+		{"kept", scoredSchema, func(o rowOutcome) bool { return o.Scored != nil && o.Scored.Score < threshold }},
+		{"rejected", scoredSchema, func(o rowOutcome) bool { return o.Scored != nil && o.Scored.Score >= threshold }},
+		{"errors", errorSchema, func(o rowOutcome) bool { return o.Fault != nil }},
 	}
 	writers := make([]*metadata.ParquetWriter, len(outs))
 	abort := func() {
@@ -274,10 +291,10 @@ func withColumns(base *arrow.Schema, names []string, t arrow.DataType) *arrow.Sc
 }
 
 // writeFiltered writes the rows of rec that keep selects, with the extra columns appended.
-func writeFiltered(ctx context.Context, w *metadata.ParquetWriter, schema *arrow.Schema, rec arrow.RecordBatch, part []Outcome, keep func(Outcome) bool, isErrors bool) error {
+func writeFiltered(ctx context.Context, w *metadata.ParquetWriter, schema *arrow.Schema, rec arrow.RecordBatch, part []rowOutcome, keep func(rowOutcome) bool, isErrors bool) error {
 	mask := array.NewBooleanBuilder(memory.DefaultAllocator)
 	defer mask.Release()
-	var picked []Outcome
+	var picked []rowOutcome
 	for _, o := range part {
 		k := keep(o)
 		mask.Append(k)
@@ -331,7 +348,7 @@ var NeighbourListColumns = []string{"ids", "dist", "cross", "dmm", "same_caption
 
 // writeLists writes neighbours/part-N.parquet: per scored row its id, d_mm and both neighbour
 // lists in full, so scores can be recomputed for other hyperparameters without a new search.
-func (fn *writeShardFn) writeLists(ctx context.Context, shard int, rows []Outcome) error {
+func (fn *writeShardFn) writeLists(ctx context.Context, shard int, rows []rowOutcome) error {
 	fields := []arrow.Field{{Name: "id", Type: arrow.BinaryTypes.String}, {Name: "d_mm", Type: arrow.PrimitiveTypes.Float64}}
 	types := []arrow.DataType{arrow.BinaryTypes.String, arrow.PrimitiveTypes.Float64, arrow.PrimitiveTypes.Float64, arrow.PrimitiveTypes.Float64, arrow.FixedWidthTypes.Boolean}
 	for _, m := range []string{"image_", "text_"} {
@@ -372,7 +389,7 @@ func (fn *writeShardFn) writeLists(ctx context.Context, shard int, rows []Outcom
 
 // writeNativeSplits hands the routing to a format that writes kept/rejected/errors in its own
 // layout (a webdataset input gives webdataset outputs, every member preserved).
-func (fn *writeShardFn) writeNativeSplits(ctx context.Context, sh dataset.Shard, rows []Outcome, threshold float64) error {
+func (fn *writeShardFn) writeNativeSplits(ctx context.Context, sh dataset.Shard, rows []rowOutcome, threshold float64) error {
 	f, err := dataset.GetRaw(fn.Input.Format)
 	if err != nil {
 		return err
