@@ -22,7 +22,8 @@ import (
 //     bits, so zero means nothing in the tile is worth looking at (the common case).
 type backend struct {
 	name   string
-	bf16   bool // words hold two bfloat16 coordinates; otherwise one float32
+	device string // a device backend (see device.go): the kernel is unused
+	bf16   bool   // words hold two bfloat16 coordinates; otherwise one float32
 	kernel func(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64
 }
 
@@ -46,7 +47,7 @@ const (
 var backends = []*backend{{name: "go", kernel: kernelGo}}
 
 // allBackendNames lists every backend this package knows, available here or not.
-var allBackendNames = []string{"avx512bf16", "avx512", "go"}
+var allBackendNames = []string{"avx512bf16", "avx512", "go", "cuda"}
 
 // Backends returns the names of the backends usable on this machine, fastest first.
 // The first is what "" and "auto" select.
@@ -58,9 +59,22 @@ func Backends() []string {
 	return out
 }
 
+// CheckBackend reports whether the named backend can run here ("cuda": whether a GPU, its
+// driver and NVRTC can be loaded).
+func CheckBackend(name string) error {
+	_, err := pickBackend(name)
+	return err
+}
+
 func pickBackend(name string) (*backend, error) {
 	if name == "" || name == "auto" {
 		return backends[0], nil
+	}
+	if name == "cuda" {
+		if _, err := getDevice(name); err != nil {
+			return nil, fmt.Errorf("knn: backend cuda: %w", err)
+		}
+		return &backend{name: name, device: name}, nil
 	}
 	for _, b := range backends {
 		if b.name == name {

@@ -62,12 +62,16 @@ func up(x float64) float64 { return x*(1+1e-12) + 1e-300 }
 
 // prepareSide packs blk's rows, in the given order, into micro-panels of w rows for backend
 // be, in parallel.
-func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32) *side {
+//
+// Without pack it only computes the per-row figures.
+func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32, pack bool) *side {
 	n, dim := blk.Len(), blk.Dim
 	words := be.words(dim)
 	sd := &side{n: n, panels: (n + w - 1) / w, order: order}
 	for m := range 2 {
-		sd.packed[m] = getU32(sd.panels * words * w)
+		if pack {
+			sd.packed[m] = getU32(sd.panels * words * w)
+		}
 		sd.approx[m] = make([]float64, n)
 		sd.resid[m] = make([]float64, n)
 	}
@@ -107,8 +111,15 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 	words := be.words(dim)
 	var sq, asq, rsq [max(mr, nr)]float64
 	var srcRows [max(mr, nr)][]float32
+	var dummy []uint32
+	if sd.packed[m] == nil {
+		dummy = make([]uint32, words*w) // figures only: pack into scratch
+	}
 	for p := p0; p < p1; p++ {
-		out := sd.packed[m][p*words*w : (p+1)*words*w]
+		out := dummy
+		if dummy == nil {
+			out = sd.packed[m][p*words*w : (p+1)*words*w]
+		}
 		rows := min(w, sd.n-p*w)
 		for l := range rows {
 			i := sd.orig(m, p*w+l)
@@ -339,8 +350,8 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	if j.diag {
 		order = clusterOrder(a, nproc)
 	}
-	j.sa = prepareSide(be, a, mr, nproc, order)
-	j.sb = prepareSide(be, b, nr, nproc, order)
+	j.sa = prepareSide(be, a, mr, nproc, order, true)
+	j.sb = prepareSide(be, b, nr, nproc, order, true)
 	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
 	workers := max(1, min(nproc, j.groups))
 	total := int64(rescoreChunks(j.na)) * rescoreTiles

@@ -676,7 +676,7 @@ func TestErrors(t *testing.T) {
 		{"self", badSelf, good, Options{K: 1}, "len(Self)"},
 		{"nil", nil, good, Options{K: 1}, "nil"},
 		{"metric", good, good, Options{K: 1, Metric: 7}, "metric"},
-		{"backend", good, good, Options{K: 1, Backend: "cuda"}, "unknown backend"},
+		{"backend", good, good, Options{K: 1, Backend: "tpu"}, "unknown backend"},
 	}
 	for _, c := range cases {
 		_, err := Search(c.q, c.r, c.opt)
@@ -757,7 +757,7 @@ func TestTopSetWindow(t *testing.T) {
 // returning the packed words and the per-row figures.
 func packRows(be *backend, src []float32, n, dim, w int) *side {
 	blk := &Block{Dim: dim, Image: src, Text: src, Pos: make([]int64, n)}
-	return prepareSide(be, blk, w, 1, [2][]int32{})
+	return prepareSide(be, blk, w, 1, [2][]int32{}, true)
 }
 
 func TestPartitionGE(t *testing.T) {

@@ -298,13 +298,8 @@ func (p *Plan) manifest(command []string) transforms.Manifest {
 // checkBackend rejects a --knn-backend this machine cannot run. Workers check again, since on a
 // distributed runner they may be other machines.
 func checkBackend(name string) error {
-	if name == "" || name == "auto" {
-		return nil
+	if err := knn.CheckBackend(name); err != nil {
+		return fmt.Errorf("--knn-backend %q is not available here (available: auto, %s): %w", name, strings.Join(knn.Backends(), ", "), err)
 	}
-	for _, b := range knn.Backends() {
-		if b == name {
-			return nil
-		}
-	}
-	return fmt.Errorf("--knn-backend %q is not available here (available: auto, %s)", name, strings.Join(knn.Backends(), ", "))
+	return nil
 }

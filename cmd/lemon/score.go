@@ -139,7 +139,7 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	str(&c.SearchShape, "search-shape", "auto, memory (tasks hold the whole reference) or blockwise (block pairs merged by a combiner, for references that do not fit)")
 	fs.IntVar(&c.SearchMemoryMiB, "search-memory-mib", c.SearchMemoryMiB, "auto shape: hold the reference in memory when its embeddings fit in this many MiB")
 	ourFlags["search-memory-mib"] = true
-	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest available), avx512 or go")
+	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest on this CPU), avx512bf16, avx512, go, or cuda (NVIDIA GPU: loads libcuda and NVRTC at run time, $LEMON_NVRTC_LIB)")
 	defineEmbedFlags(fs, &c.Embed)
 	str(&c.TempDir, "temp-dir", "where search blocks are kept during the run (default OUTPUT/.lemon-tmp); on a cluster it must be shared storage such as gs://")
 }
