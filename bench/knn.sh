@@ -12,8 +12,7 @@
 #   lemon  `bin/lemon score --k 30 --scores-format csv --emit-neighbours` on the same directory,
 #          timed as a whole process by /usr/bin/time -v (wall time and peak RSS): reading,
 #          neighbour search, scoring and writing all outputs. "search s" is lemon's own
-#          search time from its progress line (first block-pair start to last block-pair end;
-#          see bench/knn_report.py for how it is recovered to sub-second precision).
+#          search time from its progress line (search task start to the end of re-ranking).
 #   Ratios "lemon wall / FAISS search" compares lemon's WHOLE job (I/O, scoring, output
 #          included) with FAISS's two bare searches (no loading, no scoring), so it is the
 #          pessimistic comparison: < 1 means the entire lemon run beats FAISS's kernel time
@@ -110,7 +109,7 @@ run_lemon() {
   /usr/bin/time -v -o "$2/time.txt" "$LEMON" score --input "$1" --output "$2/out" --k 30 \
     --scores-format csv --emit-neighbours $LEMON_FLAGS 2>"$2/lemon.err" \
     || { log "lemon failed, see $2/lemon.err"; tail -5 "$2/lemon.err" >&2; exit 1; }
-  grep -E "neighbour blocks .* done|lemon: done" "$2/lemon.err" | tail -2 | sed 's/^/  /' >&2
+  grep -E "neighbour search done|lemon: done" "$2/lemon.err" | tail -2 | sed 's/^/  /' >&2
 }
 
 declare -A measured  # N-D -> run dir of a lemon run in this invocation (reused by scaling)

@@ -8,17 +8,10 @@
 
 How lemon's search seconds are obtained
 ---------------------------------------
-transforms/progress.go prints "neighbour blocks DONE/TOTAL done, elapsed E, ETA .., G GFLOP/s".
-E runs from the start of the first block-pair product (the first finished pair's start) to
-the end of the last one; block reading, scoring and writing are outside it. E is printed
-rounded to whole seconds, too coarse for short runs, so this script recovers it as
-    search_s = F / (G * 1e9)
-where F is exactly the flop count progress.go accumulated: 4 * D * sum over block pairs i<=j
-of n_i * n_j (a self-join computes each pair of blocks once for both directions and both
-modalities; blocks are each shard's rows cut into --block-rows pieces, read from the npy
-headers and the manifest). G has 3-4 significant digits. The recovered value is checked
-against the rounded E (and against TOTAL = number of pairs); if they disagree the rounded E
-is used and the row is marked "~".
+transforms/progress.go prints "neighbour search done in S s, G GFLOP/s effective" when the last
+search task ends. S runs from the start of the first search task (reading its blocks included)
+to the end of the float64 re-ranking; block reading by the readers, scoring and writing are
+outside it.
 
 "Effective" GFLOP/s counts the full square, 2 modalities x N x N x D multiply-adds
 (4*N*N*D flops), which is what FAISS computes; lemon only computes about half of it (the
@@ -33,7 +26,7 @@ import sys
 
 import numpy as np
 
-PROGRESS = re.compile(r"neighbour blocks (\d+)/(\d+) done, elapsed (\S+), ETA \S+, ([\d.]+) GFLOP/s")
+PROGRESS = re.compile(r"neighbour search done in ([\d.]+)s, ([\d.]+) GFLOP/s")
 
 
 def go_duration(s):
@@ -52,22 +45,12 @@ def shard_rows(data_dir):
     return [s[0] for s in shapes], shapes[0][1]
 
 
-def lemon_search(err_path, data_dir, block_rows):
+def lemon_search(err_path):
     lines = [m for m in map(PROGRESS.search, open(err_path, errors="replace")) if m]
     if not lines:
-        return {"search_s": None, "search_src": "no progress line"}
-    done, total, elapsed, gflops = lines[-1].groups()
-    done, total, elapsed, gflops = int(done), int(total), go_duration(elapsed), float(gflops)
-    rows, dim = shard_rows(data_dir)
-    blocks = [min(block_rows, r - o) for r in rows for o in range(0, r, block_rows)]
-    n = np.array(blocks, dtype=np.float64)
-    flops = 4 * dim * (n.sum() ** 2 + (n ** 2).sum()) / 2  # sum over pairs i <= j of n_i n_j
-    out = {"pairs": total, "elapsed_rounded_s": elapsed, "printed_gflops": gflops}
-    if done == total and total == len(blocks) * (len(blocks) + 1) // 2 and gflops > 0:
-        s = flops / (gflops * 1e9)
-        if abs(s - elapsed) <= 0.5 + 0.01 * elapsed:
-            return dict(out, search_s=s, search_src="flops/GFLOP/s")
-    return dict(out, search_s=elapsed, search_src="rounded elapsed")
+        return {"search_s": None, "printed_gflops": None}
+    secs, gflops = lines[-1].groups()
+    return {"search_s": float(secs), "printed_gflops": float(gflops)}
 
 
 def gnu_time(path):
@@ -92,7 +75,7 @@ def collect(run_dir, data_dir, kind):
     rows, dim = shard_rows(data_dir)
     r = {"kind": kind, "n": sum(rows), "d": dim, "shards": len(rows), "block_rows": block_rows}
     r["lemon"] = dict(gnu_time(os.path.join(run_dir, "time.txt")),
-                      **lemon_search(os.path.join(run_dir, "lemon.err"), data_dir, block_rows))
+                      **lemon_search(os.path.join(run_dir, "lemon.err")))
     if kind == "main":
         r["faiss"] = json.load(open(os.path.join(run_dir, "faiss.json")))
         r["check"] = json.load(open(os.path.join(run_dir, "check.json")))
@@ -120,7 +103,7 @@ def render(path):
         for r in main:
             n, d, fa, le = r["n"], r["d"], r["faiss"], r["lemon"]
             flops, ls = 4.0 * n * n * d, le["search_s"]
-            mark = "" if le["search_src"] == "flops/GFLOP/s" else "~"
+            mark = ""
             print(f"| {n} | {d} | {f(fa['search_s'])} | {f(flops / fa['search_s'] / 1e9, 1)} "
                   f"| {mark}{f(ls)} | {mark}{f(flops / ls / 1e9, 1) if ls else 'n/a'} | {f(le['wall_s'])} "
                   f"| {f(le['wall_s'] / fa['search_s'])} | {mark}{f(ls / fa['search_s']) if ls else 'n/a'} |")
@@ -139,10 +122,12 @@ def render(path):
               "BLAS/OpenMP libraries loaded: " + (", ".join(os.path.basename(b) for b in fa["blas"]) or "unknown") + ". "
               "FAISS search s = the two `IndexFlatIP.search` calls (k=31), loading and normalising excluded. "
               "lemon whole run = the `lemon score` process (read, search, score, write). "
-              "lemon search s = first block-pair start to last block-pair end, from its progress line "
-              "(see bench/knn_report.py); `~` = only the whole-second rounded value was usable. "
+              "lemon search s = from the start of the search task to the end of re-ranking, from its "
+              "progress line (see bench/knn_report.py). "
               "Effective GFLOP/s = 4*N*N*D / seconds for both (the full N x N product, both modalities; "
-              "lemon computes about half of it, so equal raw speed shows as a search ratio near 0.5). "
+              "lemon computes about half of it, so equal raw speed shows as a search ratio near 0.5; its "
+              "selection stage multiplies bfloat16-rounded rows (AVX512_BF16) and re-ranks the candidates "
+              "in float64, so its neighbour lists are exact). "
               "Cores busy = CPU seconds / wall seconds (OpenBLAS threads spin, so FAISS's can overstate work). "
               "exact/tie/mismatch: random rows whose 30-neighbour id sets equal FAISS's / differ only by ids "
               f"within {main[0]['check'].get('tol', 1e-6):g} cosine distance of the 30th neighbour (float32 near-ties, e.g. duplicated captions) "
@@ -157,7 +142,7 @@ def render(path):
         for r in scaling:
             n, d, le = r["n"], r["d"], r["lemon"]
             inp = n * d * 4 * 2
-            mark = "" if le["search_src"] == "flops/GFLOP/s" else "~"
+            mark = ""
             print(f"| {n} | {f(inp / 2 ** 30, 3)} | {f(le['wall_s'])} | {mark}{f(le['search_s'])} "
                   f"| {f(le['cpu_s'], 1)} | {f(le['cpu_s'] / le['wall_s'])} | {f(gib(le['rss_kib']))} | {f(le['rss_kib'] * 1024 / (3 * inp + 2 ** 30))} "
                   f"| {f(le['wall_s'] / base['lemon']['wall_s'])} | {f((n / base['n']) ** 2)} |")

@@ -168,6 +168,7 @@ func runDevice(dev device, a, b *Block, opt Options, pair bool) (forA, forB List
 	if diag {
 		for m := range 2 {
 			rows[m].absorb(cols[m], &sel)
+			cols[m].release()
 		}
 	}
 	forA = lists(rows, sa, sb, a, b, opt, nproc, &prog)

@@ -30,6 +30,7 @@ var infThr = func() []float32 {
 // the order order[m] (nil: the block's own order); everything per row is indexed in that order.
 type side struct {
 	n, panels int
+	first     int // packed holds panels first.. (a window of them: see job.group)
 	order     [2][]int32
 	packed    [2][]uint32
 	approx    [2][]float64 // per row: the norm of what the kernel reads, rounded up
@@ -118,7 +119,7 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 	for p := p0; p < p1; p++ {
 		out := dummy
 		if dummy == nil {
-			out = sd.packed[m][p*words*w : (p+1)*words*w]
+			out = sd.packed[m][(p-sd.first)*words*w : (p-sd.first+1)*words*w]
 		}
 		rows := min(w, sd.n-p*w)
 		for l := range rows {
@@ -158,6 +159,9 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 			}
 			clear(seg[rows:])
 			o += w
+		}
+		if sd.approx[m] == nil {
+			continue // panels only: the figures are known
 		}
 		for l := 0; l < rows; l++ {
 			r := p*w + l
@@ -350,8 +354,15 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	if j.diag {
 		order = clusterOrder(a, nproc)
 	}
-	j.sa = prepareSide(be, a, mr, nproc, order, true)
 	j.sb = prepareSide(be, b, nr, nproc, order, true)
+	if j.diag {
+		// The same rows: share b's figures and pack a's micro-panels group by group, which
+		// saves holding the rows packed twice.
+		sb := j.sb
+		j.sa = &side{n: j.na, panels: (j.na + mr - 1) / mr, order: order, approx: sb.approx, resid: sb.resid, stats: sb.stats}
+	} else {
+		j.sa = prepareSide(be, a, mr, nproc, order, true)
+	}
 	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
 	workers := max(1, min(nproc, j.groups))
 	total := int64(rescoreChunks(j.na)) * rescoreTiles
@@ -397,11 +408,27 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		c := make([]float32, mr*nr)
 		masks := new([2 * mr]uint32)
 		sel := &selector{}
+		var lazy *side // a's panels of the current group, when a is not packed whole
+		if j.sa.packed[0] == nil {
+			lazy = &side{n: j.na, order: order}
+			for m := range 2 {
+				lazy.packed[m] = make([]uint32, groupPanels*mr*j.words)
+			}
+		}
 		for t := int(next.Add(1) - 1); t < j.groups; t = int(next.Add(1) - 1) {
 			// Last group first: with rows in cluster order, the rows just before a column
 			// are the ones most like it, so its threshold rises early too.
 			g := j.groups - 1 - t
-			j.group(w, g, c, masks, sel)
+			pa := j.sa
+			if lazy != nil {
+				p0 := g * groupPanels
+				lazy.first = p0
+				for m := range 2 {
+					packPanels(be, lazy, m, rowsOf(a, m), a.Dim, mr, p0, min(p0+groupPanels, j.sa.panels), nil)
+				}
+				pa = lazy
+			}
+			j.group(w, g, pa, c, masks, sel)
 			j.prog.add(j.groupTiles(g))
 		}
 	})
@@ -428,6 +455,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 			for m := range 2 {
 				if w == 0 || j.cols[w][m] != j.cols[0][m] {
 					j.rows[m].absorb(j.cols[w][m], &selector{})
+					j.cols[w][m].release() // before re-ranking, which allocates the lists
 				}
 			}
 		}
@@ -438,6 +466,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		for m := range 2 {
 			if j.cols[w][m] != j.cols[0][m] {
 				j.cols[0][m].absorb(j.cols[w][m], &selector{})
+				j.cols[w][m].release()
 			}
 		}
 	}
@@ -450,7 +479,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 // it, trying free stripes first, so the two sides never wait long and every column sees every
 // row under one threshold (per-worker column sets would each see only part of the rows, and
 // keep more candidates).
-func (j *job) group(w, g int, c []float32, masks *[2 * mr]uint32, sel *selector) {
+func (j *job) group(w, g int, pa *side, c []float32, masks *[2 * mr]uint32, sel *selector) {
 	p0 := g * groupPanels
 	p1 := min(p0+groupPanels, j.sa.panels)
 	first := 0
@@ -459,7 +488,7 @@ func (j *job) group(w, g int, c []float32, masks *[2 * mr]uint32, sel *selector)
 		first = (p0 * mr) / nr
 	}
 	if j.stripes == nil {
-		j.tiles(w, p0, p1, first, j.sb.panels, c, masks, sel)
+		j.tiles(w, pa, p0, p1, first, j.sb.panels, c, masks, sel)
 		return
 	}
 	ns := len(j.stripes)
@@ -482,7 +511,7 @@ func (j *job) group(w, g int, c []float32, masks *[2 * mr]uint32, sel *selector)
 		s := pending[got]
 		jp0, jp1 := max(first, s*j.sb.panels/ns), (s+1)*j.sb.panels/ns
 		if jp0 < jp1 {
-			j.tiles(w, p0, p1, jp0, jp1, c, masks, sel)
+			j.tiles(w, pa, p0, p1, jp0, jp1, c, masks, sel)
 		}
 		j.stripes[s].Unlock()
 		pending = append(pending[:got], pending[got+1:]...)
@@ -490,10 +519,10 @@ func (j *job) group(w, g int, c []float32, masks *[2 * mr]uint32, sel *selector)
 }
 
 // tiles runs the tiles of A panels [p0, p1) against B panels [jp0, jp1).
-func (j *job) tiles(w, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32, sel *selector) {
+func (j *job) tiles(w int, sa *side, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32, sel *selector) {
 	words := j.words
 	for m := range 2 {
-		pa := j.sa.packed[m]
+		pa := sa.packed[m]
 		rows := j.rows[m]
 		var cols *topSet
 		if j.pair {
@@ -509,7 +538,7 @@ func (j *job) tiles(w, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32,
 				if j.diag && ip*mr > jp*nr+nr-1 {
 					continue // entirely below the diagonal: its mirror tile covers it
 				}
-				ap := pa[ip*words*mr : (ip+1)*words*mr]
+				ap := pa[(ip-sa.first)*words*mr : (ip-sa.first+1)*words*mr]
 				if j.be.kernel(ap, bp, words, c, rows.thr[ip*mr:(ip+1)*mr], colThr, masks) != 0 {
 					j.slow(m, masks, c, ip, jp, rows, cols, sel)
 				}

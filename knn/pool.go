@@ -2,9 +2,13 @@ package knn
 
 import "sync"
 
-// Large scratch buffers (packed panels, candidate buffers) are recycled between calls: fresh
-// multi-megabyte allocations cost page faults and zeroing on every call, which on a small
-// machine is comparable to the arithmetic. Buffers come back dirty; users overwrite them.
+// Scratch buffers (packed panels, candidate buffers) of block-sized searches are recycled
+// between calls: fresh multi-megabyte allocations cost page faults and zeroing on every call,
+// which on a small machine is comparable to the arithmetic. Buffers come back dirty; users
+// overwrite them. Buffers over poolMaxBytes (one search over a whole large reference) are left
+// to the garbage collector instead, so they do not outlive the search that needed them.
+const poolMaxBytes = 64 << 20
+
 var (
 	u32Pool  sync.Pool // *[]uint32
 	candPool sync.Pool // *[]cand
@@ -18,7 +22,7 @@ func getU32(n int) []uint32 {
 }
 
 func putU32(s []uint32) {
-	if cap(s) > 0 {
+	if cap(s) > 0 && cap(s)*4 <= poolMaxBytes {
 		u32Pool.Put(&s)
 	}
 }
@@ -31,7 +35,7 @@ func getCands(n int) []cand {
 }
 
 func putCands(s []cand) {
-	if cap(s) > 0 {
+	if cap(s) > 0 && cap(s)*8 <= poolMaxBytes {
 		candPool.Put(&s)
 	}
 }

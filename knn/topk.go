@@ -60,10 +60,13 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 	return t
 }
 
-// release returns the set's buffer to the pool; t must not be used afterwards.
+// release returns the set's buffer to the pool and drops its other storage; t must not be
+// used afterwards. Releasing twice is harmless.
 func (t *topSet) release() {
-	putCands(t.buf)
-	t.buf = nil
+	if t.buf != nil {
+		putCands(t.buf)
+	}
+	t.buf, t.over, t.best = nil, nil, nil
 }
 
 // push adds x to row r. The caller has checked x.dot >= t.thr[r] (so x.dot is not NaN).
@@ -97,7 +100,7 @@ func (t *topSet) push(r int, x cand, s *selector) {
 	if n == t.c {
 		n = t.compact(r, row, s)
 		if n > t.c-16 {
-			o := make([]cand, n, 4*t.c)
+			o := make([]cand, n, 2*t.c)
 			copy(o, row[:n])
 			t.over[r] = o
 			n = 0

@@ -3,7 +3,9 @@ package transforms
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"sync"
@@ -315,6 +317,7 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 		return err
 	}
 	logf("lemon: neighbour search: %d query rows, %d reference rows, dim %d, in memory", q.Len(), refRowsOf(t), q.Dim)
+	limitMemory(t, q.Dim, fn.Config.SelfJoin)
 	opt := fn.Config.options()
 	opt.Progress = progressFor(t, q.Dim)
 	var l knn.Lists
@@ -349,7 +352,28 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 		}
 		l = knn.Lists{Image: make([][]knn.Neighbour, q.Len()), Text: make([][]knn.Neighbour, q.Len())}
 	}
-	return scoreBlock(fn.Config, fn.Input, q, l, emit)
+	q.Image, q.Text = nil, nil // the embeddings are not needed any more: let them go before scoring
+	return scoreBlock(fn.Config, fn.Input, q, &l, emit)
+}
+
+// limitMemory sets Go's soft memory limit for an in-memory search to 3 x the embeddings it holds
+// + 1 GiB (unless GOMEMLIMIT is set, or a lower limit is): the search's own buffers fit in that,
+// and without a limit the collector lets garbage from reading and scoring grow the heap to
+// twice the live data. The limit is soft: a larger working set only makes collection busier.
+func limitMemory(t Task, dim int, selfJoin bool) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	rows := refRowsOf(t)
+	if !selfJoin {
+		for _, q := range t.Queries {
+			rows += q.Rows
+		}
+	}
+	budget := 3*rows*int64(dim)*8 + 1<<30
+	if budget < debug.SetMemoryLimit(-1) {
+		debug.SetMemoryLimit(budget)
+	}
 }
 
 // refRowsOf is how many reference rows task t searches (before duplicates are dropped).
@@ -412,7 +436,9 @@ const scoredBatchRows = 4096
 
 // scoreBlock scores every row of query block q from its merged lists, emitting them in batches
 // of one shard each. Rows are scored in parallel chunks and emitted in order.
-func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l knn.Lists, emit func(ScoredBatch)) error {
+//
+// It clears *l once the rows are scored, so the lists can be freed while batches are emitted.
+func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l *knn.Lists, emit func(ScoredBatch)) error {
 	k := cfg.Params.K
 	n := q.Len()
 	rows := make([]Scored, n)
@@ -445,6 +471,7 @@ func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l knn.Lists, emit func
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	*l = knn.Lists{}
 	// Batches: runs of one shard, at most scoredBatchRows long.
 	for i0 := 0; i0 < n; {
 		i1 := i0 + 1
@@ -567,5 +594,5 @@ func (fn *scoreBlockFn) ProcessElement(ctx context.Context, path string, p Parti
 	if q.Len() != len(p.Lists.Image) {
 		return fmt.Errorf("internal error: %s has %d rows but %d neighbour lists", path, q.Len(), len(p.Lists.Image))
 	}
-	return scoreBlock(fn.Config, fn.Input, q, p.Lists, emit)
+	return scoreBlock(fn.Config, fn.Input, q, &p.Lists, emit)
 }
