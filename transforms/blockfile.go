@@ -19,28 +19,32 @@ import (
 const blockMagic = "LEMONBLK1"
 
 func writeBlock(ctx context.Context, p string, b *knn.Block) error {
-	size := len(blockMagic) + 16 + 3*8*b.Len() + 2*4*len(b.Image)
-	for _, list := range [][]string{b.ID, b.Caption} {
-		for _, s := range list {
-			size += 4 + len(s)
+	w, err := storage.Create(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	// Streamed in large pieces: the embeddings go straight from the block's slices.
+	bw := bufio.NewWriterSize(w, 1<<20)
+	head := binary.LittleEndian.AppendUint64([]byte(blockMagic), uint64(b.Len()))
+	head = binary.LittleEndian.AppendUint64(head, uint64(b.Dim))
+	for _, part := range [][]byte{head, rawBytes(b.Pos), rawBytes(b.Self), rawBytes(b.Dmm), rawBytes(b.Image), rawBytes(b.Text)} {
+		if _, err := bw.Write(part); err != nil {
+			return fmt.Errorf("writing %s: %w", p, err)
 		}
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, blockMagic...)
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(b.Len()))
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(b.Dim))
-	buf = append(buf, rawBytes(b.Pos)...)
-	buf = append(buf, rawBytes(b.Self)...)
-	buf = append(buf, rawBytes(b.Dmm)...)
-	buf = append(buf, rawBytes(b.Image)...)
-	buf = append(buf, rawBytes(b.Text)...)
+	var l [4]byte
 	for _, list := range [][]string{b.ID, b.Caption} {
 		for _, s := range list {
-			buf = binary.LittleEndian.AppendUint32(buf, uint32(len(s)))
-			buf = append(buf, s...)
+			binary.LittleEndian.PutUint32(l[:], uint32(len(s)))
+			bw.Write(l[:])
+			bw.WriteString(s)
 		}
 	}
-	return storage.WriteFile(ctx, p, buf)
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	return w.Commit()
 }
 
 func readBlock(ctx context.Context, p string) (*knn.Block, error) {

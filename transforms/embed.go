@@ -135,6 +135,9 @@ func (w *blockWriter) flush() error {
 	}
 	w.emit(BlockRef{Side: w.side, Shard: w.shard, Chunk: w.chunk, Path: p, Rows: int64(w.b.Len()), FirstPos: w.b.Pos[0]})
 	w.chunk++
-	w.b = nil
+	// Keep the buffers for the next block: fresh ones would be zeroed and faulted in again.
+	b := w.b
+	*b = knn.Block{Dim: b.Dim, Image: b.Image[:0], Text: b.Text[:0], Pos: b.Pos[:0], Self: b.Self[:0],
+		Dmm: b.Dmm[:0], ID: b.ID[:0], Caption: b.Caption[:0]}
 	return nil
 }
