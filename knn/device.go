@@ -222,13 +222,3 @@ func devicePass(dev device, sel *selector, buf []hit, m int, da, db deviceBlock,
 	}
 	return hits, nil
 }
-
-// deviceDot is the reference a device's products are checked against in tests: float32, one
-// accumulator, coordinates in order (a device may use another order or fused multiply-adds).
-func deviceDot(x, y []float32) float32 {
-	var s float32
-	for d := range x {
-		s += x[d] * y[d]
-	}
-	return s
-}

@@ -123,3 +123,13 @@ func TestCUDAMatchesCPU(t *testing.T) {
 		})
 	}
 }
+
+// deviceDot is the emulator's product: float32, one accumulator, coordinates in order (a real
+// device may use another order or fused multiply-adds; the window's bound covers both).
+func deviceDot(x, y []float32) float32 {
+	var s float32
+	for d := range x {
+		s += x[d] * y[d]
+	}
+	return s
+}
