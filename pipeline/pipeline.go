@@ -237,7 +237,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		ExternalReference: p.Reference != nil, InMemory: p.InMemory(), QueryRowsPerTask: 4 * c.BlockRows}
 
 	blocks, faults, ids := readBlocks(s, p.Input, "input", c, sc.TempDir)
-	dupFaults, dropped, firsts := transforms.FindDuplicateIDs(s, p.Input, ids)
+	dupFaults, dropped, firsts := transforms.FindDuplicateIDs(s, p.Input, ids, c.ReferenceSample > 0)
 	faults = beam.Flatten(s, faults, dupFaults)
 
 	refBlocks, droppedRef := blocks, dropped
@@ -246,7 +246,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		rs := s.Scope("Reference")
 		var refIDs beam.PCollection
 		refBlocks, _, refIDs = readBlocks(rs, *p.Reference, "reference", c, sc.TempDir)
-		_, droppedRef, _ = transforms.FindDuplicateIDs(rs, *p.Reference, refIDs)
+		_, droppedRef, _ = transforms.FindDuplicateIDs(rs, *p.Reference, refIDs, false)
 	case c.ReferenceSample > 0:
 		refBlocks = transforms.SampleReference(s, firsts, blocks, c.ReferenceSample, c.Seed, c.BlockRows, sc.TempDir)
 		droppedRef = beam.CreateList(s, []int64{})

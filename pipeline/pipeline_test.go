@@ -120,7 +120,7 @@ func TestFindDuplicateIDs(t *testing.T) {
 	in := transforms.Input{Format: "embdir", Shards: []dataset.Shard{{Index: 0, Rows: 5, Files: map[string]string{"image": "a.npy"}}}}
 	p, s := beam.NewPipelineWithRoot()
 	ids := beam.ParDo(s, splitKV, beam.Create(s, "x=4", "y=1", "x=0", "z=3", "x=2"))
-	faults, dropped, firsts := transforms.FindDuplicateIDs(s, in, ids)
+	faults, dropped, firsts := transforms.FindDuplicateIDs(s, in, ids, true)
 	passert.Equals(s, beam.ParDo(s, faultPos, faults), int64(2), int64(4))
 	passert.Equals(s, dropped, int64(2), int64(4))
 	passert.Equals(s, beam.ParDo(s, joinKV, firsts), "x=0", "y=1", "z=3")

@@ -101,10 +101,13 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 // FindDuplicateIDs keeps the first row (by position) of each id. It returns the later rows as
 // Faults that name where the id was first seen, the positions of those rows (to leave out of
 // the search), and every kept (id, position) for sampling.
-func FindDuplicateIDs(s beam.Scope, in Input, ids beam.PCollection) (faults, dropped, firsts beam.PCollection) {
+//
+// firsts is only filled with wantFirsts (a sampled reference needs it): one element per row
+// costs the runner more than the search of a small dataset.
+func FindDuplicateIDs(s beam.Scope, in Input, ids beam.PCollection, wantFirsts bool) (faults, dropped, firsts beam.PCollection) {
 	s = s.Scope("FindDuplicateIDs")
 	grouped := beam.CombinePerKey(s, &idPositionsFn{}, beam.ParDo(s, idPositions, ids))
-	return beam.ParDo3(s, &duplicateFaultsFn{Input: in}, grouped)
+	return beam.ParDo3(s, &duplicateFaultsFn{Input: in, EmitFirsts: wantFirsts}, grouped)
 }
 
 // IDPositions is where an id occurs: its first position and, when it occurs more than once,
@@ -128,10 +131,15 @@ func (idPositionsFn) MergeAccumulators(a, b IDPositions) IDPositions {
 	return a
 }
 
-type duplicateFaultsFn struct{ Input Input }
+type duplicateFaultsFn struct {
+	Input      Input
+	EmitFirsts bool
+}
 
 func (fn *duplicateFaultsFn) ProcessElement(id string, p IDPositions, emitFault func(Fault), emitDropped func(int64), emitFirst func(string, int64)) {
-	emitFirst(id, p.First)
+	if fn.EmitFirsts {
+		emitFirst(id, p.First)
+	}
 	if len(p.All) < 2 {
 		return
 	}
