@@ -22,7 +22,7 @@ import (
 //     bits, so zero means nothing in the tile is worth looking at (the common case).
 type backend struct {
 	name   string
-	device string // a device backend (see device.go): the kernel is unused
+	dev    device // a device backend (see device.go): the kernel is unused
 	bf16   bool   // words hold two bfloat16 coordinates; otherwise one float32
 	kernel func(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64
 }
@@ -71,10 +71,11 @@ func pickBackend(name string) (*backend, error) {
 		return backends[0], nil
 	}
 	if name == "cuda" {
-		if _, err := getDevice(name); err != nil {
+		d, err := getDevice(name)
+		if err != nil {
 			return nil, fmt.Errorf("knn: backend cuda: %w", err)
 		}
-		return &backend{name: name, device: name}, nil
+		return &backend{name: name, dev: d}, nil
 	}
 	for _, b := range backends {
 		if b.name == name {

@@ -378,7 +378,7 @@ func (d *cudaDevice) hits(m int, a, b deviceBlock, a0, a1, b0, b1 int, rowThr, c
 	if err := check("clearing the counter", cu.MemsetD32(d.count, 0, 1)); err != nil {
 		return out, false, err
 	}
-	cap := min(maxHits, d.outCap)
+	limit := min(maxHits, d.outCap)
 	diagFlag := int32(0)
 	if diag {
 		diagFlag = 1
@@ -399,7 +399,7 @@ func (d *cudaDevice) hits(m int, a, b deviceBlock, a0, a1, b0, b1 int, rowThr, c
 	*(*int32)(slot(9)) = diagFlag
 	*(*uint64)(slot(10)) = d.count
 	*(*uint64)(slot(11)) = d.out
-	*(*uint32)(slot(12)) = uint32(cap)
+	*(*uint32)(slot(12)) = uint32(limit)
 	gx, gy := uint32((b1-b0+63)/64), uint32((a1-a0+63)/64)
 	if err := check("launching the kernel", cu.LaunchKernel(d.fn, gx, gy, 1, 16, 16, 1, 0, 0, d.params, nil)); err != nil {
 		return out, false, err
@@ -411,7 +411,7 @@ func (d *cudaDevice) hits(m int, a, b deviceBlock, a0, a1, b0, b1 int, rowThr, c
 	if err := check("reading the counter", cu.MemcpyDtoH(unsafe.Pointer(&count), d.count, 4)); err != nil {
 		return out, false, err
 	}
-	if int(count) > cap {
+	if int(count) > limit {
 		return out, false, nil
 	}
 	if count == 0 {

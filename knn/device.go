@@ -119,50 +119,28 @@ func runDevice(dev device, a, b *Block, opt Options, pair bool) (forA, forB List
 		defer dev.free(db)
 	}
 
-	// Progress in the same units as the CPU path: tiles of mr x nr, then re-ranking chunks.
+	// Progress: each pass counts its size in tiles, as the CPU path counts its groups.
+	passes := devicePasses(a.Len(), b.Len(), diag)
 	var prog progress
 	prog.report = opt.Progress
-	tiles := func(r, c int) int64 { return int64(r) * int64(c) / (mr * nr) }
 	total := int64(rescoreChunks(a.Len())) * rescoreTiles
 	if pair && !diag {
 		total += int64(rescoreChunks(b.Len())) * rescoreTiles
 	}
-	if diag {
-		total += 2 * tiles(a.Len(), a.Len()+1) / 2
-	} else {
-		total += 2 * tiles(a.Len(), b.Len())
+	for _, p := range passes {
+		total += p.tiles()
 	}
 	prog.total.Store(total)
 
 	var sel selector
 	var buf []hit
-	// Last row chunk first in a self-join, for the same reason as the CPU path: columns then
-	// meet rows whose thresholds are already set.
-	nChunks := (a.Len() + deviceRows - 1) / deviceRows
-	for t := range nChunks {
-		c := t
-		if diag {
-			c = nChunks - 1 - t
-		}
-		a0, a1 := c*deviceRows, min((c+1)*deviceRows, a.Len())
-		b0 := 0
-		if diag {
-			b0 = a0
-		}
-		for width := deviceFirstCols; b0 < b.Len(); width = deviceCols {
-			b1 := min(b0+width, b.Len())
-			for m := range 2 {
-				if buf, err = devicePass(dev, &sel, buf, m, da, db, a0, a1, b0, b1, a, b, rows[m], cols[m], diag); err != nil {
-					return Lists{}, Lists{}, err
-				}
+	for _, p := range passes {
+		for m := range 2 {
+			if buf, err = devicePass(dev, &sel, buf, m, da, db, p.a0, p.a1, p.b0, p.b1, a, b, rows[m], cols[m], diag); err != nil {
+				return Lists{}, Lists{}, err
 			}
-			if diag && b0 == a0 {
-				prog.add(2 * tiles(a1-a0, b1-b0) / 2)
-			} else {
-				prog.add(2 * tiles(a1-a0, b1-b0))
-			}
-			b0 = b1
 		}
+		prog.add(p.tiles())
 	}
 
 	if diag {
@@ -179,6 +157,37 @@ func runDevice(dev device, a, b *Block, opt Options, pair bool) (forA, forB List
 		forB = lists(cols, sb, sa, b, a, opt, nproc, &prog)
 	}
 	return forA, forB, nil
+}
+
+// chunkPass is one pass of device work: rows [a0,a1) of a against rows [b0,b1) of b.
+type chunkPass struct{ a0, a1, b0, b1 int }
+
+// tiles is the pass's size in the progress units of the CPU path (tiles of mr x nr).
+func (p chunkPass) tiles() int64 { return int64(p.a1-p.a0) * int64(p.b1-p.b0) / (mr * nr) }
+
+// devicePasses lists the passes of a search of na rows against nb. In a self-join (diag) row
+// chunks go last first and only meet columns from their own first row on, for the same
+// reason as the CPU path: columns then meet rows whose thresholds are already set.
+func devicePasses(na, nb int, diag bool) []chunkPass {
+	var out []chunkPass
+	chunks := (na + deviceRows - 1) / deviceRows
+	for t := range chunks {
+		c := t
+		if diag {
+			c = chunks - 1 - t
+		}
+		a0, a1 := c*deviceRows, min((c+1)*deviceRows, na)
+		b0 := 0
+		if diag {
+			b0 = a0
+		}
+		for width := deviceFirstCols; b0 < nb; width = deviceCols {
+			b1 := min(b0+width, nb)
+			out = append(out, chunkPass{a0, a1, b0, b1})
+			b0 = b1
+		}
+	}
+	return out
 }
 
 // devicePass runs one chunk pair on the device and pushes its hits; when there are too many

@@ -133,3 +133,23 @@ func deviceDot(x, y []float32) float32 {
 	}
 	return s
 }
+
+// Device progress ends exactly at its total, in every form.
+func TestDeviceProgressReachesTotal(t *testing.T) {
+	withEmulatedCUDA(t, 1<<30)
+	c := searchCase{nq: 300, nr: 700, dim: 16, k: 5, selfJoin: true}
+	q, r := c.blocks(3)
+	for _, pair := range []bool{false, true} {
+		var last, total int64
+		opt := Options{K: 5, Backend: "cuda", Progress: func(d, tot int64) { last, total = max(last, d), tot }}
+		var err error
+		if pair {
+			_, _, err = SearchPair(r, r, opt)
+		} else {
+			_, err = Search(q, r, opt)
+		}
+		if err != nil || total == 0 || last != total {
+			t.Fatalf("pair=%v: progress ended at %d of %d (%v)", pair, last, total, err)
+		}
+	}
+}

@@ -115,8 +115,8 @@ func Search(q, r *Block, opt Options) (Lists, error) {
 	if err != nil {
 		return Lists{}, err
 	}
-	if be.device != "" {
-		forQ, _, err := runOn(be, q, r, opt, false)
+	if be.dev != nil {
+		forQ, _, err := runDevice(be.dev, q, r, opt, false)
 		return forQ, err
 	}
 	forQ, _ := run(be, q, r, opt, false)
@@ -131,20 +131,11 @@ func SearchPair(a, b *Block, opt Options) (forA, forB Lists, err error) {
 	if err != nil {
 		return Lists{}, Lists{}, err
 	}
-	if be.device != "" {
-		return runOn(be, a, b, opt, true)
+	if be.dev != nil {
+		return runDevice(be.dev, a, b, opt, true)
 	}
 	forA, forB = run(be, a, b, opt, true)
 	return forA, forB, nil
-}
-
-// runOn runs a search on a device backend.
-func runOn(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists, err error) {
-	dev, err := getDevice(be.device)
-	if err != nil {
-		return Lists{}, Lists{}, err
-	}
-	return runDevice(dev, a, b, opt, pair)
 }
 
 // prepare validates the options and blocks and picks the backend.

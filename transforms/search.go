@@ -118,21 +118,11 @@ func collectRefs(iter func(*BlockRef) bool) []BlockRef {
 func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) bool, dropInIter, dropRefIter func(*int64) bool, emit func(Task)) error {
 	qs, rs := collectRefs(qIter), collectRefs(rIter)
 	dropIn, dropRef := collectPositions(dropInIter), collectPositions(dropRefIter)
-	var refRows int64
-	for _, r := range rs {
-		refRows += r.Rows
-	}
+	refRows := rowsIn(rs)
 	// Duplicates are removed later, so this is an upper bound; the scorer checks exactly.
 	k := int64(fn.Config.Params.K)
 	if refRows < k+1 {
 		return fmt.Errorf("the reference set has %d usable rows, but k=%d needs at least %d (k neighbours besides the row itself); lower --k or add rows", refRows, k, k+1)
-	}
-	sumRows := func(bs []BlockRef) int64 {
-		var n int64
-		for _, b := range bs {
-			n += b.Rows
-		}
-		return n
 	}
 	var tasks []Task
 	switch {
@@ -154,7 +144,7 @@ func (fn *makeTasksFn) ProcessElement(_ []byte, qIter, rIter func(*BlockRef) boo
 		}
 		for i := range tasks {
 			tasks[i].Refs = rs
-			tasks[i].RowPairs = sumRows(tasks[i].Queries) * refRows
+			tasks[i].RowPairs = rowsIn(tasks[i].Queries) * refRows
 		}
 	default:
 		for i, q := range qs {
@@ -316,7 +306,7 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 	if err != nil {
 		return err
 	}
-	logf("lemon: neighbour search: %d query rows, %d reference rows, dim %d, in memory", q.Len(), refRowsOf(t), q.Dim)
+	logf("lemon: neighbour search: %d query rows, %d reference rows, dim %d, in memory", q.Len(), rowsIn(t.Refs), q.Dim)
 	limitMemory(t, q.Dim, fn.Config.SelfJoin)
 	opt := fn.Config.options()
 	opt.Progress = progressFor(t, q.Dim)
@@ -364,11 +354,9 @@ func limitMemory(t Task, dim int, selfJoin bool) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	rows := refRowsOf(t)
+	rows := rowsIn(t.Refs)
 	if !selfJoin {
-		for _, q := range t.Queries {
-			rows += q.Rows
-		}
+		rows += rowsIn(t.Queries)
 	}
 	budget := 3*rows*int64(dim)*8 + 1<<30
 	if budget < debug.SetMemoryLimit(-1) {
@@ -376,11 +364,11 @@ func limitMemory(t Task, dim int, selfJoin bool) {
 	}
 }
 
-// refRowsOf is how many reference rows task t searches (before duplicates are dropped).
-func refRowsOf(t Task) int64 {
+// rowsIn is how many rows the blocks hold (before duplicates are dropped).
+func rowsIn(bs []BlockRef) int64 {
 	var n int64
-	for _, r := range t.Refs {
-		n += r.Rows
+	for _, b := range bs {
+		n += b.Rows
 	}
 	return n
 }
