@@ -2,6 +2,7 @@ package knn
 
 import (
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -140,8 +141,13 @@ func TestDeviceProgressReachesTotal(t *testing.T) {
 	c := searchCase{nq: 300, nr: 700, dim: 16, k: 5, selfJoin: true}
 	q, r := c.blocks(3)
 	for _, pair := range []bool{false, true} {
+		var mu sync.Mutex // Progress may be called from several goroutines at once
 		var last, total int64
-		opt := Options{K: 5, Backend: "cuda", Progress: func(d, tot int64) { last, total = max(last, d), tot }}
+		opt := Options{K: 5, Backend: "cuda", Progress: func(d, tot int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			last, total = max(last, d), tot
+		}}
 		var err error
 		if pair {
 			_, _, err = SearchPair(r, r, opt)

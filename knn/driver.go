@@ -408,6 +408,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		c := make([]float32, mr*nr)
 		masks := new([2 * mr]uint32)
 		sel := &selector{}
+		var seedBuf []float32
 		var lazy *side // a's panels of the current group, when a is not packed whole
 		if j.sa.packed[0] == nil {
 			lazy = &side{n: j.na, order: order}
@@ -427,6 +428,9 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 					packPanels(be, lazy, m, rowsOf(a, m), a.Dim, mr, p0, min(p0+groupPanels, j.sa.panels), nil)
 				}
 				pa = lazy
+			}
+			if j.diag && seedRows > 0 {
+				seedBuf = j.seed(g, pa, c, masks, seedBuf)
 			}
 			j.group(w, g, pa, c, masks, sel)
 			j.prog.add(j.groupTiles(g))
@@ -628,18 +632,25 @@ func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int,
 	var next atomic.Int64
 	parallel(min(workers, rescoreChunks(n)), func(int) {
 		s := newRescorer(q, r, inv, rs.order, opt)
+		rows := make([]int, 0, rescoreChunk)
+		dst := make([][2][]Neighbour, 0, rescoreChunk)
 		for {
-			i0 := int(next.Add(rescoreChunk) - rescoreChunk)
+			i0 := int(next.Add(int64(rescoreChunk))) - rescoreChunk
 			if i0 >= n {
 				return
 			}
+			rows, dst = rows[:0], dst[:0]
 			for k := i0; k < min(i0+rescoreChunk, n); k++ {
-				// In cluster order, when there is one: consecutive rows then share most of
-				// their candidates, whose rows stay in cache.
+				// In cluster order, when there is one: neighbouring rows share most of
+				// their candidates (see rescorer).
 				i := qs.orig(0, k)
 				w := i * per
-				dst := [2][]Neighbour{back[0][w : w+per : w+per], back[1][w : w+per : w+per]}
-				out.Image[i], out.Text[i] = s.lists(i, sets, dst)
+				rows = append(rows, i)
+				dst = append(dst, [2][]Neighbour{back[0][w : w+per : w+per], back[1][w : w+per : w+per]})
+			}
+			s.chunk(rows, sets, dst)
+			for n, i := range rows {
+				out.Image[i], out.Text[i] = dst[n][0], dst[n][1]
 			}
 			prog.add(rescoreTiles)
 		}
@@ -647,8 +658,8 @@ func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int,
 	return out
 }
 
-// rescoreChunk is how many rows a goroutine re-ranks at a time.
-const rescoreChunk = 64
+// rescoreChunk is how many rows a goroutine re-ranks at a time (a variable for tests).
+var rescoreChunk = 64
 
 func rescoreChunks(n int) int { return (n + rescoreChunk - 1) / rescoreChunk }
 
@@ -667,4 +678,78 @@ func parallel(workers int, f func(w int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// seedRows is how many rows near each row in cluster order seed its threshold (see job.seed).
+var seedRows = 256
+
+// seed raises the thresholds of group g's rows before the group's tiles run. A row's K-th best
+// selection-stage dot with any K distinct other rows is a lower bound of its final K-th, so it
+// gives as valid a threshold as the candidate heap does; with rows in cluster order, the rows
+// around a row are similar to it, and the bound starts close to the final one instead of at
+// -Inf. The seed values only set thresholds (nothing is pushed), so no pair is counted twice.
+func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []float32) []float32 {
+	p0, p1 := g*groupPanels, min((g+1)*groupPanels, j.sa.panels)
+	lo := max(0, p0*mr-seedRows/2)
+	hi := min(j.nb, p1*mr+seedRows/2)
+	jp0, jp1 := lo/nr, (hi+nr-1)/nr
+	span := (jp1 - jp0) * nr
+	if cap(buf) < mr*span {
+		buf = make([]float32, mr*span)
+	}
+	vals := buf[:mr*span]
+	heap := make([]float32, j.rows[0].k)
+	var cnt [mr]int
+	for m := range 2 {
+		rows := j.rows[m]
+		for ip := p0; ip < p1; ip++ {
+			ap := pa.packed[m][(ip-pa.first)*j.words*mr : (ip-pa.first+1)*j.words*mr]
+			imax := min(mr, j.na-ip*mr)
+			var self [mr]int64
+			for i := range imax {
+				self[i] = selfOf(j.a, j.sa.orig(m, ip*mr+i))
+				cnt[i] = 0
+			}
+			for jp := jp0; jp < jp1; jp++ {
+				bp := j.sb.packed[m][jp*j.words*nr : (jp+1)*j.words*nr]
+				j.be.kernel(ap, bp, j.words, c, infThr, infThr, masks)
+				jmax := min(nr, j.nb-jp*nr)
+				for i := range imax {
+					v := vals[i*span:]
+					for jj, x := range c[i*nr : i*nr+jmax] {
+						if x == x && j.b.Pos[j.sb.orig(m, jp*nr+jj)] != self[i] {
+							v[cnt[i]] = x
+							cnt[i]++
+						}
+					}
+				}
+			}
+			for i := range imax {
+				if cnt[i] < j.rows[m].k {
+					continue
+				}
+				row := ip*mr + i
+				kth := kthLargest(vals[i*span:i*span+cnt[i]], heap[:rows.k])
+				rows.raise(row, below(float64(kth)-float64(rows.win[row])))
+			}
+		}
+	}
+	return buf
+}
+
+// kthLargest returns the k-th largest of v (1 <= k <= len(v)), using h (length k) as scratch:
+// a min-heap of the k largest so far, which most values fail to enter at the first compare.
+func kthLargest(v []float32, h []float32) float32 {
+	k := len(h)
+	copy(h, v[:k])
+	for i := k/2 - 1; i >= 0; i-- {
+		siftDownFrom(h, i)
+	}
+	for _, x := range v[k:] {
+		if x > h[0] {
+			h[0] = x
+			siftDown(h)
+		}
+	}
+	return h[0]
 }

@@ -2,6 +2,7 @@ package knn
 
 import (
 	"cmp"
+	"math/bits"
 	"slices"
 )
 
@@ -115,31 +116,41 @@ type scored struct {
 	pos  int64
 }
 
-// rescorer turns float32 candidates into final neighbour lists, one query row at a time. One per
-// goroutine: it memoises the float64 distances of the current query row by reference index
-// (a distance computed as one modality's Dist is reused as the other's Cross).
+// rescorer re-ranks the candidates of a chunk of query rows at a time, in float64. One per
+// goroutine.
+//
+// Within a chunk, each modality's candidate pairs are computed in reference-row order, so a
+// candidate row is read from memory once for all the chunk's query rows that need it: in
+// cluster order, neighbouring query rows share most of their candidates, and the chunk's
+// widened query rows stay in cache. Which pairs are computed, and how each distance is
+// computed, do not depend on the chunking, so neither do the results.
 type rescorer struct {
 	q, r   *Block
 	inv    [2][]int32 // query row -> its index in the candidate sets (nil: the same)
 	rorder [2][]int32 // candidate index -> reference row (nil: the same)
 	k      int
 	metric Metric
+	sel    selector
 
-	row   int32        // current query row + 1 (0: none)
-	stamp [2][]int32   // stamp[m][j] == row: memo[m][j] holds d_m(row, j)
-	memo  [2][]float64 //
-	qw    [2][]float64 // current query row widened, per modality
-	sc    [2][]scored
-	sel   selector
+	qw    []float64      // the chunk's query rows in one modality, widened: slot s at qw[s*dim:]
+	pairs []uint64       // reference row << 32 | slot, sorted
+	tmp   []uint64       // scratch for sorting pairs
+	cands [2][]scored    // per modality, each slot's re-scored candidates, sorted by row
+	start [2][]int32     // slot s's candidates are cands[m][start[m][s]:start[m][s+1]]
+	fill  []int32        // scratch: next free place per slot
+	top   []scored       // scratch: the K best of one slot
+	cross [2][]crossPair // final neighbours still needing their distance in modality 0 / 1
+}
+
+// crossPair is a final neighbour whose distance in the other modality is still to compute.
+type crossPair struct {
+	row  int32 // reference row
+	slot int32
+	at   *Neighbour
 }
 
 func newRescorer(q, r *Block, inv, rorder [2][]int32, opt Options) *rescorer {
-	n := r.Len()
-	return &rescorer{
-		q: q, r: r, inv: inv, rorder: rorder, k: opt.K, metric: opt.Metric,
-		stamp: [2][]int32{make([]int32, n), make([]int32, n)},
-		memo:  [2][]float64{make([]float64, n), make([]float64, n)},
-	}
+	return &rescorer{q: q, r: r, inv: inv, rorder: rorder, k: opt.K, metric: opt.Metric}
 }
 
 // packedRow is query row i's index in modality m's candidate sets.
@@ -166,90 +177,160 @@ func rowsOf(b *Block, m int) []float32 {
 	return b.Text
 }
 
-// dist returns d_m(current query row, reference row j), memoised; next is a prefetch hint.
-func (s *rescorer) dist(m int, j, next int32) float64 {
-	if s.stamp[m][j] == s.row {
-		return s.memo[m][j]
+// widenChunk widens the chunk's query rows in modality m into s.qw.
+func (s *rescorer) widenChunk(m int, rows []int) {
+	dim := s.q.Dim
+	if cap(s.qw) < len(rows)*dim {
+		s.qw = make([]float64, len(rows)*dim)
 	}
-	dim := s.r.Dim
-	rm := rowsOf(s.r, m)
-	rj := rm[int(j)*dim : int(j+1)*dim]
-	nx := rm[int(next)*dim : int(next+1)*dim]
-	var d float64
-	if s.metric == Euclidean {
-		d = sqdist64(s.qw[m], rj, nx)
-	} else {
-		d = 1 - dot64(s.qw[m], rj, nx)
+	s.qw = s.qw[:len(rows)*dim]
+	src := rowsOf(s.q, m)
+	for slot, i := range rows {
+		widen(s.qw[slot*dim:(slot+1)*dim], src[i*dim:(i+1)*dim])
 	}
-	s.stamp[m][j] = s.row
-	s.memo[m][j] = d
-	return d
 }
 
-// lists builds query row i's image and text neighbour lists from its candidate sets, writing
-// them into dst[0] (image) and dst[1] (text), which have room for K entries, and returns them.
-func (s *rescorer) lists(i int, sets [2]*topSet, dst [2][]Neighbour) (img, txt []Neighbour) {
-	q, r, dim := s.q, s.r, s.q.Dim
-	s.row = int32(i + 1)
-	for m := range 2 {
-		s.qw[m] = widen(s.qw[m], rowsOf(q, m)[i*dim:(i+1)*dim])
+// dist is d_m(query slot, reference row j); next is a reference row to prefetch.
+func (s *rescorer) dist(m int, slot int32, j, next int32) float64 {
+	dim := s.r.Dim
+	rm := rowsOf(s.r, m)
+	q := s.qw[int(slot)*dim : int(slot+1)*dim]
+	rj := rm[int(j)*dim : int(j+1)*dim]
+	nx := rm[int(next)*dim : int(next+1)*dim]
+	if s.metric == Euclidean {
+		return sqdist64(q, rj, nx)
 	}
-	var out [2][]Neighbour
-	var finals [2][]scored
+	return 1 - dot64(q, rj, nx)
+}
+
+// chunk re-ranks the query rows rows (indices into s.q), writing row rows[n]'s image and text
+// lists into dst[n][0] and dst[n][1] (room for K entries each) and cutting them to length.
+func (s *rescorer) chunk(rows []int, sets [2]*topSet, dst [][2][]Neighbour) {
 	for m := range 2 {
-		keep := sets[m].final(s.packedRow(m, i), &s.sel)
-		// Keep the K best seen so far sorted; a candidate that beats the worst of them is
-		// inserted in place. Most candidates lose to the K-th, so this beats sorting all.
-		best := s.sc[m][:0]
-		for n, c := range keep {
-			idx := s.refRow(m, c.idx)
-			next := idx // prefetch two candidates ahead: the rows come from memory
-			if n+prefetchAhead < len(keep) {
-				next = s.refRow(m, keep[n+prefetchAhead].idx)
-			}
-			x := scored{s.dist(m, idx, next), idx, r.Pos[idx]}
-			if len(best) == s.k && !lessScored(x, best[s.k-1]) {
-				continue
-			}
-			at, _ := slices.BinarySearchFunc(best, x, func(e, t scored) int {
-				if lessScored(e, t) {
-					return -1
+		s.rescore(m, rows, sets[m])
+	}
+	q, r := s.q, s.r
+	s.cross[0], s.cross[1] = s.cross[0][:0], s.cross[1][:0]
+	byRow := func(e scored, t int32) int { return cmp.Compare(e.idx, t) }
+	for slot, i := range rows {
+		for m := range 2 {
+			best := s.best(m, slot)
+			res := dst[slot][m][:len(best)]
+			dst[slot][m] = res
+			other := s.cands[1-m][s.start[1-m][slot]:s.start[1-m][slot+1]]
+			for n, x := range best {
+				j := int(x.idx)
+				nb := Neighbour{Pos: x.pos, Dist: x.dist}
+				if r.ID != nil {
+					nb.ID = r.ID[j]
 				}
-				return 1
-			})
-			if len(best) < s.k {
-				best = append(best, scored{})
+				if r.Dmm != nil {
+					nb.Dmm = r.Dmm[j]
+				}
+				if q.Caption != nil && r.Caption != nil {
+					nb.SameCaption = q.Caption[i] == r.Caption[j]
+				}
+				res[n] = nb
+				// The distance in the other modality is known when j is a candidate there too.
+				if at, ok := slices.BinarySearchFunc(other, x.idx, byRow); ok {
+					res[n].Cross = other[at].dist
+				} else {
+					s.cross[1-m] = append(s.cross[1-m], crossPair{row: x.idx, slot: int32(slot), at: &res[n]})
+				}
 			}
-			copy(best[at+1:], best[at:len(best)-1])
-			best[at] = x
 		}
-		finals[m] = best
-		s.sc[m] = best
 	}
-	for m := range 2 {
-		sc := finals[m]
-		res := dst[m][:len(sc)]
-		for n, x := range sc {
-			next := x.idx
-			if n+prefetchAhead < len(sc) {
-				next = sc[n+prefetchAhead].idx
-			}
-			j := int(x.idx)
-			nb := Neighbour{Pos: x.pos, Dist: x.dist, Cross: s.dist(1-m, x.idx, next)}
-			if r.ID != nil {
-				nb.ID = r.ID[j]
-			}
-			if r.Dmm != nil {
-				nb.Dmm = r.Dmm[j]
-			}
-			if q.Caption != nil && r.Caption != nil {
-				nb.SameCaption = q.Caption[i] == r.Caption[j]
-			}
-			res[n] = nb
+	for t := range 2 {
+		cs := s.cross[t]
+		if len(cs) == 0 {
+			continue
 		}
-		out[m] = res
+		slices.SortFunc(cs, func(x, y crossPair) int { return cmp.Compare(x.row, y.row) })
+		s.widenChunk(t, rows)
+		for n, c := range cs {
+			next := cs[min(n+prefetchAhead, len(cs)-1)].row
+			c.at.Cross = s.dist(t, c.slot, c.row, next)
+		}
 	}
-	return out[0], out[1]
+}
+
+// rescore computes the float64 distance of every candidate of the chunk's rows in modality m,
+// filling s.cands[m] and s.start[m].
+func (s *rescorer) rescore(m int, rows []int, set *topSet) {
+	s.pairs = s.pairs[:0]
+	start := append(s.start[m][:0], 0)
+	for slot, i := range rows {
+		for _, c := range set.final(s.packedRow(m, i), &s.sel) {
+			s.pairs = append(s.pairs, uint64(s.refRow(m, c.idx))<<32|uint64(slot))
+		}
+		start = append(start, int32(len(s.pairs)))
+	}
+	s.start[m] = start
+	s.pairs, s.tmp = sortByRow(s.pairs, s.tmp, s.r.Len())
+	s.fill = append(s.fill[:0], start[:len(rows)]...)
+	if cap(s.cands[m]) < len(s.pairs) {
+		s.cands[m] = make([]scored, len(s.pairs))
+	}
+	cands := s.cands[m][:len(s.pairs)]
+	s.cands[m] = cands
+	s.widenChunk(m, rows)
+	pos := s.r.Pos
+	for n, p := range s.pairs {
+		j, slot := int32(p>>32), int32(uint32(p))
+		next := int32(s.pairs[min(n+prefetchAhead, len(s.pairs)-1)] >> 32)
+		cands[s.fill[slot]] = scored{s.dist(m, slot, j, next), j, pos[j]}
+		s.fill[slot]++
+	}
+}
+
+// sortByRow sorts pairs (row << 32 | slot, rows below n, slots ascending as given) by row,
+// keeping slots ascending within a row: a least-significant-digit radix sort on the row, one
+// pass per byte that rows below n can have. It returns the sorted slice and the scratch one.
+func sortByRow(pairs, tmp []uint64, n int) (sorted, scratch []uint64) {
+	if cap(tmp) < len(pairs) {
+		tmp = make([]uint64, len(pairs))
+	}
+	tmp = tmp[:len(pairs)]
+	for shift := 32; shift < 32+bits.Len(uint(max(n-1, 1))); shift += 8 {
+		var count [257]int
+		for _, p := range pairs {
+			count[(p>>shift)&0xff+1]++
+		}
+		for d := 1; d < 257; d++ {
+			count[d] += count[d-1]
+		}
+		for _, p := range pairs {
+			d := (p >> shift) & 0xff
+			tmp[count[d]] = p
+			count[d]++
+		}
+		pairs, tmp = tmp, pairs
+	}
+	return pairs, tmp
+}
+
+// best returns slot's K best candidates in modality m, in order (see lessScored). Most
+// candidates lose to the K-th best so far, so keeping those K sorted beats sorting all.
+func (s *rescorer) best(m, slot int) []scored {
+	best := s.top[:0]
+	for _, x := range s.cands[m][s.start[m][slot]:s.start[m][slot+1]] {
+		if len(best) == s.k && !lessScored(x, best[s.k-1]) {
+			continue
+		}
+		at, _ := slices.BinarySearchFunc(best, x, func(e, t scored) int {
+			if lessScored(e, t) {
+				return -1
+			}
+			return 1
+		})
+		if len(best) < s.k {
+			best = append(best, scored{})
+		}
+		copy(best[at+1:], best[at:len(best)-1])
+		best[at] = x
+	}
+	s.top = best
+	return best
 }
 
 // lessScored orders re-ranked candidates by (distance, NaN last; position; index).

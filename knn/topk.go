@@ -119,8 +119,11 @@ func (t *topSet) compact(r int, h []cand, s *selector) int {
 }
 
 // siftDown restores the min-heap h after its root was replaced.
-func siftDown(h []float32) {
-	i, n := 0, len(h)
+func siftDown(h []float32) { siftDownFrom(h, 0) }
+
+// siftDownFrom moves h[i] down to its place in the min-heap h.
+func siftDownFrom(h []float32, i int) {
+	n := len(h)
 	for {
 		c := 2*i + 1
 		if c >= n {

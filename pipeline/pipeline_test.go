@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -119,7 +120,8 @@ func TestSampledReferenceEqualsExplicitReference(t *testing.T) {
 func TestFindDuplicateIDs(t *testing.T) {
 	in := transforms.Input{Format: "embdir", Shards: []dataset.Shard{{Index: 0, Rows: 5, Files: map[string]string{"image": "a.npy"}}}}
 	p, s := beam.NewPipelineWithRoot()
-	ids := beam.ParDo(s, splitKV, beam.Create(s, "x=4", "y=1", "x=0", "z=3", "x=2"))
+	// Two shards' batches of one bucket: the duplicates of x span them.
+	ids := beam.ParDo(s, idBatch, beam.Create(s, "x=4 y=1", "x=0 z=3 x=2"))
 	faults, dropped, firsts := transforms.FindDuplicateIDs(s, in, ids, true)
 	passert.Equals(s, beam.ParDo(s, faultPos, faults), int64(2), int64(4))
 	passert.Equals(s, dropped, int64(2), int64(4))
@@ -132,11 +134,21 @@ func splitKV(s string) (string, int64) {
 	fmt.Sscan(s[2:], &n)
 	return s[:1], n
 }
+
+// idBatch turns "a=1 b=2" into a batch of ids and positions, in bucket 0.
+func idBatch(s string) (int32, transforms.IDBatch) {
+	var b transforms.IDBatch
+	for _, kv := range strings.Fields(s) {
+		id, pos := splitKV(kv)
+		b.IDs, b.Pos = append(b.IDs, id), append(b.Pos, pos)
+	}
+	return 0, b
+}
 func joinKV(k string, v int64) string   { return fmt.Sprintf("%s=%d", k, v) }
 func faultPos(f transforms.Fault) int64 { return f.Pos }
 
 func init() {
-	beam.RegisterFunction(splitKV)
+	beam.RegisterFunction(idBatch)
 	beam.RegisterFunction(joinKV)
 	beam.RegisterFunction(faultPos)
 }

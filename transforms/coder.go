@@ -40,6 +40,29 @@ func decodeScoredBatch(data []byte) (ScoredBatch, error) {
 	return b, d.done("scored rows")
 }
 
+func encodeIDBatch(b IDBatch) ([]byte, error) {
+	n := 0
+	for _, id := range b.IDs {
+		n += len(id) + 2*binary.MaxVarintLen64
+	}
+	e := encoder{b: make([]byte, 0, 8+n)}
+	e.strs(b.IDs)
+	for _, p := range b.Pos {
+		e.varint(p)
+	}
+	return e.b, nil
+}
+
+func decodeIDBatch(data []byte) (IDBatch, error) {
+	d := decoder{b: data}
+	b := IDBatch{IDs: d.strs()}
+	b.Pos = make([]int64, len(b.IDs))
+	for i := range b.Pos {
+		b.Pos[i] = d.varint()
+	}
+	return b, d.done("id batch")
+}
+
 // An Outcome is a tag (0 marker, 1 scored rows, 2 fault) and that value.
 func encodeOutcome(o Outcome) ([]byte, error) {
 	var e encoder

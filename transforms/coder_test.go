@@ -46,3 +46,44 @@ func TestCodersRoundTrip(t *testing.T) {
 		t.Fatalf("trailing bytes: %v", err)
 	}
 }
+
+func TestIDBatchCoder(t *testing.T) {
+	want := IDBatch{IDs: []string{"a", "", "id é"}, Pos: []int64{0, 1 << 40, 7}}
+	b, _ := encodeIDBatch(want)
+	if got, err := decodeIDBatch(b); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, %v; want %+v", got, err, want)
+	}
+	for n := 0; n < len(b); n++ {
+		if _, err := decodeIDBatch(b[:n]); err == nil {
+			t.Fatalf("batch truncated to %d of %d bytes decoded without error", n, len(b))
+		}
+	}
+}
+
+// An id lands in the same bucket in every shard's batcher (so duplicates across shards meet),
+// and ids spread over the buckets.
+func TestIDBatcherBuckets(t *testing.T) {
+	a, b := newIDBatcher(8), newIDBatcher(8)
+	for i := range 1000 {
+		id := strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i%5)
+		a.add(id, int64(i))
+		b.add(id, int64(i+1000))
+	}
+	used := 0
+	for k := range a.batches {
+		if !reflect.DeepEqual(a.batches[k].IDs, b.batches[k].IDs) {
+			t.Fatalf("bucket %d holds different ids in two batchers", k)
+		}
+		if len(a.batches[k].IDs) > 0 {
+			used++
+		}
+	}
+	if used < 4 {
+		t.Fatalf("ids used %d of 8 buckets", used)
+	}
+	var got []int32
+	a.emit(func(k int32, _ IDBatch) { got = append(got, k) })
+	if len(got) != used {
+		t.Fatalf("emitted %d batches, want %d (the non-empty buckets)", len(got), used)
+	}
+}

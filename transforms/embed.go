@@ -8,6 +8,7 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/embed"
+	"github.com/lemon-curation/lemon/internal/hugepage"
 	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
@@ -19,7 +20,7 @@ import (
 func EmbedToBlocks(s beam.Scope, in Input, side string, ec embed.Config, distance score.Distance, blockRows int64, tempDir string) (blocks, faults, ids beam.PCollection) {
 	s = s.Scope("EmbedToBlocks_" + side)
 	shards := beam.Reshuffle(s, beam.CreateList(s, shardIndexes(in)))
-	return beam.ParDo3(s, &embedShardFn{Input: in, Embed: ec, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir}, shards)
+	return beam.ParDo3(s, &embedShardFn{Input: in, Embed: ec, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir, IDBuckets: idBuckets(in)}, shards)
 }
 
 func shardIndexes(in Input) []int32 {
@@ -37,6 +38,7 @@ type embedShardFn struct {
 	Distance  string
 	BlockRows int64
 	TempDir   string
+	IDBuckets int32
 	emb       *embed.Embedder
 }
 
@@ -55,7 +57,7 @@ func (fn *embedShardFn) Teardown() {
 	}
 }
 
-func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitID func(string, int64)) error {
+func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitIDs func(int32, IDBatch)) error {
 	in := fn.Input
 	sh := in.Shards[shard]
 	f, err := dataset.GetRaw(in.Format)
@@ -63,6 +65,8 @@ func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlo
 		return err
 	}
 	bw := &blockWriter{ctx: ctx, dir: fn.TempDir, side: fn.Side, shard: shard, dim: fn.emb.Dim(), rows: fn.BlockRows, emit: emitBlock}
+	defer bw.release()
+	ids := newIDBatcher(fn.IDBuckets)
 	var n, bad int64
 	err = fn.emb.Shard(ctx, f, sh, in.Options, func(e embed.Embedded) error {
 		n++
@@ -74,7 +78,7 @@ func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlo
 			emitFault(Fault{Pos: pos, Shard: shard, Index: r.Index, ID: r.ID, Reason: reason})
 			return nil
 		}
-		emitID(r.ID, pos)
+		ids.add(r.ID, pos)
 		return bw.add(pos, r.ID, r.Caption, e.Image, e.Text, score.Dist(score.Distance(fn.Distance), e.Image, e.Text))
 	})
 	if err != nil {
@@ -83,6 +87,7 @@ func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlo
 	if err := bw.flush(); err != nil {
 		return err
 	}
+	ids.emit(emitIDs)
 	if n != sh.Rows {
 		return fmt.Errorf("%s: read %d rows, expected %d", in.File(shard), n, sh.Rows)
 	}
@@ -101,13 +106,17 @@ type blockWriter struct {
 	chunk int64
 	b     *knn.Block
 	emit  func(BlockRef)
+
+	bufs [2][]float32 // the embedding buffers allocated for b, to give back
 }
 
 func (w *blockWriter) add(pos int64, id, caption string, img, txt []float32, dmm float64) error {
 	if w.b == nil {
 		// Room for a whole block up front: growing by appends copies the embeddings repeatedly.
+		// The embeddings go on huge pages (see package hugepage); release gives them back.
 		n := int(min(w.rows, 1<<16))
-		w.b = &knn.Block{Dim: w.dim, Image: make([]float32, 0, n*w.dim), Text: make([]float32, 0, n*w.dim),
+		w.bufs = [2][]float32{hugepage.Alloc[float32](n * w.dim), hugepage.Alloc[float32](n * w.dim)}
+		w.b = &knn.Block{Dim: w.dim, Image: w.bufs[0][:0], Text: w.bufs[1][:0],
 			Pos: make([]int64, 0, n), Self: make([]int64, 0, n), Dmm: make([]float64, 0, n),
 			ID: make([]string, 0, n), Caption: make([]string, 0, n)}
 	}
@@ -123,6 +132,13 @@ func (w *blockWriter) add(pos int64, id, caption string, img, txt []float32, dmm
 		return w.flush()
 	}
 	return nil
+}
+
+// release gives back the writer's buffers; the writer must not be used afterwards.
+func (w *blockWriter) release() {
+	hugepage.Free(w.bufs[0])
+	hugepage.Free(w.bufs[1])
+	w.b, w.bufs = nil, [2][]float32{}
 }
 
 func (w *blockWriter) flush() error {

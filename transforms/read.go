@@ -1,8 +1,12 @@
 package transforms
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
@@ -46,12 +50,12 @@ func (in Input) Locate(pos int64) (shard int32, index int64) {
 // ReadToBlocks reads every shard of in, validates each row, and writes the valid rows straight
 // into block files of at most blockRows rows (a shard's rows in order) under tempDir, so
 // embeddings never pass through the runner's shuffle. It returns the block references, the rows
-// that cannot be scored, and each valid row's (id, position) for duplicate detection. side
-// names the block files ("input" or "reference").
+// that cannot be scored, and the valid rows' (id, position) in per-shard batches keyed by id
+// bucket, for FindDuplicateIDs. side names the block files ("input" or "reference").
 func ReadToBlocks(s beam.Scope, in Input, side string, distance score.Distance, blockRows int64, tempDir string) (blocks, faults, ids beam.PCollection) {
 	s = s.Scope("ReadToBlocks_" + side)
 	shards := beam.Reshuffle(s, beam.CreateList(s, shardIndexes(in)))
-	return beam.ParDo3(s, &readShardFn{Input: in, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir}, shards)
+	return beam.ParDo3(s, &readShardFn{Input: in, Side: side, Distance: string(distance), BlockRows: blockRows, TempDir: tempDir, IDBuckets: idBuckets(in)}, shards)
 }
 
 type readShardFn struct {
@@ -60,9 +64,10 @@ type readShardFn struct {
 	Distance  string
 	BlockRows int64
 	TempDir   string
+	IDBuckets int32
 }
 
-func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitID func(string, int64)) error {
+func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitIDs func(int32, IDBatch)) error {
 	in := fn.Input
 	sh := in.Shards[shard]
 	f, err := dataset.Get(in.Format)
@@ -71,6 +76,8 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 	}
 	var n, bad int64
 	bw := &blockWriter{ctx: ctx, dir: fn.TempDir, side: fn.Side, shard: shard, dim: sh.Dim, rows: fn.BlockRows, emit: emitBlock}
+	defer bw.release()
+	ids := newIDBatcher(fn.IDBuckets)
 	err = f.Read(ctx, sh, in.Options, func(r dataset.Record) error {
 		n++
 		pos := sh.Offset + r.Index
@@ -82,7 +89,7 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 			fault(reason)
 			return nil
 		}
-		emitID(r.ID, pos)
+		ids.add(r.ID, pos)
 		return bw.add(pos, r.ID, r.Caption, r.Image, r.Text, score.Dist(score.Distance(fn.Distance), r.Image, r.Text))
 	})
 	if err != nil {
@@ -91,6 +98,7 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 	if err := bw.flush(); err != nil {
 		return err
 	}
+	ids.emit(emitIDs)
 	if n != sh.Rows {
 		return fmt.Errorf("%s: read %d rows, expected %d", in.File(shard), n, sh.Rows)
 	}
@@ -102,33 +110,56 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBloc
 // Faults that name where the id was first seen, the positions of those rows (to leave out of
 // the search), and every kept (id, position) for sampling.
 //
-// firsts is only filled with wantFirsts (a sampled reference needs it): one element per row
-// costs the runner more than the search of a small dataset.
+// ids holds batches of (id, position) keyed by a hash bucket of the id (see idBatcher), so the
+// runner shuffles a few batches per shard rather than one element per row, which on a small
+// dataset would cost more than its search. firsts is only filled with wantFirsts (a sampled
+// reference needs it; it has one element per id).
 func FindDuplicateIDs(s beam.Scope, in Input, ids beam.PCollection, wantFirsts bool) (faults, dropped, firsts beam.PCollection) {
 	s = s.Scope("FindDuplicateIDs")
-	grouped := beam.CombinePerKey(s, &idPositionsFn{}, beam.ParDo(s, idPositions, ids))
-	return beam.ParDo3(s, &duplicateFaultsFn{Input: in, EmitFirsts: wantFirsts}, grouped)
+	return beam.ParDo3(s, &duplicateFaultsFn{Input: in, EmitFirsts: wantFirsts}, beam.GroupByKey(s, ids))
 }
 
-// IDPositions is where an id occurs: its first position and, when it occurs more than once,
-// all positions.
-type IDPositions struct {
-	First int64
-	All   []int64
+// IDBatch is (id, position) pairs of one shard whose ids fall in one hash bucket.
+type IDBatch struct {
+	IDs []string
+	Pos []int64
 }
 
-func idPositions(id string, pos int64) (string, IDPositions) {
-	return id, IDPositions{First: pos, All: []int64{pos}}
-}
+// idRowsPerBucket sizes the buckets: a bucket's ids are held in memory together.
+const idRowsPerBucket = 1 << 18
 
-type idPositionsFn struct{}
-
-func (idPositionsFn) MergeAccumulators(a, b IDPositions) IDPositions {
-	if b.First < a.First {
-		a.First = b.First
+// idBuckets is how many hash buckets the ids of in are spread over.
+func idBuckets(in Input) int32 {
+	var rows int64
+	for _, sh := range in.Shards {
+		rows += sh.Rows
 	}
-	a.All = append(a.All, b.All...)
-	return a
+	return int32(min(max(1, (rows+idRowsPerBucket-1)/idRowsPerBucket), 1<<16))
+}
+
+// idBatcher collects a shard's ids into one batch per hash bucket. The hash (FNV-1a) is fixed,
+// so every worker puts an id in the same bucket.
+type idBatcher struct {
+	batches []IDBatch
+}
+
+func newIDBatcher(buckets int32) *idBatcher { return &idBatcher{batches: make([]IDBatch, buckets)} }
+
+func (b *idBatcher) add(id string, pos int64) {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	k := h.Sum64() % uint64(len(b.batches))
+	b.batches[k].IDs = append(b.batches[k].IDs, id)
+	b.batches[k].Pos = append(b.batches[k].Pos, pos)
+}
+
+// emit sends every non-empty batch under its bucket.
+func (b *idBatcher) emit(emit func(int32, IDBatch)) {
+	for k, batch := range b.batches {
+		if len(batch.IDs) > 0 {
+			emit(int32(k), batch)
+		}
+	}
 }
 
 type duplicateFaultsFn struct {
@@ -136,22 +167,44 @@ type duplicateFaultsFn struct {
 	EmitFirsts bool
 }
 
-func (fn *duplicateFaultsFn) ProcessElement(id string, p IDPositions, emitFault func(Fault), emitDropped func(int64), emitFirst func(string, int64)) {
-	if fn.EmitFirsts {
-		emitFirst(id, p.First)
-	}
-	if len(p.All) < 2 {
-		return
-	}
-	firstShard, firstIndex := fn.Input.Locate(p.First)
-	for _, pos := range p.All {
-		if pos == p.First {
-			continue
+type idAt struct {
+	id  string
+	pos int64
+}
+
+func (fn *duplicateFaultsFn) ProcessElement(_ int32, batches func(*IDBatch) bool, emitFault func(Fault), emitDropped func(int64), emitFirst func(string, int64)) {
+	var rows []idAt
+	var b IDBatch
+	for batches(&b) {
+		for i, id := range b.IDs {
+			rows = append(rows, idAt{id, b.Pos[i]})
 		}
-		shard, index := fn.Input.Locate(pos)
-		emitFault(Fault{Pos: pos, Shard: shard, Index: index, ID: id,
-			Reason: fmt.Sprintf("duplicate id %q (first at row %d of %s)", id, firstIndex, fn.Input.File(firstShard))})
-		emitDropped(pos)
+	}
+	slices.SortFunc(rows, func(x, y idAt) int {
+		if c := strings.Compare(x.id, y.id); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.pos, y.pos)
+	})
+	for i := 0; i < len(rows); {
+		first := rows[i]
+		j := i + 1
+		for j < len(rows) && rows[j].id == first.id {
+			j++
+		}
+		if fn.EmitFirsts {
+			emitFirst(first.id, first.pos)
+		}
+		if j > i+1 {
+			firstShard, firstIndex := fn.Input.Locate(first.pos)
+			for _, r := range rows[i+1 : j] {
+				shard, index := fn.Input.Locate(r.pos)
+				emitFault(Fault{Pos: r.pos, Shard: shard, Index: index, ID: r.id,
+					Reason: fmt.Sprintf("duplicate id %q (first at row %d of %s)", r.id, firstIndex, fn.Input.File(firstShard))})
+				emitDropped(r.pos)
+			}
+		}
+		i = j
 	}
 }
 

@@ -13,20 +13,20 @@ import (
 // runner can find them by name.
 func init() {
 	for _, t := range []any{
-		(*readShardFn)(nil), (*idPositionsFn)(nil), (*duplicateFaultsFn)(nil), (*makeTasksFn)(nil),
+		(*readShardFn)(nil), (*duplicateFaultsFn)(nil), (*makeTasksFn)(nil),
 		(*memoryTaskFn)(nil), (*pairTaskFn)(nil), (*mergePartialsFn)(nil), (*scoreBlockFn)(nil),
 		(*countFn)(nil), (*startSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
 		(*sumCountsFn)(nil), (*writeManifestFn)(nil), (*sampleKeyFn)(nil), (*extractSampleFn)(nil),
 		(*writeSampleBlockFn)(nil), (*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
 		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
-		(*IDPositions)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil),
+		(*IDBatch)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil),
 	} {
 		beam.RegisterType(reflect.TypeOf(t).Elem())
 	}
 	beam.RegisterCoder(reflect.TypeOf(PartialBlock{}), encodePartialBlock, decodePartialBlock)
 	beam.RegisterCoder(reflect.TypeOf(ScoredBatch{}), encodeScoredBatch, decodeScoredBatch)
 	beam.RegisterCoder(reflect.TypeOf(Outcome{}), encodeOutcome, decodeOutcome)
-	register.Function2x2(idPositions)
+	beam.RegisterCoder(reflect.TypeOf(IDBatch{}), encodeIDBatch, decodeIDBatch)
 	register.Function1x1(scoreKeys)
 	register.Function3x0(digitsOf)
 	register.Function2x1(nextSelection)
@@ -47,6 +47,8 @@ func init() {
 	register.Emitter1[int]()
 	register.Iter1[BlockRef]()
 	register.Iter1[int64]()
+	register.Iter1[IDBatch]()
+	register.Emitter2[int32, IDBatch]()
 	register.Iter1[Outcome]()
 	register.Iter1[SampledRow]()
 }

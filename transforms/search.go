@@ -14,6 +14,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/lemon-curation/lemon/internal/hugepage"
 	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
 )
@@ -298,14 +299,23 @@ type memoryTaskFn struct {
 	refErr  error
 }
 
+// Teardown gives back the reference's embeddings.
+func (fn *memoryTaskFn) Teardown() {
+	if fn.ref != nil {
+		releaseEmbeddings(fn.ref)
+	}
+}
+
 func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(ScoredBatch)) error {
 	dropIn, dropRef := dropSet(t.DropQueries), dropSet(t.DropRefs)
 	start := time.Now()
 	progress.begin(t.TotalRowPairs, start)
-	q, err := readConcat(ctx, t.Queries, dropIn)
+	read, err := readConcat(ctx, t.Queries, dropIn)
 	if err != nil {
 		return err
 	}
+	defer releaseEmbeddings(read)
+	q := read
 	logf("lemon: neighbour search: %d query rows, %d reference rows, dim %d, in memory", q.Len(), rowsIn(t.Refs), q.Dim)
 	limitMemory(t, q.Dim, fn.Config.SelfJoin)
 	opt := fn.Config.options()
@@ -342,7 +352,8 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 		}
 		l = knn.Lists{Image: make([][]knn.Neighbour, q.Len()), Text: make([][]knn.Neighbour, q.Len())}
 	}
-	q.Image, q.Text = nil, nil // the embeddings are not needed any more: let them go before scoring
+	releaseEmbeddings(read) // the embeddings are not needed any more: let them go before scoring
+	q.Image, q.Text = nil, nil
 	return scoreBlock(fn.Config, fn.Input, q, &l, emit)
 }
 
@@ -389,7 +400,8 @@ func progressFor(t Task, dim int) func(done, total int64) {
 }
 
 // readConcat reads blocks into one, in the order given, leaving out dropped rows. Blocks are
-// read in parallel, each straight into its place.
+// read in parallel, each straight into its place. The embeddings are mapped on huge pages (see
+// package hugepage): the caller gives them back with releaseEmbeddings.
 func readConcat(ctx context.Context, refs []BlockRef, drop map[int64]bool) (*knn.Block, error) {
 	if len(refs) == 0 {
 		return &knn.Block{}, nil
@@ -404,19 +416,36 @@ func readConcat(ctx context.Context, refs []BlockRef, drop map[int64]bool) (*knn
 	}
 	n := at[len(refs)]
 	out := &knn.Block{Dim: dim, Pos: make([]int64, n), Self: make([]int64, n), Dmm: make([]float64, n),
-		Image: make([]float32, n*dim), Text: make([]float32, n*dim), ID: make([]string, n), Caption: make([]string, n)}
+		Image: hugepage.Alloc[float32](n * dim), Text: hugepage.Alloc[float32](n * dim), ID: make([]string, n), Caption: make([]string, n)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, r := range refs {
 		g.Go(func() error { return readBlockInto(gctx, r.Path, out, at[i], int(r.Rows)) })
 	}
 	if err := g.Wait(); err != nil {
+		releaseEmbeddings(out)
 		return nil, err
 	}
-	if len(drop) == 0 {
-		return out, nil
+	kept := filterBlock(out, drop)
+	if kept != out {
+		kept.Image, kept.Text = copyOnHugePages(kept.Image), copyOnHugePages(kept.Text)
+		releaseEmbeddings(out)
 	}
-	return filterBlock(out, drop), nil
+	return kept, nil
+}
+
+func copyOnHugePages(src []float32) []float32 {
+	dst := hugepage.Alloc[float32](len(src))
+	copy(dst, src)
+	return dst
+}
+
+// releaseEmbeddings gives back the embeddings of a block from readConcat; b's embeddings (and
+// any copy of their slices) must not be used afterwards.
+func releaseEmbeddings(b *knn.Block) {
+	hugepage.Free(b.Image)
+	hugepage.Free(b.Text)
+	b.Image, b.Text = nil, nil
 }
 
 // scoredBatchRows bounds the rows of one ScoredBatch.

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package hugepage
+
+// Supported says whether Alloc maps buffers itself here.
+const Supported = false
+
+func mapAdvised(uintptr) []byte { return nil }
+
+func unmap([]byte) {}

@@ -1,0 +1,90 @@
+package knn
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/lemon-curation/lemon/internal/hugepage"
+)
+
+// Threshold seeding and chunked re-ranking only change the order of work: a self-join gives
+// the brute-force answer with seeding off, with a seed span larger than the block, and with
+// re-ranking chunks of one row, an odd size or many rows, for both metrics.
+func TestSeedingAndChunkingIndependent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	r := withSelf(genBlock(rng, 900, 32, 0, 1, genOpts{clusters: 15, noise: 0.4, dupFrac: 0.08, captions: 7}))
+	oldSeed, oldChunk := seedRows, rescoreChunk
+	defer func() { seedRows, rescoreChunk = oldSeed, oldChunk }()
+	for _, metric := range []Metric{Cosine, Euclidean} {
+		want := brute(r, r, 25, metric)
+		forEachBackend(t, func(t *testing.T, be string) {
+			for _, c := range []struct{ seed, chunk int }{{0, 64}, {256, 1}, {2000, 7}, {64, 1000}} {
+				seedRows, rescoreChunk = c.seed, c.chunk
+				got, _, err := SearchPair(r, r, Options{K: 25, Metric: metric, Backend: be})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := diffLists(got, want); d != "" {
+					t.Fatalf("%v, seed rows %d, chunk %d: %s", metric, c.seed, c.chunk, d)
+				}
+			}
+		})
+	}
+}
+
+func TestKthLargest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for trial := range 300 {
+		n := 1 + rng.IntN(200)
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.IntN(20)) // many ties
+		}
+		k := 1 + rng.IntN(n)
+		sorted := slices.Clone(v)
+		slices.Sort(sorted)
+		if got, want := kthLargest(slices.Clone(v), make([]float32, k)), sorted[n-k]; got != want {
+			t.Fatalf("trial %d: %d-th largest of %v = %v, want %v", trial, k, v, got, want)
+		}
+	}
+}
+
+func TestSortByRow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 10))
+	for _, n := range []int{1, 2, 255, 256, 257, 70000, 1 << 27} {
+		var pairs []uint64
+		for slot := range 50 {
+			for range rng.IntN(40) {
+				pairs = append(pairs, uint64(rng.IntN(n))<<32|uint64(slot))
+			}
+		}
+		want := slices.Clone(pairs)
+		slices.Sort(want)
+		got, _ := sortByRow(pairs, nil, n)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: radix order differs from a sort", n)
+		}
+	}
+}
+
+// Searches give back every huge-page buffer they map (they are not garbage collected).
+func TestSearchFreesBuffers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	r := withSelf(genBlock(rng, 6000, 8, 0, 1, genOpts{clusters: 30, noise: 0.3})) // candidate buffers over hugepage.MinBytes
+	total0, before := hugepage.Stats()
+	if _, _, err := SearchPair(r, r, Options{K: 20}); err != nil {
+		t.Fatal(err)
+	}
+	q := withSelf(genBlock(rng, 3000, 8, 0, 1, genOpts{clusters: 30, noise: 0.3}))
+	if _, err := Search(q, r, Options{K: 20}); err != nil {
+		t.Fatal(err)
+	}
+	total, got := hugepage.Stats()
+	if total == total0 && hugepage.Supported {
+		t.Fatal("the searches mapped no huge-page buffers: this test checks nothing")
+	}
+	if got != before {
+		t.Fatalf("%d bytes of huge-page buffers outstanding after the searches, want %d", got, before)
+	}
+}
