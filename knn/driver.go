@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/lemon-curation/lemon/internal/hugepage"
 )
 
 // groupPanels is how many A micro-panels (of mr rows) one work item covers: they stay hot in
@@ -620,6 +622,8 @@ func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int,
 	// One backing array per modality; each row gets a capacity-limited window of it.
 	per := min(opt.K, r.Len())
 	back := [2][]Neighbour{make([]Neighbour, n*per), make([]Neighbour, n*per)}
+	hugepage.Advise(back[0])
+	hugepage.Advise(back[1])
 	var inv [2][]int32
 	for m := range 2 {
 		if o := qs.order[m]; o != nil {

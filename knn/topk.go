@@ -4,6 +4,8 @@ import (
 	"math"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/lemon-curation/lemon/internal/hugepage"
 )
 
 // cand is a selection-stage candidate: its approximate dot product and a row index in the
@@ -41,7 +43,7 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 	t := &topSet{
 		k: k, c: c, win: win,
 		buf:  getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
-		best: make([]float32, rows*k),
+		best: hugepage.Alloc[float32](rows * k),
 		cnt:  make([]int32, rows),
 		thr:  make([]float32, padded),
 		over: make([][]cand, rows),
@@ -65,6 +67,7 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 func (t *topSet) release() {
 	if t.buf != nil {
 		putCands(t.buf)
+		hugepage.Free(t.best)
 	}
 	t.buf, t.over, t.best = nil, nil, nil
 }

@@ -459,6 +459,12 @@ func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l *knn.Lists, emit fun
 	k := cfg.Params.K
 	n := q.Len()
 	rows := make([]Scored, n)
+	hugepage.Advise(rows)
+	var idBack []string // every row's neighbour ids, 2k per row, in one allocation
+	if cfg.EmitIDs {
+		idBack = make([]string, 2*k*n)
+		hugepage.Advise(idBack)
+	}
 	g := new(errgroup.Group)
 	const chunk = 1024
 	g.SetLimit(runtime.GOMAXPROCS(0))
@@ -475,7 +481,8 @@ func scoreBlock(cfg SearchConfig, in Input, q *knn.Block, l *knn.Lists, emit fun
 				shard, index := in.Locate(q.Pos[i])
 				out := Scored{Pos: q.Pos[i], Shard: shard, Index: index, ID: q.ID[i], Caption: q.Caption[i], Dmm: r.Dmm, Sn: r.Sn, Sm: r.Sm, Score: r.Score}
 				if cfg.EmitIDs {
-					out.ImageNeighbours, out.TextNeighbours = ids(il), ids(tl)
+					at := idBack[2*k*i : 2*k*(i+1) : 2*k*(i+1)]
+					out.ImageNeighbours, out.TextNeighbours = ids(at[:0:k], il), ids(at[k:k:2*k], tl)
 				}
 				if cfg.SaveLists {
 					out.ImageList, out.TextList = il, tl
@@ -509,12 +516,12 @@ func toScore(dst []score.Neighbour, ns []knn.Neighbour) []score.Neighbour {
 	return dst
 }
 
-func ids(ns []knn.Neighbour) []string {
-	out := make([]string, len(ns))
-	for i, n := range ns {
-		out[i] = n.ID
+// ids appends the neighbours' ids to dst.
+func ids(dst []string, ns []knn.Neighbour) []string {
+	for _, n := range ns {
+		dst = append(dst, n.ID)
 	}
-	return out
+	return dst
 }
 
 // pairTaskFn runs one block pair of the blockwise shape and emits partial lists per query block.

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
@@ -110,16 +111,15 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcome
 			c.Kept++
 		}
 	}
-	if err := fn.writeScores(ctx, int(shard), rows, threshold); err != nil {
-		return Counts{}, err
-	}
-	if err := fn.writeSplits(ctx, sh, rows, threshold); err != nil {
-		return Counts{}, err
-	}
+	// The outputs are independent files: write them concurrently.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return fn.writeScores(gctx, int(shard), rows, threshold) })
+	g.Go(func() error { return fn.writeSplits(gctx, sh, rows, threshold) })
 	if fn.Out.SaveLists {
-		if err := fn.writeLists(ctx, int(shard), rows); err != nil {
-			return Counts{}, err
-		}
+		g.Go(func() error { return fn.writeLists(gctx, int(shard), rows) })
+	}
+	if err := g.Wait(); err != nil {
+		return Counts{}, err
 	}
 	return c, nil
 }
@@ -128,6 +128,7 @@ func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOu
 	dir := storage.Join(fn.Out.Dir, "scores")
 	if fn.Out.ScoresFormat == "csv" {
 		var buf bytes.Buffer
+		buf.Grow(csvSize(rows)) // growing by doubling would copy (and fault in) it repeatedly
 		w := csv.NewWriter(&buf)
 		header := []string{"id", "caption", "d_mm", "s_n", "s_m", "score", "flagged"}
 		if fn.Out.EmitNeighbours {
@@ -183,6 +184,23 @@ func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOu
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	return metadata.WriteParquet(ctx, storage.Join(dir, ShardFile(shard, "parquet")), schema, rec)
+}
+
+// csvSize estimates the bytes of rows in a scores CSV file.
+func csvSize(rows []rowOutcome) int {
+	n := 128
+	for _, r := range rows {
+		if s := r.Scored; s != nil {
+			n += len(s.ID) + len(s.Caption) + 100
+			for _, id := range s.ImageNeighbours {
+				n += len(id) + 1
+			}
+			for _, id := range s.TextNeighbours {
+				n += len(id) + 1
+			}
+		}
+	}
+	return n
 }
 
 func joinIDs(ids []string) string {

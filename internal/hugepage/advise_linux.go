@@ -1,6 +1,10 @@
 package hugepage
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // Supported says whether Alloc maps buffers itself here.
 const Supported = true
@@ -17,3 +21,12 @@ func mapAdvised(size uintptr) []byte {
 }
 
 func unmap(b []byte) { _ = unix.Munmap(b) }
+
+// advise asks for huge pages over the whole huge pages inside [p, p+size).
+func advise(p unsafe.Pointer, size uintptr) {
+	beg := (uintptr(p) + hugePage - 1) &^ (hugePage - 1)
+	end := (uintptr(p) + size) &^ (hugePage - 1)
+	if beg < end {
+		_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(p, beg-uintptr(p))), end-beg), unix.MADV_HUGEPAGE)
+	}
+}

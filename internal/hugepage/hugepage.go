@@ -104,3 +104,13 @@ func hasPointers(t reflect.Type) bool {
 	}
 	return true
 }
+
+// Advise asks for huge pages over the whole huge pages inside s, a buffer from make. It only
+// helps where s's memory has not been touched yet (the runtime hands out fresh memory
+// untouched, but zeroes reused memory inside make); elsewhere it does nothing.
+func Advise[T any](s []T) {
+	var zero T
+	if size := uintptr(len(s)) * unsafe.Sizeof(zero); size >= MinBytes {
+		advise(unsafe.Pointer(unsafe.SliceData(s)), size)
+	}
+}
