@@ -457,14 +457,16 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	// Combine the per-worker column sets. Every set is a superset of its rows' final K, so
 	// the result does not depend on how work was split.
 	if j.diag {
-		for w := range j.cols {
-			for m := range 2 {
-				if w == 0 || j.cols[w][m] != j.cols[0][m] {
-					j.rows[m].absorb(j.cols[w][m], &selector{})
-					j.cols[w][m].release() // before re-ranking, which allocates the lists
+		parallel(min(2, nproc), func(w0 int) { // the modalities' sets are independent
+			for m := w0; m < 2; m += min(2, nproc) {
+				for w := range j.cols {
+					if w == 0 || j.cols[w][m] != j.cols[0][m] {
+						j.rows[m].absorb(j.cols[w][m], &selector{})
+						j.cols[w][m].release() // before re-ranking, which allocates the lists
+					}
 				}
 			}
-		}
+		})
 		forA = lists(j.rows, j.sa, j.sb, a, b, opt, nproc, &j.prog)
 		return forA, forA
 	}

@@ -1,6 +1,7 @@
 package knn
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -86,5 +87,33 @@ func TestSearchFreesBuffers(t *testing.T) {
 	}
 	if got != before {
 		t.Fatalf("%d bytes of huge-page buffers outstanding after the searches, want %d", got, before)
+	}
+}
+
+// The K best of a slot, by selection then sorting, equal the first K of a full sort, with many
+// ties, infinities and NaNs.
+func TestBestOfSlot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	vals := []float64{math.NaN(), math.Inf(1), math.Inf(-1), 0, 0.5, 1, 1, 2}
+	for trial := range 500 {
+		n := 1 + rng.IntN(120)
+		k := 1 + rng.IntN(40)
+		cands := make([]scored, n)
+		for i := range cands {
+			d := vals[rng.IntN(len(vals))]
+			if rng.IntN(3) == 0 {
+				d = rng.Float64()
+			}
+			cands[i] = scored{dist: d, idx: int32(i), pos: int64(rng.IntN(30))}
+		}
+		s := &rescorer{k: k}
+		s.cands[0] = cands
+		s.start[0] = []int32{0, int32(n)}
+		want := slices.Clone(cands)
+		slices.SortFunc(want, cmpScored)
+		want = want[:min(k, n)]
+		if got := s.best(0, 0); !slices.EqualFunc(got, want, func(x, y scored) bool { return x.idx == y.idx }) {
+			t.Fatalf("trial %d (n=%d k=%d): got %v, want %v", trial, n, k, got, want)
+		}
 	}
 }

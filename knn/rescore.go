@@ -2,6 +2,7 @@ package knn
 
 import (
 	"cmp"
+	"math"
 	"math/bits"
 	"slices"
 )
@@ -139,6 +140,7 @@ type rescorer struct {
 	start [2][]int32     // slot s's candidates are cands[m][start[m][s]:start[m][s+1]]
 	fill  []int32        // scratch: next free place per slot
 	top   []scored       // scratch: the K best of one slot
+	keys  []float64      // scratch: one slot's distances
 	cross [2][]crossPair // final neighbours still needing their distance in modality 0 / 1
 }
 
@@ -309,28 +311,77 @@ func sortByRow(pairs, tmp []uint64, n int) (sorted, scratch []uint64) {
 	return pairs, tmp
 }
 
-// best returns slot's K best candidates in modality m, in order (see lessScored). Most
-// candidates lose to the K-th best so far, so keeping those K sorted beats sorting all.
+// best returns slot's K best candidates in modality m, in order (see lessScored): those whose
+// distance is at most the K-th smallest (found by selection on the distances alone), sorted.
 func (s *rescorer) best(m, slot int) []scored {
-	best := s.top[:0]
-	for _, x := range s.cands[m][s.start[m][slot]:s.start[m][slot+1]] {
-		if len(best) == s.k && !lessScored(x, best[s.k-1]) {
-			continue
-		}
-		at, _ := slices.BinarySearchFunc(best, x, func(e, t scored) int {
-			if lessScored(e, t) {
-				return -1
-			}
-			return 1
-		})
-		if len(best) < s.k {
-			best = append(best, scored{})
-		}
-		copy(best[at+1:], best[at:len(best)-1])
-		best[at] = x
+	cands := s.cands[m][s.start[m][slot]:s.start[m][slot+1]]
+	if len(cands) <= s.k {
+		s.top = append(s.top[:0], cands...)
+		slices.SortFunc(s.top, cmpScored)
+		return s.top
 	}
-	s.top = best
-	return best
+	keys := s.keys[:0]
+	for _, x := range cands {
+		d := x.dist
+		if d != d {
+			d = math.Inf(1) // NaN sorts last, with (after) +Inf: see below
+		}
+		keys = append(keys, d)
+	}
+	s.keys = keys
+	kth := kthSmallest(keys, s.k)
+	// Every candidate with a distance below kth beats every one above it (NaN included), and at
+	// least K are at most kth: the K best are among those, ties with kth included.
+	top := s.top[:0]
+	for _, x := range cands {
+		if x.dist <= kth || (kth > math.MaxFloat64 && (x.dist > math.MaxFloat64 || x.dist != x.dist)) {
+			top = append(top, x)
+		}
+	}
+	slices.SortFunc(top, cmpScored)
+	s.top = top
+	return top[:s.k]
+}
+
+// kthSmallest returns the k-th smallest of v (1 <= k <= len(v), no NaN), reordering v.
+func kthSmallest(v []float64, k int) float64 {
+	lo, hi, want := 0, len(v)-1, k-1
+	for lo < hi {
+		p := v[lo+(hi-lo)/2]
+		i, j := lo, hi
+		for i <= j {
+			for v[i] < p {
+				i++
+			}
+			for v[j] > p {
+				j--
+			}
+			if i <= j {
+				v[i], v[j] = v[j], v[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case want <= j:
+			hi = j
+		case want >= i:
+			lo = i
+		default:
+			return v[want]
+		}
+	}
+	return v[want]
+}
+
+func cmpScored(x, y scored) int {
+	if lessScored(x, y) {
+		return -1
+	}
+	if lessScored(y, x) {
+		return 1
+	}
+	return 0
 }
 
 // lessScored orders re-ranked candidates by (distance, NaN last; position; index).

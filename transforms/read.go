@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strings"
 
@@ -146,9 +145,11 @@ type idBatcher struct {
 func newIDBatcher(buckets int32) *idBatcher { return &idBatcher{batches: make([]IDBatch, buckets)} }
 
 func (b *idBatcher) add(id string, pos int64) {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	k := h.Sum64() % uint64(len(b.batches))
+	h := uint64(14695981039346656037) // FNV-1a, 64-bit
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint64(id[i])) * 1099511628211
+	}
+	k := h % uint64(len(b.batches))
 	b.batches[k].IDs = append(b.batches[k].IDs, id)
 	b.batches[k].Pos = append(b.batches[k].Pos, pos)
 }
