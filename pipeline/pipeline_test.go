@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -190,4 +191,31 @@ func TestGCSPaths(t *testing.T) {
 	if !storage.Exists(ctx, "gs://lemon/job/out/manifest.json") || !storage.Exists(ctx, "gs://lemon/job/out/kept/part-00001.parquet") {
 		t.Fatal("gs:// run did not write its manifest and kept shards")
 	}
+}
+
+// TestRejectThreshold: the round(F*n)-th largest score, exactly, including scores that differ
+// only in their low bits, and +Inf (no rejection) when there are no scores.
+func TestRejectThreshold(t *testing.T) {
+	vals := []float64{0.5, 3, 1, math.Nextafter(1, 2), math.Nextafter(1, 0), 2, 1 + 1e-12, -1, 7, 1}
+	for _, c := range []struct {
+		fraction float64
+		want     float64
+	}{{0.1, 7}, {0.3, 2}, {0.4, 1 + 1e-12}, {0.5, math.Nextafter(1, 2)}, {0.6, 1}, {0.8, math.Nextafter(1, 0)}, {1, -1}, {0.01, math.Inf(1)}} {
+		p, s := beam.NewPipelineWithRoot()
+		batches := beam.Create(s, transforms.ScoredBatch{Rows: scoredRows(vals[:4])}, transforms.ScoredBatch{Rows: scoredRows(vals[4:])})
+		passert.Equals(s, transforms.RejectThreshold(s, batches, transforms.Filter{Fraction: c.fraction}), c.want)
+		ptest.RunAndValidate(t, p)
+	}
+	p, s := beam.NewPipelineWithRoot()
+	none := beam.CreateList(s, []transforms.ScoredBatch{})
+	passert.Equals(s, transforms.RejectThreshold(s, none, transforms.Filter{Fraction: 0.5}), math.Inf(1))
+	ptest.RunAndValidate(t, p)
+}
+
+func scoredRows(scores []float64) []transforms.Scored {
+	out := make([]transforms.Scored, len(scores))
+	for i, v := range scores {
+		out[i] = transforms.Scored{Pos: int64(i), Score: v}
+	}
+	return out
 }

@@ -107,17 +107,20 @@ func TestNormalizeRejectsBadVectors(t *testing.T) {
 }
 
 func TestRadixSelectionFindsRthLargest(t *testing.T) {
-	vals := []float64{0.5, -2, 3.25, 3.25, 1e-9, 7, -0.0, 0, 2.5, 100}
+	// Some values share their high 32 bits, so the second pass decides between them.
+	vals := []float64{0.5, -2, 3.25, 3.25, 1e-9, 7, -0.0, 0, 2.5, 100, 1, math.Nextafter(1, 2), math.Nextafter(1, 0), 1 + 1e-12}
 	for r := int64(1); r <= int64(len(vals)); r++ {
 		sel := score.Selection{Rank: r}
 		for pass := 0; pass < score.RadixDigits; pass++ {
-			hist := make([]int64, 1<<16)
-			for _, v := range vals {
+			// Two partial histograms, merged, as the runner's combiner builds them.
+			var ds [2][]uint32
+			for i, v := range vals {
 				k := score.OrderedKey(v)
 				if sel.Matches(k) {
-					hist[sel.Digit(k)]++
+					ds[i%2] = append(ds[i%2], sel.Digit(k))
 				}
 			}
+			hist := score.MergeHistograms(score.HistogramOf(ds[0]), score.HistogramOf(ds[1]))
 			sel = sel.Next(hist)
 		}
 		sorted := append([]float64(nil), vals...)

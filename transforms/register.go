@@ -15,11 +15,11 @@ func init() {
 	for _, t := range []any{
 		(*readShardFn)(nil), (*duplicateFaultsFn)(nil), (*makeTasksFn)(nil),
 		(*memoryTaskFn)(nil), (*pairTaskFn)(nil), (*mergePartialsFn)(nil), (*scoreBlockFn)(nil),
-		(*countFn)(nil), (*startSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
+		(*nextSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
 		(*sumCountsFn)(nil), (*writeManifestFn)(nil), (*sampleKeyFn)(nil), (*extractSampleFn)(nil),
 		(*writeSampleBlockFn)(nil), (*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
 		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
-		(*IDBatch)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil),
+		(*IDBatch)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil), (*score.Histogram)(nil),
 	} {
 		beam.RegisterType(reflect.TypeOf(t).Elem())
 	}
@@ -29,7 +29,6 @@ func init() {
 	beam.RegisterCoder(reflect.TypeOf(IDBatch{}), encodeIDBatch, decodeIDBatch)
 	register.Function1x1(scoreKeys)
 	register.Function3x0(digitsOf)
-	register.Function2x1(nextSelection)
 	register.Function1x1(selectionThreshold)
 	register.Function1x2(scoredOutcome)
 	register.Function1x2(faultOutcome)
@@ -41,13 +40,14 @@ func init() {
 	register.Emitter1[int64]()
 	register.Emitter1[Task]()
 	register.Emitter1[ScoredBatch]()
-	register.Emitter1[[]uint16]()
+	register.Emitter1[[]uint32]()
 	register.Emitter2[string, PartialBlock]()
 	register.Emitter2[int64, SampledRow]()
 	register.Emitter1[int]()
 	register.Iter1[BlockRef]()
 	register.Iter1[int64]()
 	register.Iter1[IDBatch]()
+	register.Iter1[score.Histogram]()
 	register.Emitter2[int32, IDBatch]()
 	register.Iter1[Outcome]()
 	register.Iter1[SampledRow]()

@@ -18,7 +18,7 @@ type Filter struct {
 
 // RejectThreshold computes the score at or above which rows are rejected, as a singleton. For a
 // fraction F of n scored rows it is the r-th largest score, r = round(F*n), found exactly by
-// radix selection over the scores' bits (one pass per 16-bit digit), so memory stays small
+// radix selection over the scores' bits (one pass per 32-bit digit), so memory stays small
 // whatever n is. No row is rejected when r is 0 (threshold +Inf).
 func RejectThreshold(s beam.Scope, scored beam.PCollection, f Filter) beam.PCollection {
 	s = s.Scope("RejectThreshold")
@@ -26,15 +26,18 @@ func RejectThreshold(s beam.Scope, scored beam.PCollection, f Filter) beam.PColl
 		return beam.Create(s, f.Threshold)
 	}
 	keys := beam.ParDo(s, scoreKeys, scored)
-	n := beam.Combine(s, &countFn{}, keys)
-	sel := beam.ParDo(s, &startSelectionFn{Fraction: f.Fraction}, n)
+	// The rank is not known before the first pass, whose histogram counts every key.
+	sel := beam.Create(s, score.Selection{Rank: rankUnknown})
 	for pass := 0; pass < score.RadixDigits; pass++ {
 		digits := beam.ParDo(s, digitsOf, keys, beam.SideInput{Input: sel})
 		hist := beam.Combine(s, &histogramFn{}, digits)
-		sel = beam.ParDo(s, nextSelection, sel, beam.SideInput{Input: hist})
+		sel = beam.ParDo(s, &nextSelectionFn{Fraction: f.Fraction}, sel, beam.SideInput{Input: hist})
 	}
 	return beam.ParDo(s, selectionThreshold, sel)
 }
+
+// rankUnknown marks a selection whose rank the first histogram's total will fix.
+const rankUnknown = -1
 
 // scoreKeys is a batch's scores as order-preserving keys.
 func scoreKeys(b ScoredBatch) []uint64 {
@@ -45,29 +48,16 @@ func scoreKeys(b ScoredBatch) []uint64 {
 	return keys
 }
 
-type countFn struct{}
-
-func (countFn) CreateAccumulator() int64           { return 0 }
-func (countFn) AddInput(a int64, k []uint64) int64 { return a + int64(len(k)) }
-func (countFn) MergeAccumulators(a, b int64) int64 { return a + b }
-func (countFn) ExtractOutput(a int64) int64        { return a }
-
-type startSelectionFn struct{ Fraction float64 }
-
-func (fn *startSelectionFn) ProcessElement(n int64) score.Selection {
-	return score.Selection{Rank: score.RejectCount(fn.Fraction, n)}
-}
-
 // digitsOf emits, for a batch of keys, the next digit of each key that matches the prefix fixed
 // so far.
-func digitsOf(keys []uint64, sel score.Selection, emit func([]uint16)) {
+func digitsOf(keys []uint64, sel score.Selection, emit func([]uint32)) {
 	if sel.Rank == 0 {
 		return
 	}
-	var ds []uint16
+	var ds []uint32
 	for _, k := range keys {
 		if sel.Matches(k) {
-			ds = append(ds, uint16(sel.Digit(k)))
+			ds = append(ds, sel.Digit(k))
 		}
 	}
 	if len(ds) > 0 {
@@ -77,22 +67,28 @@ func digitsOf(keys []uint64, sel score.Selection, emit func([]uint16)) {
 
 type histogramFn struct{}
 
-func (histogramFn) CreateAccumulator() []int64 { return make([]int64, 1<<16) }
-func (histogramFn) AddInput(h []int64, ds []uint16) []int64 {
-	for _, d := range ds {
-		h[d]++
-	}
-	return h
+func (histogramFn) CreateAccumulator() score.Histogram { return score.Histogram{} }
+func (histogramFn) AddInput(h score.Histogram, ds []uint32) score.Histogram {
+	return score.MergeHistograms(h, score.HistogramOf(ds))
 }
-func (histogramFn) MergeAccumulators(a, b []int64) []int64 {
-	for i, v := range b {
-		a[i] += v
-	}
-	return a
+func (histogramFn) MergeAccumulators(a, b score.Histogram) score.Histogram {
+	return score.MergeHistograms(a, b)
 }
-func (histogramFn) ExtractOutput(h []int64) []int64 { return h }
+func (histogramFn) ExtractOutput(h score.Histogram) score.Histogram { return h }
 
-func nextSelection(sel score.Selection, hist []int64) score.Selection {
+// nextSelectionFn fixes the next digit; after the first pass it first sets the rank wanted,
+// round(Fraction * rows). The histogram comes as an iterable: a global combine of no digits
+// (no scored rows) yields no value at all.
+type nextSelectionFn struct{ Fraction float64 }
+
+func (fn *nextSelectionFn) ProcessElement(sel score.Selection, hists func(*score.Histogram) bool) score.Selection {
+	var hist, h score.Histogram
+	for hists(&h) {
+		hist = score.MergeHistograms(hist, h)
+	}
+	if sel.Rank == rankUnknown {
+		sel.Rank = score.RejectCount(fn.Fraction, hist.Total())
+	}
 	if sel.Rank == 0 {
 		sel.Known++
 		return sel
