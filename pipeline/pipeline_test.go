@@ -194,7 +194,8 @@ func TestGCSPaths(t *testing.T) {
 }
 
 // TestRejectThreshold: the round(F*n)-th largest score, exactly, including scores that differ
-// only in their low bits, and +Inf (no rejection) when there are no scores.
+// only in their low bits; +Inf when the rank is 0; nothing when there are no scores (readers
+// then reject nothing).
 func TestRejectThreshold(t *testing.T) {
 	vals := []float64{0.5, 3, 1, math.Nextafter(1, 2), math.Nextafter(1, 0), 2, 1 + 1e-12, -1, 7, 1}
 	for _, c := range []struct {
@@ -208,7 +209,7 @@ func TestRejectThreshold(t *testing.T) {
 	}
 	p, s := beam.NewPipelineWithRoot()
 	none := beam.CreateList(s, []transforms.ScoredBatch{})
-	passert.Equals(s, transforms.RejectThreshold(s, none, transforms.Filter{Fraction: 0.5}), math.Inf(1))
+	passert.Empty(s, transforms.RejectThreshold(s, none, transforms.Filter{Fraction: 0.5}))
 	ptest.RunAndValidate(t, p)
 }
 

@@ -67,7 +67,8 @@ type writeManifestFn struct {
 	Manifest Manifest
 }
 
-func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, threshold float64) error {
+func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresholds func(*float64) bool) error {
+	threshold := thresholdOf(thresholds)
 	m := fn.Manifest
 	m.Counts = ManifestCounts{RowsIn: c.RowsIn, Kept: c.Kept, Rejected: c.Rejected, Errors: c.Errors}
 	if c.RowsIn != c.Kept+c.Rejected+c.Errors {

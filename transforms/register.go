@@ -15,7 +15,7 @@ func init() {
 	for _, t := range []any{
 		(*readShardFn)(nil), (*duplicateFaultsFn)(nil), (*makeTasksFn)(nil),
 		(*memoryTaskFn)(nil), (*pairTaskFn)(nil), (*mergePartialsFn)(nil), (*scoreBlockFn)(nil),
-		(*nextSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
+		(*firstSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
 		(*sumCountsFn)(nil), (*writeManifestFn)(nil), (*sampleKeyFn)(nil), (*extractSampleFn)(nil),
 		(*writeSampleBlockFn)(nil), (*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
 		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
@@ -29,6 +29,8 @@ func init() {
 	beam.RegisterCoder(reflect.TypeOf(IDBatch{}), encodeIDBatch, decodeIDBatch)
 	register.Function1x1(scoreKeys)
 	register.Function3x0(digitsOf)
+	register.Function1x1(topDigits)
+	register.Function2x1(nextSelection)
 	register.Function1x1(selectionThreshold)
 	register.Function1x2(scoredOutcome)
 	register.Function1x2(faultOutcome)
@@ -48,6 +50,7 @@ func init() {
 	register.Iter1[int64]()
 	register.Iter1[IDBatch]()
 	register.Iter1[score.Histogram]()
+	register.Iter1[float64]()
 	register.Emitter2[int32, IDBatch]()
 	register.Iter1[Outcome]()
 	register.Iter1[SampledRow]()

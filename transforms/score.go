@@ -16,28 +16,40 @@ type Filter struct {
 	UseThreshold bool
 }
 
-// RejectThreshold computes the score at or above which rows are rejected, as a singleton. For a
-// fraction F of n scored rows it is the r-th largest score, r = round(F*n), found exactly by
-// radix selection over the scores' bits (one pass per 32-bit digit), so memory stays small
-// whatever n is. No row is rejected when r is 0 (threshold +Inf).
+// RejectThreshold computes the score at or above which rows are rejected: one element, or none
+// when no row was scored (read it with thresholdOf). For a fraction F of n scored rows it is the
+// r-th largest score, r = round(F*n), found exactly by radix selection over the scores' bits
+// (one pass per 32-bit digit, with sparse histograms), so memory stays small whatever n is. No
+// row is rejected when r is 0 (threshold +Inf).
 func RejectThreshold(s beam.Scope, scored beam.PCollection, f Filter) beam.PCollection {
 	s = s.Scope("RejectThreshold")
 	if f.UseThreshold {
 		return beam.Create(s, f.Threshold)
 	}
 	keys := beam.ParDo(s, scoreKeys, scored)
-	// The rank is not known before the first pass, whose histogram counts every key.
-	sel := beam.Create(s, score.Selection{Rank: rankUnknown})
-	for pass := 0; pass < score.RadixDigits; pass++ {
+	// The first pass takes every key's top digit, and its histogram's total fixes the rank.
+	// Only data that exists once the search is done feeds these stages (no early side input:
+	// prism re-examines a stage whose side input is ready but main input is not, which took a
+	// core during the search).
+	hist := beam.Combine(s, &histogramFn{}, beam.ParDo(s, topDigits, keys))
+	sel := beam.ParDo(s, &firstSelectionFn{Fraction: f.Fraction}, hist)
+	for pass := 1; pass < score.RadixDigits; pass++ {
 		digits := beam.ParDo(s, digitsOf, keys, beam.SideInput{Input: sel})
 		hist := beam.Combine(s, &histogramFn{}, digits)
-		sel = beam.ParDo(s, &nextSelectionFn{Fraction: f.Fraction}, sel, beam.SideInput{Input: hist})
+		sel = beam.ParDo(s, nextSelection, sel, beam.SideInput{Input: hist})
 	}
 	return beam.ParDo(s, selectionThreshold, sel)
 }
 
-// rankUnknown marks a selection whose rank the first histogram's total will fix.
-const rankUnknown = -1
+// topDigits is a batch's keys' first digits.
+func topDigits(keys []uint64) []uint32 {
+	var first score.Selection
+	ds := make([]uint32, len(keys))
+	for i, k := range keys {
+		ds[i] = first.Digit(k)
+	}
+	return ds
+}
 
 // scoreKeys is a batch's scores as order-preserving keys.
 func scoreKeys(b ScoredBatch) []uint64 {
@@ -76,24 +88,40 @@ func (histogramFn) MergeAccumulators(a, b score.Histogram) score.Histogram {
 }
 func (histogramFn) ExtractOutput(h score.Histogram) score.Histogram { return h }
 
-// nextSelectionFn fixes the next digit; after the first pass it first sets the rank wanted,
-// round(Fraction * rows). The histogram comes as an iterable: a global combine of no digits
-// (no scored rows) yields no value at all.
-type nextSelectionFn struct{ Fraction float64 }
+// firstSelectionFn fixes the first digit, wanting rank round(Fraction * rows).
+type firstSelectionFn struct{ Fraction float64 }
 
-func (fn *nextSelectionFn) ProcessElement(sel score.Selection, hists func(*score.Histogram) bool) score.Selection {
+func (fn *firstSelectionFn) ProcessElement(hist score.Histogram) score.Selection {
+	return advance(score.Selection{Rank: score.RejectCount(fn.Fraction, hist.Total())}, hist)
+}
+
+// nextSelection fixes the next digit. The histogram comes as an iterable: a global combine of
+// no digits (no key has the prefix) yields no value at all.
+func nextSelection(sel score.Selection, hists func(*score.Histogram) bool) score.Selection {
 	var hist, h score.Histogram
 	for hists(&h) {
 		hist = score.MergeHistograms(hist, h)
 	}
-	if sel.Rank == rankUnknown {
-		sel.Rank = score.RejectCount(fn.Fraction, hist.Total())
-	}
+	return advance(sel, hist)
+}
+
+func advance(sel score.Selection, hist score.Histogram) score.Selection {
 	if sel.Rank == 0 {
 		sel.Known++
 		return sel
 	}
 	return sel.Next(hist)
+}
+
+// thresholdOf reads RejectThreshold's output as a side input: none when no row was scored
+// (a global combine of nothing yields nothing), and then nothing is rejected.
+func thresholdOf(iter func(*float64) bool) float64 {
+	t := math.Inf(1)
+	var v float64
+	for iter(&v) {
+		t = v
+	}
+	return t
 }
 
 func selectionThreshold(sel score.Selection) float64 {

@@ -65,7 +65,8 @@ type writeShardFn struct {
 	Out   OutputConfig
 }
 
-func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcomes func(*Outcome) bool, threshold float64) (Counts, error) {
+func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcomes func(*Outcome) bool, thresholds func(*float64) bool) (Counts, error) {
+	threshold := thresholdOf(thresholds)
 	sh := fn.Input.Shards[shard]
 	file := fn.Input.File(shard)
 	rows := make([]rowOutcome, sh.Rows)
