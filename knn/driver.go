@@ -185,6 +185,29 @@ func (sd *side) orig(m, r int) int {
 	return int(sd.order[m][r])
 }
 
+// repack lays out A micro-panels p0..p1-1 (mr rows each) into dst, which starts at panel p0,
+// from the same rows already packed as B micro-panels (nr rows each) in src: the words are
+// the same, only interleaved differently. n is the number of rows; padding rows are zero.
+func repack(dst, src []uint32, n, words, p0, p1 int) {
+	for p := p0; p < p1; p++ {
+		out := dst[(p-p0)*words*mr : (p-p0+1)*words*mr]
+		r0, r1 := p*mr, min(p*mr+mr, n)
+		for t := range words {
+			seg := out[t*mr : t*mr+mr]
+			// Rows r0..r1-1 lie in at most two B panels; within one, a word's lanes are adjacent.
+			l := 0
+			for r := r0; r < r1; {
+				bp, lane := r/nr, r%nr
+				k := min(r1-r, nr-lane)
+				base := (bp*words+t)*nr + lane
+				copy(seg[l:l+k], src[base:base+k])
+				l, r = l+k, r+k
+			}
+			clear(seg[l:])
+		}
+	}
+}
+
 // clusterOrder returns, per modality, an order of b's rows in which similar rows sit together:
 // sorted by their most similar of a few pivot rows (compared on the first coordinates only, which
 // is enough to group them), then by position. A self-join then meets each row's nearest rows
@@ -310,6 +333,11 @@ type job struct {
 	pair   bool // also collect b's rows' lists against a (column-wise selection)
 	diag   bool // pair with a == b: only pairs row <= col are computed, feeding both rows
 
+	// selfA[m][r]: the packed B row (modality m) that packed A row r must not be matched with,
+	// or -1; selfB the same for B rows against A. nil when positions repeat (then the Pos and
+	// Self of each candidate are compared).
+	selfA, selfB [2][]int32
+
 	rows    [2]*topSet   // a's rows' candidates
 	cols    [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
 	stripes []sync.Mutex // non-diagonal pair: locks over ranges of B panels
@@ -364,6 +392,19 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 		j.sa = &side{n: j.na, panels: (j.na + mr - 1) / mr, order: order, approx: sb.approx, resid: sb.resid, stats: sb.stats}
 	} else {
 		j.sa = prepareSide(be, a, mr, nproc, order, true)
+	}
+	bAt, aAt := rowAt(b), map[int64]int32(nil)
+	if pair {
+		aAt = bAt
+		if !j.diag {
+			aAt = rowAt(a)
+		}
+	}
+	for m := range 2 {
+		j.selfA[m] = selfIndex(a, j.sa, j.sb, m, bAt)
+		if pair {
+			j.selfB[m] = selfIndex(b, j.sb, j.sa, m, aAt)
+		}
 	}
 	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
 	workers := max(1, min(nproc, j.groups))
@@ -427,7 +468,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 				p0 := g * groupPanels
 				lazy.first = p0
 				for m := range 2 {
-					packPanels(be, lazy, m, rowsOf(a, m), a.Dim, mr, p0, min(p0+groupPanels, j.sa.panels), nil)
+					repack(lazy.packed[m], j.sb.packed[m], j.na, j.words, p0, min(p0+groupPanels, j.sa.panels))
 				}
 				pa = lazy
 			}
@@ -584,28 +625,92 @@ func (j *job) slow(m int, masks *[2 * mr]uint32, c []float32, ip, jp int, rows, 
 		}
 		cr := c[i*nr : i*nr+nr]
 		if rm != 0 {
-			self := selfOf(a, j.sa.orig(m, row))
-			for ; rm != 0; rm &= rm - 1 {
-				jj := bits.TrailingZeros32(rm)
-				v := cr[jj]
-				col := jp*nr + jj
-				if v >= rows.threshold(row) && b.Pos[j.sb.orig(m, col)] != self {
-					rows.push(row, cand{v, int32(col)}, sel)
+			if sa := j.selfA[m]; sa != nil {
+				self := sa[row]
+				for ; rm != 0; rm &= rm - 1 {
+					jj := bits.TrailingZeros32(rm)
+					v, col := cr[jj], jp*nr+jj
+					if v >= rows.threshold(row) && int32(col) != self {
+						rows.push(row, cand{v, int32(col)}, sel)
+					}
+				}
+			} else {
+				self := selfOf(a, j.sa.orig(m, row))
+				for ; rm != 0; rm &= rm - 1 {
+					jj := bits.TrailingZeros32(rm)
+					v, col := cr[jj], jp*nr+jj
+					if v >= rows.threshold(row) && b.Pos[j.sb.orig(m, col)] != self {
+						rows.push(row, cand{v, int32(col)}, sel)
+					}
 				}
 			}
 		}
 		if cm != 0 {
+			sb := j.selfB[m]
 			pos := a.Pos[j.sa.orig(m, row)]
 			for ; cm != 0; cm &= cm - 1 {
 				jj := bits.TrailingZeros32(cm)
-				v := cr[jj]
-				col := jp*nr + jj
-				if v >= cols.threshold(col) && pos != selfOf(b, j.sb.orig(m, col)) {
+				v, col := cr[jj], jp*nr+jj
+				if v < cols.threshold(col) {
+					continue
+				}
+				if sb != nil && sb[col] != int32(row) || sb == nil && pos != selfOf(b, j.sb.orig(m, col)) {
 					cols.push(col, cand{v, int32(row)}, sel)
 				}
 			}
 		}
 	}
+}
+
+// isSelf reports whether packed A row row and packed B row col (modality m) are one row that
+// must not be matched with itself.
+func (j *job) isSelf(m, row, col int) bool {
+	if sa := j.selfA[m]; sa != nil {
+		return sa[row] == int32(col)
+	}
+	return j.b.Pos[j.sb.orig(m, col)] == selfOf(j.a, j.sa.orig(m, row))
+}
+
+// rowAt maps each position of b to its row, or returns nil when positions repeat (a Self
+// could then exclude several rows).
+func rowAt(b *Block) map[int64]int32 {
+	at := make(map[int64]int32, b.Len())
+	for i, p := range b.Pos {
+		if _, dup := at[p]; dup {
+			return nil
+		}
+		at[p] = int32(i)
+	}
+	return at
+}
+
+// selfIndex maps each packed row of x (side xs, modality m) to the packed row of y (side ys)
+// whose Pos is its Self, or -1 when there is none. yAt is rowAt(y); nil gives nil.
+func selfIndex(x *Block, xs, ys *side, m int, yAt map[int64]int32) []int32 {
+	if yAt == nil {
+		return nil
+	}
+	var inv []int32 // y's row -> its packed index
+	if o := ys.order[m]; o != nil {
+		inv = make([]int32, len(o))
+		for c, i := range o {
+			inv[i] = int32(c)
+		}
+	}
+	out := make([]int32, xs.n)
+	for r := range out {
+		out[r] = -1
+		if x.Self == nil {
+			continue
+		}
+		if i, ok := yAt[x.Self[xs.orig(m, r)]]; ok && x.Self[xs.orig(m, r)] >= 0 {
+			if inv != nil {
+				i = inv[i]
+			}
+			out[r] = i
+		}
+	}
+	return out
 }
 
 // selfOf returns the position a query row must not be matched with, or a value no Pos can
@@ -711,9 +816,7 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 		for ip := p0; ip < p1; ip++ {
 			ap := pa.packed[m][(ip-pa.first)*j.words*mr : (ip-pa.first+1)*j.words*mr]
 			imax := min(mr, j.na-ip*mr)
-			var self [mr]int64
 			for i := range imax {
-				self[i] = selfOf(j.a, j.sa.orig(m, ip*mr+i))
 				cnt[i] = 0
 			}
 			for jp := jp0; jp < jp1; jp++ {
@@ -723,7 +826,7 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 				for i := range imax {
 					v := vals[i*span:]
 					for jj, x := range c[i*nr : i*nr+jmax] {
-						if x == x && j.b.Pos[j.sb.orig(m, jp*nr+jj)] != self[i] {
+						if x == x && !j.isSelf(m, ip*mr+i, jp*nr+jj) {
 							v[cnt[i]] = x
 							cnt[i]++
 						}

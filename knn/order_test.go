@@ -117,3 +117,58 @@ func TestBestOfSlot(t *testing.T) {
 		}
 	}
 }
+
+// Repacking B micro-panels as A micro-panels gives what packing the rows as A panels gives.
+func TestRepackMatchesPack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	for _, n := range []int{1, 13, 14, 33, 100, 451} {
+		blk := genBlock(rng, n, 37, 0, 1, genOpts{})
+		for _, be := range backends {
+			if be.dev != nil {
+				continue
+			}
+			b := prepareSide(be, blk, nr, 2, [2][]int32{}, true)
+			a := prepareSide(be, blk, mr, 2, [2][]int32{}, true)
+			words := be.words(blk.Dim)
+			for m := range 2 {
+				got := make([]uint32, a.panels*words*mr)
+				repack(got, b.packed[m], n, words, 0, a.panels)
+				if !slices.Equal(got, a.packed[m][:len(got)]) {
+					t.Fatalf("%s, %d rows, modality %d: repacked panels differ from packed ones", be.name, n, m)
+				}
+				// A window of panels starting past the first, as the self-join packs them.
+				if a.panels > 2 {
+					win := make([]uint32, 2*words*mr)
+					repack(win, b.packed[m], n, words, 1, 3)
+					if !slices.Equal(win, a.packed[m][words*mr:3*words*mr]) {
+						t.Fatalf("%s, %d rows: repacked window differs", be.name, n)
+					}
+				}
+			}
+			a.release()
+			b.release()
+		}
+	}
+}
+
+// Blocks whose positions repeat: a Self excludes every row with that position (the per-candidate
+// comparison, since no one-to-one index of rows exists).
+func TestRepeatedPositions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 14))
+	r := withSelf(genBlock(rng, 400, 16, 0, 1, genOpts{clusters: 10, noise: 0.5}))
+	for i := 0; i < 400; i += 7 {
+		r.Pos[i] = r.Pos[i/2] // repeats; Self stays the row's original position
+	}
+	for _, metric := range []Metric{Cosine, Euclidean} {
+		want := brute(r, r, 12, metric)
+		forEachBackend(t, func(t *testing.T, be string) {
+			got, _, err := SearchPair(r, r, Options{K: 12, Metric: metric, Backend: be})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := diffLists(got, want); d != "" {
+				t.Fatalf("%v: %s", metric, d)
+			}
+		})
+	}
+}
