@@ -22,7 +22,8 @@ type cand struct {
 //
 // Kernels compare whole tiles against thr[r] and only candidates with dot >= thr[r] are pushed,
 // so most candidates cost one vector compare. Each row keeps a heap of its K best dots so far,
-// and thr[r] is the heap's minimum minus the window (-Inf until K have been pushed). Pushes are
+// and thr[r] is at least the heap's minimum minus the window (-Inf until K have been pushed,
+// unless raised otherwise, see job.seed). Pushes are
 // cheap appends into c slots per row; when they fill, compact drops what fell below thr[r]. A
 // row whose window holds most of its slots (dense data, duplicates) moves to a growable slice
 // of its own. thr has +Inf entries for the padding rows of the last micro-panel, so padding
@@ -31,7 +32,8 @@ type topSet struct {
 	k    int // the window is anchored at each row's k-th best candidate
 	c    int // slots per row in buf
 	win  []float32
-	best []float32 // per row, a min-heap of the k best dots pushed so far (-Inf until filled)
+	best  []float32 // per row, the k best dots pushed so far: a min-heap once all k are filled
+	nbest []int32   // per row, how many of its k best slots are filled
 	buf  []cand    // row r's candidates are buf[r*c : r*c+cnt[r]] (unless over[r] != nil)
 	cnt  []int32
 	thr  []float32
@@ -43,15 +45,13 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 	t := &topSet{
 		k: k, c: c, win: win,
 		buf:  getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
-		best: hugepage.Alloc[float32](rows * k),
-		cnt:  make([]int32, rows),
+		best:  hugepage.Alloc[float32](rows * k),
+		nbest: make([]int32, rows),
+		cnt:   make([]int32, rows),
 		thr:  make([]float32, padded),
 		over: make([][]cand, rows),
 	}
 	ninf, pinf := float32(math.Inf(-1)), float32(math.Inf(1))
-	for i := range t.best {
-		t.best[i] = ninf
-	}
 	for i := range t.thr {
 		if i < rows {
 			t.thr[i] = ninf
@@ -69,19 +69,29 @@ func (t *topSet) release() {
 		putCands(t.buf)
 		hugepage.Free(t.best)
 	}
-	t.buf, t.over, t.best = nil, nil, nil
+	t.buf, t.over, t.best, t.nbest = nil, nil, nil, nil
 }
 
 // push adds x to row r. The caller has checked x.dot >= t.thr[r] (so x.dot is not NaN).
 func (t *topSet) push(r int, x cand, s *selector) {
-	if h := t.best[r*t.k : (r+1)*t.k]; x.dot > h[0] {
-		// A new k-best dot: the threshold follows the k-th at once, so later candidates are
-		// filtered as tightly as possible.
+	// The threshold follows the k-th best dot as soon as there are k, so later candidates are
+	// filtered as tightly as possible. The first k fill the slots; then the heap is built once.
+	h := t.best[r*t.k : (r+1)*t.k]
+	switch n := t.nbest[r]; {
+	case int(n) < t.k:
+		h[n] = x.dot
+		t.nbest[r] = n + 1
+		if int(n)+1 < t.k {
+			break
+		}
+		for i := t.k/2 - 1; i >= 0; i-- {
+			siftDownFrom(h, i)
+		}
+		t.raise(r, below(float64(h[0])-float64(t.win[r])))
+	case x.dot > h[0]:
 		h[0] = x.dot
 		siftDown(h)
-		if !math.IsInf(float64(h[0]), -1) {
-			t.raise(r, below(float64(h[0])-float64(t.win[r])))
-		}
+		t.raise(r, below(float64(h[0])-float64(t.win[r])))
 	}
 	if o := t.over[r]; o != nil {
 		if len(o) == cap(o) {
