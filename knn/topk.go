@@ -29,27 +29,27 @@ type cand struct {
 // of its own. thr has +Inf entries for the padding rows of the last micro-panel, so padding
 // never passes.
 type topSet struct {
-	k    int // the window is anchored at each row's k-th best candidate
-	c    int // slots per row in buf
-	win  []float32
+	k     int // the window is anchored at each row's k-th best candidate
+	c     int // slots per row in buf
+	win   []float32
 	best  []float32 // per row, the k best dots pushed so far: a min-heap once all k are filled
 	nbest []int32   // per row, how many of its k best slots are filled
-	buf  []cand    // row r's candidates are buf[r*c : r*c+cnt[r]] (unless over[r] != nil)
-	cnt  []int32
-	thr  []float32
-	over [][]cand // rows that outgrew their slots
+	buf   []cand    // row r's candidates are buf[r*c : r*c+cnt[r]] (unless over[r] != nil)
+	cnt   []int32
+	thr   []float32
+	over  [][]cand // rows that outgrew their slots
 }
 
 func newTopSet(rows, padded, k int, win []float32) *topSet {
 	c := 2*k + 64
 	t := &topSet{
 		k: k, c: c, win: win,
-		buf:  getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
+		buf:   getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
 		best:  hugepage.Alloc[float32](rows * k),
 		nbest: make([]int32, rows),
 		cnt:   make([]int32, rows),
-		thr:  make([]float32, padded),
-		over: make([][]cand, rows),
+		thr:   make([]float32, padded),
+		over:  make([][]cand, rows),
 	}
 	ninf, pinf := float32(math.Inf(-1)), float32(math.Inf(1))
 	for i := range t.thr {
