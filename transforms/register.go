@@ -42,6 +42,7 @@ func init() {
 	register.Emitter1[int64]()
 	register.Emitter1[Task]()
 	register.Emitter1[ScoredBatch]()
+	register.Emitter1[Counts]()
 	register.Emitter1[[]uint32]()
 	register.Emitter2[string, PartialBlock]()
 	register.Emitter2[int64, SampledRow]()

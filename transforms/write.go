@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"runtime"
 	"strconv"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -60,13 +62,61 @@ type rowOutcome struct {
 	Fault  *Fault
 }
 
+// writeShardFn writes each shard's outputs. A shard's outcomes are gathered and checked in
+// ProcessElement (the grouped iterator is only valid there); its files are then written in the
+// background, several shards at once, and the bundle's counts are emitted in FinishBundle once
+// every file is committed. A runner that hands one bundle all the shards (prism does) so still
+// writes them in parallel.
 type writeShardFn struct {
 	Input Input
 	Out   OutputConfig
+
+	ctx    context.Context
+	writes *errgroup.Group
+	mu     sync.Mutex
+	counts []Counts
 }
 
-func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcomes func(*Outcome) bool, thresholds func(*float64) bool) (Counts, error) {
+// StartBundle and FinishBundle take ProcessElement's side input and emitter too: Beam Go
+// requires bundle methods to declare them.
+func (fn *writeShardFn) StartBundle(ctx context.Context, _ func(*float64) bool, _ func(Counts)) {
+	fn.ctx = ctx
+	fn.writes = new(errgroup.Group)
+	fn.writes.SetLimit(runtime.GOMAXPROCS(0)) // bounds the shards held in memory too
+	fn.counts = nil
+}
+
+func (fn *writeShardFn) ProcessElement(shard int32, outcomes func(*Outcome) bool, thresholds func(*float64) bool, _ func(Counts)) error {
 	threshold := thresholdOf(thresholds)
+	rows, c, err := fn.gather(shard, outcomes, threshold)
+	if err != nil {
+		return err
+	}
+	fn.writes.Go(func() error {
+		if err := fn.writeShard(fn.ctx, shard, rows, threshold); err != nil {
+			return err
+		}
+		fn.mu.Lock()
+		fn.counts = append(fn.counts, c)
+		fn.mu.Unlock()
+		return nil
+	})
+	return nil
+}
+
+func (fn *writeShardFn) FinishBundle(_ func(*float64) bool, emit func(Counts)) error {
+	if err := fn.writes.Wait(); err != nil {
+		return err
+	}
+	for _, c := range fn.counts {
+		emit(c)
+	}
+	return nil
+}
+
+// gather places every outcome of shard at its row, checking that each row has exactly one, and
+// counts the rows kept, rejected and in error.
+func (fn *writeShardFn) gather(shard int32, outcomes func(*Outcome) bool, threshold float64) ([]rowOutcome, Counts, error) {
 	sh := fn.Input.Shards[shard]
 	file := fn.Input.File(shard)
 	rows := make([]rowOutcome, sh.Rows)
@@ -86,19 +136,19 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcome
 	for outcomes(&o) {
 		if o.Fault != nil {
 			if err := place(o.Fault.Index, rowOutcome{Fault: o.Fault}); err != nil {
-				return Counts{}, err
+				return nil, Counts{}, err
 			}
 		}
 		for i := range o.Scored {
 			if err := place(o.Scored[i].Index, rowOutcome{Scored: &o.Scored[i]}); err != nil {
-				return Counts{}, err
+				return nil, Counts{}, err
 			}
 		}
 		o = Outcome{} // the iterator decodes into o: start each element afresh
 	}
 	for i, ok := range seen {
 		if !ok {
-			return Counts{}, fmt.Errorf("internal error: %s: row %d has no outcome", file, i)
+			return nil, Counts{}, fmt.Errorf("internal error: %s: row %d has no outcome", file, i)
 		}
 	}
 	c := Counts{RowsIn: sh.Rows}
@@ -112,17 +162,19 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int32, outcome
 			c.Kept++
 		}
 	}
-	// The outputs are independent files: write them concurrently.
+	return rows, c, nil
+}
+
+// writeShard writes a shard's scores, splits and (if asked) lists, concurrently: they are
+// independent files.
+func (fn *writeShardFn) writeShard(ctx context.Context, shard int32, rows []rowOutcome, threshold float64) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return fn.writeScores(gctx, int(shard), rows, threshold) })
-	g.Go(func() error { return fn.writeSplits(gctx, sh, rows, threshold) })
+	g.Go(func() error { return fn.writeSplits(gctx, fn.Input.Shards[shard], rows, threshold) })
 	if fn.Out.SaveLists {
 		g.Go(func() error { return fn.writeLists(gctx, int(shard), rows) })
 	}
-	if err := g.Wait(); err != nil {
-		return Counts{}, err
-	}
-	return c, nil
+	return g.Wait()
 }
 
 func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOutcome, threshold float64) error {
