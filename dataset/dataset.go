@@ -43,7 +43,8 @@ type Shard struct {
 	Name   string            `json:"name"`  // a short name for messages and output files
 }
 
-// Record is one row as read, before validation.
+// Record is one row as read, before validation. Its Image and Text are only valid during the
+// emit call that receives them: readers may reuse the memory for later rows (copy to keep).
 type Record struct {
 	Index   int64  // row within the shard
 	ID      string // "" if the row has none
@@ -63,7 +64,8 @@ type Format interface {
 	// (file pairing, row counts, dimensions), with errors naming the file.
 	Plan(ctx context.Context, path string, o Options) ([]Shard, error)
 	// Read calls emit for every row of the shard, in order. File-level faults (truncated file,
-	// row-count mismatch) are errors; per-row faults set Record.Err.
+	// row-count mismatch) are errors; per-row faults set Record.Err. A Record's vectors may be
+	// reused once emit returns.
 	Read(ctx context.Context, sh Shard, o Options, emit func(Record) error) error
 	// Metadata returns the shard's metadata rows, in order, as Arrow record batches: what the
 	// kept and rejected outputs carry.

@@ -175,7 +175,7 @@ func donorVectors(ctx context.Context, f dataset.Format, shards []dataset.Shard,
 				if len(r.Text) != sh.Dim {
 					return fmt.Errorf("%s row %d: text embedding has %d values, want %d", sh.Name, r.Index, len(r.Text), sh.Dim)
 				}
-				vecs[g] = r.Text
+				vecs[g] = slices.Clone(r.Text) // the reader reuses r.Text after emit returns
 			}
 			return nil
 		})

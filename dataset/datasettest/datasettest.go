@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,6 +42,7 @@ func readAll(t *testing.T, f dataset.Format, shards []dataset.Shard) []dataset.R
 	var all []dataset.Record
 	for _, sh := range shards {
 		err := f.Read(context.Background(), sh, dataset.Options{}, func(r dataset.Record) error {
+			r.Image, r.Text = slices.Clone(r.Image), slices.Clone(r.Text) // only valid during emit
 			all = append(all, r)
 			return nil
 		})

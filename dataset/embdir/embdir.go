@@ -217,8 +217,8 @@ func (Format) Read(ctx context.Context, sh dataset.Shard, o dataset.Options, emi
 		for i := 0; i < n; i++ {
 			r := dataset.Record{
 				Index: lo + int64(i),
-				Image: append([]float32(nil), ibuf[i*d:(i+1)*d]...),
-				Text:  append([]float32(nil), tbuf[i*d:(i+1)*d]...),
+				Image: ibuf[i*d : (i+1)*d : (i+1)*d], // reused for the next chunk (see dataset.Record)
+				Text:  tbuf[i*d : (i+1)*d : (i+1)*d],
 			}
 			if meta == nil {
 				r.ID = strconv.FormatInt(sh.Offset+r.Index, 10)
