@@ -73,7 +73,7 @@ func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32, pack b
 	sd := &side{n: n, panels: (n + w - 1) / w, order: order}
 	for m := range 2 {
 		if pack {
-			sd.packed[m] = getU32(sd.panels * words * w)
+			sd.packed[m] = u32Pool.get(sd.panels * words * w)
 		}
 		sd.approx[m] = make([]float64, n)
 		sd.resid[m] = make([]float64, n)
@@ -101,7 +101,7 @@ func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32, pack b
 // release returns the packed panels to the pool.
 func (sd *side) release() {
 	for m := range 2 {
-		putU32(sd.packed[m])
+		u32Pool.put(sd.packed[m])
 		sd.packed[m] = nil
 	}
 }

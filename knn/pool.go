@@ -2,6 +2,7 @@ package knn
 
 import (
 	"sync"
+	"unsafe"
 
 	"github.com/lemon-curation/lemon/internal/hugepage"
 )
@@ -12,45 +13,30 @@ import (
 // mapped on huge pages (see package hugepage) and unmapped when put back; smaller ones are
 // recycled between calls (block-sized searches of the blockwise shape make many). Buffers come
 // back dirty; users overwrite them.
+type pool[T any] struct{ small sync.Pool } // of *[]T
+
 var (
-	u32Pool  sync.Pool // *[]uint32
-	candPool sync.Pool // *[]cand
+	u32Pool  pool[uint32]
+	candPool pool[cand]
 )
 
-func getU32(n int) []uint32 {
-	if n*4 >= hugepage.MinBytes {
-		return hugepage.Alloc[uint32](n)
+func (p *pool[T]) get(n int) []T {
+	var zero T
+	if uintptr(n)*unsafe.Sizeof(zero) >= hugepage.MinBytes {
+		return hugepage.Alloc[T](n)
 	}
-	if v, ok := u32Pool.Get().(*[]uint32); ok && cap(*v) >= n {
+	if v, ok := p.small.Get().(*[]T); ok && cap(*v) >= n {
 		return (*v)[:n]
 	}
-	return make([]uint32, n)
+	return make([]T, n)
 }
 
-func putU32(s []uint32) {
+func (p *pool[T]) put(s []T) {
+	var zero T
 	switch {
-	case cap(s)*4 >= hugepage.MinBytes:
+	case uintptr(cap(s))*unsafe.Sizeof(zero) >= hugepage.MinBytes:
 		hugepage.Free(s)
 	case cap(s) > 0:
-		u32Pool.Put(&s)
-	}
-}
-
-func getCands(n int) []cand {
-	if n*8 >= hugepage.MinBytes {
-		return hugepage.Alloc[cand](n)
-	}
-	if v, ok := candPool.Get().(*[]cand); ok && cap(*v) >= n {
-		return (*v)[:n]
-	}
-	return make([]cand, n)
-}
-
-func putCands(s []cand) {
-	switch {
-	case cap(s)*8 >= hugepage.MinBytes:
-		hugepage.Free(s)
-	case cap(s) > 0:
-		candPool.Put(&s)
+		p.small.Put(&s)
 	}
 }

@@ -44,7 +44,7 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 	c := 2*k + 64
 	t := &topSet{
 		k: k, c: c, win: win,
-		buf:   getCands(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
+		buf:   candPool.get(rows * c), // dirty: only buf[r*c : r*c+cnt[r]] is ever read
 		best:  hugepage.Alloc[float32](rows * k),
 		nbest: make([]int32, rows),
 		cnt:   make([]int32, rows),
@@ -66,7 +66,7 @@ func newTopSet(rows, padded, k int, win []float32) *topSet {
 // used afterwards. Releasing twice is harmless.
 func (t *topSet) release() {
 	if t.buf != nil {
-		putCands(t.buf)
+		candPool.put(t.buf)
 		hugepage.Free(t.best)
 	}
 	t.buf, t.over, t.best, t.nbest = nil, nil, nil, nil
