@@ -358,9 +358,11 @@ func (fn *memoryTaskFn) ProcessElement(ctx context.Context, t Task, emit func(Sc
 }
 
 // limitMemory sets Go's soft memory limit for an in-memory search to 3 x the embeddings it holds
-// + 1 GiB (unless GOMEMLIMIT is set, or a lower limit is): the search's own buffers fit in that,
-// and without a limit the collector lets garbage from reading and scoring grow the heap to
-// twice the live data. The limit is soft: a larger working set only makes collection busier.
+// + 1 GiB (unless GOMEMLIMIT is set, or a lower limit is): without a limit the collector lets
+// garbage from reading and scoring grow the heap to twice the live data. The limit covers Go's
+// heap only; the embeddings and the search's big buffers are mapped outside it (package
+// hugepage), and the whole process stayed within 3 x the embeddings + 1 GiB in the README's
+// scaling table. The limit is soft: a larger working set only makes collection busier.
 func limitMemory(t Task, dim int, selfJoin bool) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
