@@ -7,7 +7,8 @@
 // microseconds (about 14 µs on the Firecracker VMs lemon is benchmarked on), so faulting in a
 // few hundred MiB took seconds of system time per run. One 2 MiB page replaces 512 faults.
 // Go's own heap cannot be advised reliably: the runtime zeroes reused memory inside make,
-// before a caller could advise it.
+// before a caller could advise it. Advise does it where it can, for big slices that must stay
+// on the heap because they hold pointers (neighbour lists, scored rows).
 //
 // Buffers from Alloc must be given back with Free; they are not garbage collected. Elsewhere
 // than Linux, or where mapping fails, Alloc falls back to make and Free does nothing.
