@@ -624,25 +624,11 @@ func (j *job) slow(m int, masks *[2 * mr]uint32, c []float32, ip, jp int, rows, 
 			continue
 		}
 		cr := c[i*nr : i*nr+nr]
-		if rm != 0 {
-			if sa := j.selfA[m]; sa != nil {
-				self := sa[row]
-				for ; rm != 0; rm &= rm - 1 {
-					jj := bits.TrailingZeros32(rm)
-					v, col := cr[jj], jp*nr+jj
-					if v >= rows.threshold(row) && int32(col) != self {
-						rows.push(row, cand{v, int32(col)}, sel)
-					}
-				}
-			} else {
-				self := selfOf(a, j.sa.orig(m, row))
-				for ; rm != 0; rm &= rm - 1 {
-					jj := bits.TrailingZeros32(rm)
-					v, col := cr[jj], jp*nr+jj
-					if v >= rows.threshold(row) && b.Pos[j.sb.orig(m, col)] != self {
-						rows.push(row, cand{v, int32(col)}, sel)
-					}
-				}
+		for ; rm != 0; rm &= rm - 1 {
+			jj := bits.TrailingZeros32(rm)
+			v, col := cr[jj], jp*nr+jj
+			if v >= rows.threshold(row) && !j.isSelf(m, row, col) {
+				rows.push(row, cand{v, int32(col)}, sel)
 			}
 		}
 		if cm != 0 {
