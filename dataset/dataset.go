@@ -24,6 +24,8 @@ type Options struct {
 	CaptionColumn string `yaml:"caption_column" json:"caption_column,omitempty"`
 	ImageColumn   string `yaml:"image_column" json:"image_column,omitempty"` // embparquet: list<float> image embedding
 	TextColumn    string `yaml:"text_column" json:"text_column,omitempty"`   // embparquet: list<float> text embedding
+	// SplitColumn is read into Record.Split when set (for --reference-split).
+	SplitColumn string `yaml:"split_column" json:"split_column,omitempty"`
 }
 
 // IDColumns and CaptionColumns are the names tried, in order, when none is given.
@@ -52,6 +54,8 @@ type Record struct {
 	Image   []float32
 	Text    []float32
 	Err     string // a problem found while reading this row; the row goes to errors
+	// Split is the row's value in the split column (Options.SplitColumn), when one is named.
+	Split string
 }
 
 // Format is an input layout.

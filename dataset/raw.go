@@ -12,6 +12,7 @@ type RawRecord struct {
 	Caption string
 	Image   []byte // the encoded image, as stored
 	Err     string // a problem found while reading this row; the row goes to errors
+	Split   string // the row's value in the split column (Options.SplitColumn), when one is named
 }
 
 // RawFormat is an input layout of images and captions (webdataset tars, img2dataset Parquet,

@@ -89,3 +89,17 @@ func pickBackend(name string) (*backend, error) {
 	}
 	return nil, fmt.Errorf("knn: unknown backend %q (known: auto, %s)", name, strings.Join(allBackendNames, ", "))
 }
+
+// PacksBF16 says whether the named backend ("" or "auto": the one picked here) holds rows as
+// bfloat16 while selecting, which halves the memory of the packed copy of each block.
+func PacksBF16(name string) bool {
+	if name == "" || name == "auto" {
+		return backends[0].bf16
+	}
+	for _, b := range backends {
+		if b.name == name {
+			return b.bf16
+		}
+	}
+	return false
+}

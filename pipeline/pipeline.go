@@ -8,7 +8,9 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -26,6 +28,7 @@ import (
 	"github.com/lemon-curation/lemon/knn"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
+	"github.com/lemon-curation/lemon/tiling"
 	"github.com/lemon-curation/lemon/transforms"
 )
 
@@ -60,30 +63,42 @@ type Config struct {
 	// SaveNeighbourLists writes OUT/neighbours/ with every neighbour's distances (for tuning).
 	SaveNeighbourLists bool `yaml:"save_neighbour_lists" json:"save_neighbour_lists"`
 
-	// Search: rows per block (bounds memory: a task holds two blocks), kernel backend, and the
-	// temporary storage for blocks (default OUTPUT/.lemon-tmp; must be reachable by all workers).
+	// ReferenceSplit: the reference is the input rows whose split column (Columns.SplitColumn)
+	// holds this value (the paper's train split); --reference-sample samples from them.
+	ReferenceSplit string `yaml:"reference_split" json:"reference_split,omitempty"`
+
+	// Search: rows per block file, kernel backend, and the temporary storage for blocks
+	// (default OUTPUT/.lemon-tmp; must be reachable by all workers).
 	BlockRows  int64  `yaml:"block_rows" json:"block_rows"`
 	KNNBackend string `yaml:"knn_backend" json:"knn_backend"`
-	// SearchShape is auto, memory (every task holds the whole reference) or blockwise (block
-	// pairs, partial lists merged by a combiner); auto picks memory when the reference's
-	// embeddings fit in SearchMemoryMiB.
+	// SearchShape is auto or one of package tiling's shapes (memory, stream, pairs); auto
+	// prices each for WorkerMemoryMiB per task and Workers at once and picks the cheapest.
 	SearchShape     string `yaml:"search_shape" json:"search_shape"`
-	SearchMemoryMiB int    `yaml:"search_memory_mib" json:"search_memory_mib"`
-	TempDir         string `yaml:"temp_dir" json:"temp_dir,omitempty"`
+	WorkerMemoryMiB int    `yaml:"worker_memory_mib" json:"worker_memory_mib"`
+	// Workers is how many worker processes the runner keeps busy at once (0: 1 on prism; on
+	// other runners Beam's --max_num_workers or --num_workers if given, else 16).
+	Workers int    `yaml:"workers" json:"workers"`
+	TempDir string `yaml:"temp_dir" json:"temp_dir,omitempty"`
 }
 
 // Defaults returns LEMoN_fix with lemon's default filtering and search settings.
 func Defaults() Config {
-	return Config{Params: score.Fixed(), RejectFraction: 0.1, ScoresFormat: "parquet", BlockRows: 8192, KNNBackend: "auto", SearchShape: "auto", SearchMemoryMiB: 2048, Seed: 1, InputFormat: "auto"}
+	return Config{Params: score.Fixed(), RejectFraction: 0.1, ScoresFormat: "parquet", BlockRows: 8192, KNNBackend: "auto", SearchShape: "auto", WorkerMemoryMiB: 4096, Seed: 1, InputFormat: "auto"}
 }
 
-// Plan is a checked job: the input's shards (and the reference's), ready to build.
+// Plan is a checked job: the input's shards (and the reference's), and the search's shape
+// with its predicted cost, ready to build.
 type Plan struct {
 	Config    Config
 	Input     transforms.Input
 	Reference *transforms.Input // nil unless Config.Reference is set
 	Rows      int64             // input rows
-	RefRows   int64             // reference rows (input rows for a self-join)
+	RefRows   int64             // reference rows (an upper bound under --reference-split)
+	// Search is the shape the job runs and its predicted cost; Shapes every shape's.
+	Job     tiling.Job
+	Search  tiling.Cost
+	Shapes  []tiling.Cost
+	Profile tiling.Profile
 }
 
 // Check validates a Config and plans its input: shard files, row counts and dimensions are
@@ -110,11 +125,22 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if c.BlockRows < 1 {
 		return nil, fmt.Errorf("--block-rows must be at least 1, got %d", c.BlockRows)
 	}
-	if c.SearchShape != "auto" && c.SearchShape != "memory" && c.SearchShape != "blockwise" {
-		return nil, fmt.Errorf("--search-shape must be auto, memory or blockwise, got %q", c.SearchShape)
+	shape, err := tiling.ParseShape(c.SearchShape)
+	if err != nil {
+		return nil, err
 	}
+	if c.WorkerMemoryMiB < 1 {
+		return nil, fmt.Errorf("--worker-memory-mib must be at least 1, got %d", c.WorkerMemoryMiB)
+	}
+	if c.Workers < 0 {
+		return nil, fmt.Errorf("--workers must be at least 1, got %d", c.Workers)
+	}
+	c.Workers = max(1, c.Workers)
 	if c.Reference != "" && c.ReferenceSample > 0 {
 		return nil, fmt.Errorf("give --reference or --reference-sample, not both")
+	}
+	if c.Reference != "" && c.ReferenceSplit != "" {
+		return nil, fmt.Errorf("give --reference or --reference-split, not both")
 	}
 	if c.ReferenceSample < 0 {
 		return nil, fmt.Errorf("--reference-sample must be positive, got %d", c.ReferenceSample)
@@ -150,7 +176,75 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if p.RefRows < int64(c.K)+1 {
 		return nil, fmt.Errorf("the reference set has %d rows, but k=%d needs at least %d (k neighbours besides the row itself); lower --k or add rows", p.RefRows, c.K, c.K+1)
 	}
+	text, err := measureRows(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	p.Job = p.searchJob(text)
+	p.Profile = tiling.CPU(runtime.NumCPU())
+	p.Search, p.Shapes, err = tiling.Choose(p.Job, p.budget(), p.Profile, shape)
+	if err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// referenceRule is the reference rule of the input's read stage.
+func (p *Plan) referenceRule() transforms.ReferenceRule {
+	c := p.Config
+	r := transforms.ReferenceRule{Split: c.ReferenceSplit}
+	if c.ReferenceSample > 0 {
+		r.Sample, r.Seed = true, c.Seed
+		r.Threshold = transforms.SampleThreshold(int64(c.ReferenceSample), p.Rows)
+		if c.ReferenceSplit != "" {
+			// How many rows the split holds is not known before reading: every one of them
+			// is a candidate.
+			r.Threshold = math.MaxUint64
+		}
+	}
+	return r
+}
+
+func (p *Plan) selfJoin() bool {
+	c := p.Config
+	return p.Reference == nil && c.ReferenceSample == 0 && c.ReferenceSplit == ""
+}
+
+func (p *Plan) budget() tiling.Budget {
+	return tiling.Budget{TaskBytes: int64(p.Config.WorkerMemoryMiB) << 20, Workers: p.Config.Workers}
+}
+
+// searchJob describes the search for package tiling.
+func (p *Plan) searchJob(text rowSample) tiling.Job {
+	c := p.Config
+	j := tiling.Job{QueryRows: p.Rows, RefRows: p.RefRows, Dim: p.Input.Shards[0].Dim, K: c.K, SelfJoin: p.selfJoin(),
+		ValueBytes: 4, PackedBytes: 4, BlockRows: c.BlockRows, IDBytes: text.idBytes, CaptionBytes: text.captionBytes,
+		EmitIDs: c.EmitNeighbours || c.SaveNeighbourLists, SaveLists: c.SaveNeighbourLists}
+	if text.half {
+		j.ValueBytes = 2
+	}
+	if knn.PacksBF16(c.KNNBackend) {
+		j.PackedBytes = 2
+	}
+	for _, sh := range p.Input.Shards {
+		j.Shards = append(j.Shards, sh.Rows)
+	}
+	switch {
+	case p.Reference != nil:
+		j.RefBlocksWritten = true
+		for _, sh := range p.Reference.Shards {
+			j.RefShards = append(j.RefShards, sh.Rows)
+		}
+	case c.ReferenceSample > 0:
+		j.RefBlocksWritten = true
+		j.SampleCandidates = transforms.SampleCandidates(int64(c.ReferenceSample), p.Rows)
+		if c.ReferenceSplit != "" {
+			j.SampleCandidates = p.Rows // an upper bound: the split's rows
+		}
+	case c.ReferenceSplit != "":
+		j.RefBlocksWritten = true
+	}
+	return j
 }
 
 func planInput(ctx context.Context, path, format string, cols dataset.Options, ec embed.Config) (transforms.Input, int64, error) {
@@ -195,12 +289,70 @@ func planInput(ctx context.Context, path, format string, cols dataset.Options, e
 	return in, rows, nil
 }
 
-// readBlocks reads (or, for raw inputs, embeds) a dataset into blocks.
-func readBlocks(s beam.Scope, in transforms.Input, side string, c Config, tempDir string) (blocks, faults, ids beam.PCollection) {
-	if in.Raw {
-		return transforms.EmbedToBlocks(s, in, side, c.Embed, c.Distance, c.BlockRows, tempDir)
+// rowSample is what a look at the input's first rows says: the mean id and caption lengths,
+// and whether the embeddings are float16 values (so blocks store them in 2 bytes).
+type rowSample struct {
+	idBytes, captionBytes float64
+	half                  bool
+}
+
+// sampleRows is how many rows measureRows looks at.
+const sampleRows = 256
+
+var errEnough = errors.New("enough rows")
+
+// measureRows reads the first rows of the input's first shard. For raw inputs it reads ids
+// and captions only (the embeddings will be float32).
+func measureRows(ctx context.Context, in transforms.Input) (rowSample, error) {
+	var s rowSample
+	var n int
+	s.half = !in.Raw
+	add := func(id, caption string) error {
+		s.idBytes += float64(len(id))
+		s.captionBytes += float64(len(caption))
+		n++
+		if n >= sampleRows {
+			return errEnough
+		}
+		return nil
 	}
-	return transforms.ReadToBlocks(s, in, side, c.Distance, c.BlockRows, tempDir)
+	var err error
+	sh := in.Shards[0]
+	if in.Raw {
+		f, ferr := dataset.GetRaw(in.Format)
+		if ferr != nil {
+			return s, ferr
+		}
+		err = f.ReadRaw(ctx, sh, in.Options, func(r dataset.RawRecord) error { return add(r.ID, r.Caption) })
+	} else {
+		f, ferr := dataset.Get(in.Format)
+		if ferr != nil {
+			return s, ferr
+		}
+		err = f.Read(ctx, sh, in.Options, func(r dataset.Record) error {
+			if r.Err == "" && !(transforms.IsHalf(r.Image) && transforms.IsHalf(r.Text)) {
+				s.half = false
+			}
+			return add(r.ID, r.Caption)
+		})
+	}
+	if err != nil && !errors.Is(err, errEnough) {
+		return s, err
+	}
+	if n == 0 {
+		return rowSample{idBytes: 12, captionBytes: 60}, nil
+	}
+	s.idBytes /= float64(n)
+	s.captionBytes /= float64(n)
+	return s, nil
+}
+
+// readBlocks reads (or, for raw inputs, embeds) a dataset into blocks.
+func readBlocks(s beam.Scope, in transforms.Input, ec embed.Config, rc transforms.ReadConfig) transforms.ReadOutputs {
+	if in.Raw {
+		return transforms.EmbedToBlocks(s, in, ec, rc)
+	}
+	return transforms.ReadToBlocks(s, in, rc)
 }
 
 // TempDir is where the job keeps its blocks.
@@ -211,20 +363,6 @@ func (p *Plan) TempDir() string {
 	return storage.Join(p.Config.Output, ".lemon-tmp")
 }
 
-// InMemory says whether search tasks hold the whole reference set: when its embeddings fit in
-// SearchMemoryMiB (or the shape is forced). Otherwise the search runs as block pairs whose
-// partial lists are merged by a combiner.
-func (p *Plan) InMemory() bool {
-	switch p.Config.SearchShape {
-	case "memory":
-		return true
-	case "blockwise":
-		return false
-	}
-	bytes := p.RefRows * int64(p.Input.Shards[0].Dim) * 8 // two float32 modalities
-	return bytes <= int64(p.Config.SearchMemoryMiB)<<20
-}
-
 // Build adds the scoring job to the pipeline's root scope.
 func Build(s beam.Scope, p *Plan, command []string) {
 	c := p.Config
@@ -232,26 +370,41 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	if c.Distance == score.Euclidean {
 		metric = knn.Euclidean
 	}
-	sc := transforms.SearchConfig{Params: c.Params, Metric: metric, Backend: c.KNNBackend, BlockRows: c.BlockRows,
-		TempDir: p.TempDir(), EmitIDs: c.EmitNeighbours || c.SaveNeighbourLists, SaveLists: c.SaveNeighbourLists, SelfJoin: p.Reference == nil && c.ReferenceSample == 0,
-		ExternalReference: p.Reference != nil, InMemory: p.InMemory(), QueryRowsPerTask: 4 * c.BlockRows}
+	sc := transforms.SearchConfig{Params: c.Params, Metric: metric, Backend: c.KNNBackend, TempDir: p.TempDir(),
+		EmitIDs: c.EmitNeighbours || c.SaveNeighbourLists, SaveLists: c.SaveNeighbourLists, SelfJoin: p.selfJoin(),
+		ExternalReference: p.Reference != nil, Shape: p.Search.Shape, QueryRowsPerTask: p.Search.QueryRowsPerTask,
+		TileRows: p.Search.TileRows, HeldRowBytes: p.Job.HeldRowBytes(), QueryRowBytes: p.Job.QueryRowBytes(),
+		TaskBytes: p.budget().TaskBytes}
+	rc := transforms.ReadConfig{Side: "input", Distance: c.Distance, BlockRows: c.BlockRows, TempDir: sc.TempDir, Reference: p.referenceRule()}
 
-	blocks, faults, ids := readBlocks(s, p.Input, "input", c, sc.TempDir)
-	dupFaults, dropped, firsts := transforms.FindDuplicateIDs(s, p.Input, ids, c.ReferenceSample > 0)
-	faults = beam.Flatten(s, faults, dupFaults)
+	in := readBlocks(s, p.Input, c.Embed, rc)
+	dupFaults, dropped := transforms.FindDuplicateIDs(s, p.Input, in.IDs)
+	faults := beam.Flatten(s, in.Faults, dupFaults)
+	queryBlocks := transforms.BlocksOfSide(s, in.Blocks, "input")
+	stats := []beam.PCollection{in.Stats}
 
-	refBlocks, droppedRef := blocks, dropped
+	refBlocks, droppedRef := queryBlocks, dropped
 	switch {
 	case p.Reference != nil:
 		rs := s.Scope("Reference")
-		var refIDs beam.PCollection
-		refBlocks, _, refIDs = readBlocks(rs, *p.Reference, "reference", c, sc.TempDir)
-		_, droppedRef, _ = transforms.FindDuplicateIDs(rs, *p.Reference, refIDs, false)
+		rc := rc
+		rc.Side, rc.Reference = "reference", transforms.ReferenceRule{}
+		ref := readBlocks(rs, *p.Reference, c.Embed, rc)
+		_, droppedRef = transforms.FindDuplicateIDs(rs, *p.Reference, ref.IDs)
+		refBlocks = ref.Blocks
+		stats = append(stats, ref.Stats)
 	case c.ReferenceSample > 0:
-		refBlocks = transforms.SampleReference(s, firsts, blocks, c.ReferenceSample, c.Seed, c.BlockRows, sc.TempDir)
-		droppedRef = beam.CreateList(s, []int64{})
+		candidates := transforms.BlocksOfSide(s, in.Blocks, transforms.SideCandidates)
+		complete := rc.Reference.Threshold == math.MaxUint64
+		var st beam.PCollection
+		refBlocks, st = transforms.SampleReference(s, candidates, in.SampleKeys, int64(c.ReferenceSample), c.Seed, complete, c.BlockRows, sc.TempDir)
+		droppedRef = beam.CreateList(s, []int64{}) // the sample holds first occurrences only
+		stats = append(stats, st)
+	case c.ReferenceSplit != "":
+		refBlocks = transforms.BlocksOfSide(s, in.Blocks, transforms.SideSplit)
 	}
-	scored := transforms.Neighbours(s, p.Input, sc, blocks, refBlocks, dropped, droppedRef)
+	scored, searchStats := transforms.Neighbours(s, p.Input, sc, queryBlocks, refBlocks, dropped, droppedRef)
+	stats = append(stats, searchStats)
 
 	f := transforms.Filter{Fraction: c.RejectFraction}
 	if c.Threshold != nil {
@@ -260,7 +413,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	threshold := transforms.RejectThreshold(s, scored, f)
 	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours, SaveLists: c.SaveNeighbourLists}
 	counts := transforms.WriteShards(s, p.Input, out, scored, faults, threshold)
-	transforms.WriteManifest(s, p.manifest(command), counts, threshold)
+	transforms.WriteManifest(s, p.manifest(command), counts, threshold, beam.Flatten(s, stats...))
 }
 
 func (p *Plan) manifest(command []string) transforms.Manifest {
@@ -272,6 +425,11 @@ func (p *Plan) manifest(command []string) transforms.Manifest {
 		ref = map[string]any{"kind": "dataset", "path": c.Reference, "format": p.Reference.Format, "rows": p.RefRows}
 	case c.ReferenceSample > 0:
 		ref = map[string]any{"kind": "sample", "size": c.ReferenceSample, "seed": c.Seed, "rows": p.RefRows}
+		if c.ReferenceSplit != "" {
+			ref["split"] = c.ReferenceSplit
+		}
+	case c.ReferenceSplit != "":
+		ref = map[string]any{"kind": "split", "split": c.ReferenceSplit, "column": c.Columns.SplitColumn}
 	}
 	filter := map[string]any{"reject_fraction": c.RejectFraction, "rule": "reject rows whose score is at least the threshold"}
 	if c.Threshold != nil {
@@ -290,9 +448,17 @@ func (p *Plan) manifest(command []string) transforms.Manifest {
 	return transforms.Manifest{
 		Tool: "lemon", Version: Version, Command: command, Input: c.Input, Format: p.Input.Format,
 		Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, Reference: js(ref), Params: js(c.Params),
-		Filter: js(filter), Search: js(map[string]any{"block_rows": c.BlockRows, "knn_backend": c.KNNBackend, "exact": true, "in_memory": p.InMemory()}),
+		Filter: js(filter), Search: transforms.ManifestSearch{Shape: string(p.Search.Shape), BlockRows: c.BlockRows,
+			KNNBackend: c.KNNBackend, Exact: true, WorkerMemoryMiB: c.WorkerMemoryMiB, Workers: c.Workers,
+			QueryRowsPerTask: p.Search.QueryRowsPerTask, TileRows: p.Search.TileRows, Predicted: Predicted(p.Search)},
 		Outputs: outputs, Versions: versions, StartedAt: time.Now().UTC(),
 	}
+}
+
+// Predicted is a cost's figures under the manifest's names.
+func Predicted(c tiling.Cost) transforms.SearchFigures {
+	return transforms.SearchFigures{Tasks: c.Tasks, TempReadBytes: c.TempReadBytes, TempWriteBytes: c.TempWriteBytes,
+		ShuffleBytes: c.ShuffleBytes, PeakTaskMemoryBytes: c.PeakTaskMemoryBytes, Flops: c.Flops}
 }
 
 // checkBackend rejects a --knn-backend this machine cannot run. Workers check again, since on a

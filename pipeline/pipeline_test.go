@@ -102,7 +102,7 @@ func TestSampledReferenceEqualsExplicitReference(t *testing.T) {
 	explicit := base
 	explicit.Output, explicit.Reference = filepath.Join(dir, "out-ref"), refDir
 	var results []string
-	for _, shape := range []string{"memory", "blockwise"} {
+	for _, shape := range []string{"memory", "stream", "pairs"} {
 		for _, c := range []pipeline.Config{sampled, explicit} {
 			c.SearchShape = shape
 			c.Output += "-" + shape
@@ -112,7 +112,7 @@ func TestSampledReferenceEqualsExplicitReference(t *testing.T) {
 	}
 	for i, r := range results {
 		if r == "" || r != results[0] {
-			t.Fatalf("result %d (sample/reference x memory/blockwise) differs from the first", i)
+			t.Fatalf("result %d (sample/reference x memory/stream/pairs) differs from the first", i)
 		}
 	}
 }
@@ -123,10 +123,9 @@ func TestFindDuplicateIDs(t *testing.T) {
 	p, s := beam.NewPipelineWithRoot()
 	// Two shards' batches of one bucket: the duplicates of x span them.
 	ids := beam.ParDo(s, idBatch, beam.Create(s, "x=4 y=1", "x=0 z=3 x=2"))
-	faults, dropped, firsts := transforms.FindDuplicateIDs(s, in, ids, true)
+	faults, dropped := transforms.FindDuplicateIDs(s, in, ids)
 	passert.Equals(s, beam.ParDo(s, faultPos, faults), int64(2), int64(4))
 	passert.Equals(s, dropped, int64(2), int64(4))
-	passert.Equals(s, beam.ParDo(s, joinKV, firsts), "x=0", "y=1", "z=3")
 	ptest.RunAndValidate(t, p)
 }
 
@@ -145,12 +144,10 @@ func idBatch(s string) (int32, transforms.IDBatch) {
 	}
 	return 0, b
 }
-func joinKV(k string, v int64) string   { return fmt.Sprintf("%s=%d", k, v) }
 func faultPos(f transforms.Fault) int64 { return f.Pos }
 
 func init() {
 	beam.RegisterFunction(idBatch)
-	beam.RegisterFunction(joinKV)
 	beam.RegisterFunction(faultPos)
 }
 

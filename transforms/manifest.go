@@ -25,7 +25,7 @@ type Manifest struct {
 	Reference  json.RawMessage    `json:"reference"`
 	Params     json.RawMessage    `json:"params"`
 	Filter     json.RawMessage    `json:"filter"`
-	Search     json.RawMessage    `json:"search"`
+	Search     ManifestSearch     `json:"search"`
 	Threshold  *float64           `json:"threshold"` // null when nothing is rejected
 	Counts     ManifestCounts     `json:"counts"`
 	Outputs    map[string]string  `json:"outputs"`
@@ -33,6 +33,34 @@ type Manifest struct {
 	StartedAt  time.Time          `json:"started_at"`
 	FinishedAt time.Time          `json:"finished_at"`
 	Timings    map[string]float64 `json:"timings,omitempty"`
+}
+
+// ManifestSearch is the manifest's "search": how the search was cut into tasks, what it did
+// (SearchFigures, measured by the job) and what the plan predicted it would do.
+type ManifestSearch struct {
+	Shape            string `json:"shape"`
+	BlockRows        int64  `json:"block_rows"`
+	KNNBackend       string `json:"knn_backend"`
+	Exact            bool   `json:"exact"`
+	WorkerMemoryMiB  int    `json:"worker_memory_mib"`
+	Workers          int    `json:"workers"`
+	QueryRowsPerTask int64  `json:"query_rows_per_task"`
+	TileRows         int64  `json:"tile_rows"`
+	SearchFigures
+	Predicted SearchFigures `json:"predicted"`
+}
+
+// SearchFigures are the search's costs: tasks run, bytes read from and written to the run's
+// temporary storage, bytes of scored rows handed to the runner's shuffle, the most memory one
+// task held (its embeddings, packed copies, candidate sets and lists, as accounted by the
+// task), and the floating-point operations of the products (2 per multiply-add).
+type SearchFigures struct {
+	Tasks               int64   `json:"tasks"`
+	TempReadBytes       int64   `json:"temp_read_bytes"`
+	TempWriteBytes      int64   `json:"temp_write_bytes"`
+	ShuffleBytes        int64   `json:"shuffle_bytes"`
+	PeakTaskMemoryBytes int64   `json:"peak_task_memory_bytes"`
+	Flops               float64 `json:"flops"`
 }
 
 // ManifestCounts proves that every row went somewhere: RowsIn = Kept + Rejected + Errors.
@@ -46,13 +74,21 @@ type ManifestCounts struct {
 // ManifestName is the manifest's file name in the output directory.
 const ManifestName = "manifest.json"
 
-// WriteManifest sums the writers' counts and writes the manifest, failing if the counts do not
-// add up.
-func WriteManifest(s beam.Scope, m Manifest, counts, threshold beam.PCollection) {
+// WriteManifest sums the writers' counts and the search's figures (stats: SearchStats) and
+// writes the manifest, failing if the counts do not add up.
+func WriteManifest(s beam.Scope, m Manifest, counts, threshold, stats beam.PCollection) {
 	s = s.Scope("WriteManifest")
 	total := beam.Combine(s, &sumCountsFn{}, counts)
-	beam.ParDo0(s, &writeManifestFn{Manifest: m}, total, beam.SideInput{Input: threshold})
+	search := beam.Combine(s, &sumStatsFn{}, stats)
+	beam.ParDo0(s, &writeManifestFn{Manifest: m}, total, beam.SideInput{Input: threshold}, beam.SideInput{Input: search})
 }
+
+type sumStatsFn struct{}
+
+func (sumStatsFn) CreateAccumulator() SearchStats             { return SearchStats{} }
+func (sumStatsFn) AddInput(a, s SearchStats) SearchStats       { return a.add(s) }
+func (sumStatsFn) MergeAccumulators(a, b SearchStats) SearchStats { return a.add(b) }
+func (sumStatsFn) ExtractOutput(a SearchStats) SearchStats     { return a }
 
 type sumCountsFn struct{}
 
@@ -67,9 +103,13 @@ type writeManifestFn struct {
 	Manifest Manifest
 }
 
-func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresholds func(*float64) bool) error {
+func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresholds func(*float64) bool, searches func(*SearchStats) bool) error {
 	threshold := thresholdOf(thresholds)
 	m := fn.Manifest
+	var st SearchStats
+	searches(&st)
+	m.Search.SearchFigures = SearchFigures{Tasks: st.Tasks, TempReadBytes: st.TempReadBytes, TempWriteBytes: st.TempWriteBytes,
+		ShuffleBytes: st.ShuffleBytes, PeakTaskMemoryBytes: st.PeakTaskMemoryBytes, Flops: st.Flops}
 	m.Counts = ManifestCounts{RowsIn: c.RowsIn, Kept: c.Kept, Rejected: c.Rejected, Errors: c.Errors}
 	if c.RowsIn != c.Kept+c.Rejected+c.Errors {
 		return fmt.Errorf("internal error: counts do not add up: rows_in %d != kept %d + rejected %d + errors %d", c.RowsIn, c.Kept, c.Rejected, c.Errors)

@@ -13,13 +13,15 @@ import (
 // runner can find them by name.
 func init() {
 	for _, t := range []any{
-		(*readShardFn)(nil), (*duplicateFaultsFn)(nil), (*makeTasksFn)(nil),
-		(*memoryTaskFn)(nil), (*pairTaskFn)(nil), (*mergePartialsFn)(nil), (*scoreBlockFn)(nil),
+		(*readShardFn)(nil), (*duplicateFaultsFn)(nil), (*makeTasksFn)(nil), (*sideFilterFn)(nil),
+		(*searchTaskFn)(nil), (*expandPairsFn)(nil), (*pairTaskFn)(nil), (*mergeTileFn)(nil),
 		(*firstSelectionFn)(nil), (*histogramFn)(nil), (*writeShardFn)(nil),
-		(*sumCountsFn)(nil), (*writeManifestFn)(nil), (*sampleKeyFn)(nil), (*extractSampleFn)(nil),
-		(*writeSampleBlockFn)(nil), (*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
+		(*sumCountsFn)(nil), (*sumStatsFn)(nil), (*writeManifestFn)(nil),
+		(*sampleCutoffFn)(nil), (*groupSampleFn)(nil), (*writeSampleFn)(nil),
+		(*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
 		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
-		(*IDBatch)(nil), (*SampleKey)(nil), (*SampledRow)(nil), (*PartialBlock)(nil), (*score.Selection)(nil), (*score.Histogram)(nil),
+		(*IDBatch)(nil), (*SampleKeys)(nil), (*sampleAccum)(nil), (*SampleCutoff)(nil), (*SampleGroup)(nil), (*PartialRef)(nil),
+		(*SearchStats)(nil), (*PartialBlock)(nil), (*score.Selection)(nil), (*score.Histogram)(nil),
 	} {
 		beam.RegisterType(reflect.TypeOf(t).Elem())
 	}
@@ -35,17 +37,17 @@ func init() {
 	register.Function1x2(scoredOutcome)
 	register.Function1x2(faultOutcome)
 	register.Function1x2(shardMarker)
-	register.Function2x1(sampleLess)
 	register.Emitter1[BlockRef]()
 	register.Emitter1[Fault]()
-	register.Emitter2[string, int64]()
 	register.Emitter1[int64]()
 	register.Emitter1[Task]()
 	register.Emitter1[ScoredBatch]()
 	register.Emitter1[Counts]()
 	register.Emitter1[[]uint32]()
-	register.Emitter2[string, PartialBlock]()
-	register.Emitter2[int64, SampledRow]()
+	register.Emitter1[SearchStats]()
+	register.Emitter1[SampleKeys]()
+	register.Emitter1[SampleGroup]()
+	register.Emitter2[int64, PartialRef]()
 	register.Emitter1[int]()
 	register.Iter1[BlockRef]()
 	register.Iter1[int64]()
@@ -54,5 +56,7 @@ func init() {
 	register.Iter1[float64]()
 	register.Emitter2[int32, IDBatch]()
 	register.Iter1[Outcome]()
-	register.Iter1[SampledRow]()
+	register.Iter1[PartialRef]()
+	register.Iter1[SampleCutoff]()
+	register.Iter1[SearchStats]()
 }

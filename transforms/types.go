@@ -6,7 +6,11 @@
 // process memory, so the same graph runs on prism, Flink or Dataflow.
 package transforms
 
-import "github.com/lemon-curation/lemon/knn"
+import (
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/lemon-curation/lemon/knn"
+)
 
 // Fault is a row that cannot be scored, with the reason.
 type Fault struct {
@@ -47,17 +51,51 @@ type Outcome struct {
 }
 
 // BlockRef names a block file in the run's temporary storage: up to BlockRows valid rows of
-// one shard, in order.
+// one shard (or of a sample), in position order.
 type BlockRef struct {
-	Side     string // "input" or "reference"
+	Side     string // "input", "reference", or SideCandidates, SideSample, SideSplit
 	Shard    int32
 	Chunk    int64
 	Path     string
 	Rows     int64
-	FirstPos int64
+	FirstPos int64 // positions of the first and last rows: the block's rows lie in between
+	LastPos  int64
+	Bytes    int64 // the file's size
+}
+
+// SearchStats is what the search did, summed over the job for the manifest: every stage that
+// reads or writes temporary storage or hands rows to the shuffle counts its bytes.
+type SearchStats struct {
+	Tasks               int64
+	TempReadBytes       int64
+	TempWriteBytes      int64
+	ShuffleBytes        int64
+	PeakTaskMemoryBytes int64 // the most any one task held (a maximum, not a sum)
+	Flops               float64
+}
+
+// add folds o into s.
+func (s SearchStats) add(o SearchStats) SearchStats {
+	return SearchStats{Tasks: s.Tasks + o.Tasks, TempReadBytes: s.TempReadBytes + o.TempReadBytes,
+		TempWriteBytes: s.TempWriteBytes + o.TempWriteBytes, ShuffleBytes: s.ShuffleBytes + o.ShuffleBytes,
+		PeakTaskMemoryBytes: max(s.PeakTaskMemoryBytes, o.PeakTaskMemoryBytes), Flops: s.Flops + o.Flops}
 }
 
 // Counts is a writer's tally for the manifest.
 type Counts struct {
 	RowsIn, Kept, Rejected, Errors int64
+}
+
+// BlocksOfSide keeps the blocks of one side (see BlockRef.Side).
+func BlocksOfSide(s beam.Scope, blocks beam.PCollection, side string) beam.PCollection {
+	s = s.Scope("Blocks_" + side)
+	return beam.ParDo(s, &sideFilterFn{Side: side}, blocks)
+}
+
+type sideFilterFn struct{ Side string }
+
+func (fn *sideFilterFn) ProcessElement(b BlockRef, emit func(BlockRef)) {
+	if b.Side == fn.Side {
+		emit(b)
+	}
 }

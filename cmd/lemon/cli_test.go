@@ -187,9 +187,9 @@ func TestGoldenThroughCLI(t *testing.T) {
 				}
 				args = append(args, "--reference", refDir)
 			}
-			for _, shape := range []string{"memory", "blockwise"} {
-				out := filepath.Join(dir, "out-"+shape)
-				run(t, false, append(args, "--output", out, "--search-shape", shape)...)
+			for _, v := range []struct{ shape, budget string }{{"memory", "4096"}, {"stream", "1"}, {"pairs", "1"}} {
+				out := filepath.Join(dir, "out-"+v.shape)
+				run(t, false, append(args, "--output", out, "--search-shape", v.shape, "--worker-memory-mib", v.budget)...)
 				checkGolden(t, c, out)
 			}
 		})
@@ -224,13 +224,14 @@ func checkGolden(t *testing.T, c *golden.Case, out string) {
 	}
 }
 
-// TestResultsIndependentOfBlocksAndShards scores one dataset with different shardings, formats
-// and block sizes (including blocks of one row and one block for everything) and requires
-// identical scores.
+// TestResultsIndependentOfBlocksAndShards scores one dataset with different shardings, formats,
+// block sizes (including blocks of one row and one block for everything), search shapes and
+// memory budgets (forcing many query groups and tiles) and requires identical scores and
+// neighbours.
 func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 	ctx := context.Background()
 	o := synth.Defaults()
-	o.Rows, o.Dim = 300, 16
+	o.Rows, o.Dim = 3000, 8
 	rows, err := synth.Generate(o)
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +243,16 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 		format string
 		block  string
 		shape  string
-	}{{1, "embdir", "8192", "memory"}, {5, "embdir", "64", "memory"}, {3, "parquet", "1", "memory"}, {7, "parquet", "299", "blockwise"}, {2, "embdir", "32", "blockwise"}} {
+		flags  []string
+	}{
+		{1, "embdir", "8192", "memory", nil},
+		{5, "embdir", "64", "memory", []string{"--workers", "3"}},
+		{3, "parquet", "1", "memory", nil},
+		{7, "parquet", "299", "stream", []string{"--worker-memory-mib", "1", "--workers", "4"}},
+		{2, "embdir", "100", "pairs", []string{"--worker-memory-mib", "4"}},
+		{4, "parquet", "1000", "pairs", []string{"--worker-memory-mib", "2"}},
+		{4, "embdir", "100", "auto", []string{"--worker-memory-mib", "1"}},
+	} {
 		in := filepath.Join(dir, fmt.Sprintf("in%d", i))
 		if v.format == "embdir" {
 			err = embdir.Write(ctx, in, synth.Split(rows, v.shards), embdir.WriteOptions{})
@@ -253,7 +263,13 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(dir, fmt.Sprintf("out%d", i))
-		run(t, false, "score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10", "--block-rows", v.block, "--search-shape", v.shape)
+		args := append([]string{"score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10", "--block-rows", v.block, "--search-shape", v.shape}, v.flags...)
+		run(t, false, args...)
+		tasks := searchTasks(t, out)
+		t.Logf("variant %d (%s, %v): %d tasks", i, v.shape, v.flags, tasks)
+		if v.flags != nil && tasks < 3 {
+			t.Errorf("variant %d: %d tasks; its budget or workers should have cut the search into several", i, tasks)
+		}
 		got := readScores(t, out)
 		if first == nil {
 			first = got
@@ -266,6 +282,24 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 			}
 		}
 	}
+}
+
+// searchTasks is how many search tasks a run's manifest says it ran.
+func searchTasks(t *testing.T, out string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Search struct {
+			Tasks int64 `json:"tasks"`
+		} `json:"search"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Search.Tasks
 }
 
 // TestUniversalRunner submits the job to a standalone job server (prism's, started here) with

@@ -22,6 +22,7 @@ import (
 	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
+	"github.com/lemon-curation/lemon/tiling"
 	"github.com/lemon-curation/lemon/transforms"
 
 	"github.com/lemon-curation/lemon/internal/cli"
@@ -136,9 +137,13 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	ourFlags["save-neighbour-lists"] = true
 	fs.Int64Var(&c.BlockRows, "block-rows", c.BlockRows, "rows per search block: memory per task is about 2 blocks x rows x dim x 8 bytes")
 	ourFlags["block-rows"] = true
-	str(&c.SearchShape, "search-shape", "auto, memory (tasks hold the whole reference) or blockwise (block pairs merged by a combiner, for references that do not fit)")
-	fs.IntVar(&c.SearchMemoryMiB, "search-memory-mib", c.SearchMemoryMiB, "auto shape: hold the reference in memory when its embeddings fit in this many MiB")
-	ourFlags["search-memory-mib"] = true
+	str(&c.SearchShape, "search-shape", "how the search is cut into tasks: auto (the cheapest that fits, see 'lemon plan'), memory (tasks hold the whole reference), stream (query groups stream reference tiles) or pairs (tile pairs, partial lists merged per tile)")
+	fs.IntVar(&c.WorkerMemoryMiB, "worker-memory-mib", c.WorkerMemoryMiB, "memory one search task may hold, in MiB: it sizes query groups and reference tiles")
+	ourFlags["worker-memory-mib"] = true
+	fs.IntVar(&c.Workers, "workers", c.Workers, "worker processes the runner runs at once, for sizing tasks (default: 1 on prism; else --max_num_workers or --num_workers if given, else 16)")
+	ourFlags["workers"] = true
+	str(&c.ReferenceSplit, "reference-split", "use only the input rows whose split column holds this value (e.g. train) as the reference set; with --reference-sample, sample from them")
+	str(&c.Columns.SplitColumn, "split-column", "the column --reference-split reads (default split)")
 	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest on this CPU), avx512bf16, avx512, go, or cuda (NVIDIA GPU: loads libcuda and NVRTC at run time, $LEMON_NVRTC_LIB)")
 	defineEmbedFlags(fs, &c.Embed)
 	str(&c.TempDir, "temp-dir", "where search blocks are kept during the run (default OUTPUT/.lemon-tmp); on a cluster it must be shared storage such as gs://")
@@ -196,6 +201,10 @@ func runScore(args []string) error {
 	runner := fs.Lookup("runner").Value.String()
 	beam.Init()
 	ctx := context.Background()
+	resolveWorkers(fs, &c, runner)
+	if c.ReferenceSplit != "" && c.Columns.SplitColumn == "" {
+		c.Columns.SplitColumn = "split"
+	}
 
 	plan, err := pipeline.Check(ctx, c)
 	if err != nil {
@@ -203,6 +212,9 @@ func runScore(args []string) error {
 	}
 	logf("lemon: scoring %d rows in %d shard(s) of %s (%s, dim %d); reference %d rows; k=%d, %s; runner %s",
 		plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, plan.Input.Shards[0].Dim, plan.RefRows, c.K, c.Distance, runner)
+	logf("lemon: search shape %s: %d tasks, at most %s per task (budget %d MiB); predicted temporary storage %s read, %s written",
+		plan.Search.Shape, plan.Search.Tasks, tiling.Bytes(float64(plan.Search.PeakTaskMemoryBytes)), c.WorkerMemoryMiB,
+		tiling.Bytes(float64(plan.Search.TempReadBytes)), tiling.Bytes(float64(plan.Search.TempWriteBytes)))
 
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.Build(s, plan, append([]string{"lemon", "score"}, args...))
@@ -251,18 +263,43 @@ func finishManifest(ctx context.Context, out string, wall time.Duration) (*trans
 	return &m, storage.WriteFile(ctx, p, append(b, '\n'))
 }
 
-// cleanTemp removes the search blocks once the job has succeeded.
+// cleanTemp removes the search blocks and partial lists once the job has succeeded.
 func cleanTemp(ctx context.Context, dir string) {
-	files, err := storage.List(ctx, storage.Join(dir, "blocks", "*"))
-	if err != nil {
-		return
-	}
-	for _, f := range files {
-		storage.Remove(ctx, f)
+	for _, sub := range []string{"blocks", "partials"} {
+		files, err := storage.List(ctx, storage.Join(dir, sub, "*"))
+		if err != nil {
+			continue
+		}
+		for _, f := range files {
+			storage.Remove(ctx, f)
+		}
+		if !strings.Contains(dir, "://") {
+			os.Remove(storage.Join(dir, sub))
+		}
 	}
 	if !strings.Contains(dir, "://") {
-		os.Remove(storage.Join(dir, "blocks"))
 		os.Remove(dir)
+	}
+}
+
+// resolveWorkers fills in --workers when it was not given: one process on prism, else what
+// Beam's own worker-count flags say, else 16.
+func resolveWorkers(fs *flag.FlagSet, c *pipeline.Config, runner string) {
+	if c.Workers > 0 {
+		return
+	}
+	c.Workers = 1
+	if runner == "prism" || runner == "direct" {
+		return
+	}
+	c.Workers = 16
+	for _, name := range []string{"max_num_workers", "num_workers"} {
+		if f := fs.Lookup(name); f != nil {
+			if n, err := strconv.Atoi(f.Value.String()); err == nil && n > 0 {
+				c.Workers = n
+				return
+			}
+		}
 	}
 }
 
