@@ -85,10 +85,10 @@ func WriteManifest(s beam.Scope, m Manifest, counts, threshold, stats beam.PColl
 
 type sumStatsFn struct{}
 
-func (sumStatsFn) CreateAccumulator() SearchStats             { return SearchStats{} }
-func (sumStatsFn) AddInput(a, s SearchStats) SearchStats       { return a.add(s) }
+func (sumStatsFn) CreateAccumulator() SearchStats                 { return SearchStats{} }
+func (sumStatsFn) AddInput(a, s SearchStats) SearchStats          { return a.add(s) }
 func (sumStatsFn) MergeAccumulators(a, b SearchStats) SearchStats { return a.add(b) }
-func (sumStatsFn) ExtractOutput(a SearchStats) SearchStats     { return a }
+func (sumStatsFn) ExtractOutput(a SearchStats) SearchStats        { return a }
 
 type sumCountsFn struct{}
 
