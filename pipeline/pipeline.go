@@ -375,7 +375,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		ExternalReference: p.Reference != nil, Shape: p.Search.Shape, QueryRowsPerTask: p.Search.QueryRowsPerTask,
 		TileRows: p.Search.TileRows, HeldRowBytes: p.Job.HeldRowBytes(), QueryRowBytes: p.Job.QueryRowBytes(),
 		TaskBytes: p.budget().TaskBytes}
-	rc := transforms.ReadConfig{Side: "input", Distance: c.Distance, BlockRows: c.BlockRows, TempDir: sc.TempDir, Reference: p.referenceRule()}
+	rc := transforms.ReadConfig{Side: "input", Distance: c.Distance, BlockRows: p.Search.BlockRows, TempDir: sc.TempDir, Reference: p.referenceRule()}
 
 	in := readBlocks(s, p.Input, c.Embed, rc)
 	dupFaults, dropped := transforms.FindDuplicateIDs(s, p.Input, in.IDs)
@@ -397,7 +397,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		candidates := transforms.BlocksOfSide(s, in.Blocks, transforms.SideCandidates)
 		complete := rc.Reference.Threshold == math.MaxUint64
 		var st beam.PCollection
-		refBlocks, st = transforms.SampleReference(s, candidates, in.SampleKeys, int64(c.ReferenceSample), c.Seed, complete, c.BlockRows, sc.TempDir)
+		refBlocks, st = transforms.SampleReference(s, candidates, in.SampleKeys, int64(c.ReferenceSample), c.Seed, complete, p.Search.BlockRows, sc.TempDir)
 		droppedRef = beam.CreateList(s, []int64{}) // the sample holds first occurrences only
 		stats = append(stats, st)
 	case c.ReferenceSplit != "":
@@ -448,7 +448,7 @@ func (p *Plan) manifest(command []string) transforms.Manifest {
 	return transforms.Manifest{
 		Tool: "lemon", Version: Version, Command: command, Input: c.Input, Format: p.Input.Format,
 		Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, Reference: js(ref), Params: js(c.Params),
-		Filter: js(filter), Search: transforms.ManifestSearch{Shape: string(p.Search.Shape), BlockRows: c.BlockRows,
+		Filter: js(filter), Search: transforms.ManifestSearch{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,
 			KNNBackend: c.KNNBackend, Exact: true, WorkerMemoryMiB: c.WorkerMemoryMiB, Workers: c.Workers,
 			QueryRowsPerTask: p.Search.QueryRowsPerTask, TileRows: p.Search.TileRows, Predicted: Predicted(p.Search)},
 		Outputs: outputs, Versions: versions, StartedAt: time.Now().UTC(),

@@ -96,6 +96,9 @@ type Cost struct {
 	TileRows         int64
 	// Groups is the number of query groups (memory, stream) or tiles (pairs).
 	Groups int64
+	// BlockRows is the most rows a block file holds: --block-rows, or less where query
+	// groups or tiles are smaller (they are made of whole blocks).
+	BlockRows int64
 
 	Tasks               int64
 	TempReadBytes       int64
@@ -235,10 +238,15 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 	b.TaskBytes = int64(Headroom * float64(b.TaskBytes))
 	n, m := j.QueryRows, j.RefRows
 	file, held, query := j.FileRowBytes(), j.HeldRowBytes(), j.QueryRowBytes()
-	qBlocks := PlannedBlocks(j.Shards, n, j.BlockRows)
-	refBlocks := qBlocks
-	if j.RefBlocksWritten {
-		refBlocks = PlannedBlocks(j.RefShards, m, j.BlockRows)
+	// Groups and tiles are made of whole blocks, so blocks are cut no larger than they are.
+	blocksOf := func(limit int64) (q, r []int64) {
+		c.BlockRows = max(1, min(j.BlockRows, limit))
+		q = PlannedBlocks(j.Shards, n, c.BlockRows)
+		r = q
+		if j.RefBlocksWritten {
+			r = PlannedBlocks(j.RefShards, m, c.BlockRows)
+		}
+		return q, r
 	}
 	// Writes: the read stage writes every valid query row once, and the reference's own blocks
 	// if it has them; a sample's candidates are written, read back and the sample rewritten.
@@ -258,7 +266,7 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 		c.TileRows = m
 		if j.SelfJoin && workers == 1 {
 			// One task searches every row against every other, each product feeding both.
-			c.QueryRowsPerTask, c.Groups, c.Tasks = n, 1, 1
+			c.QueryRowsPerTask, c.Groups, c.Tasks, c.BlockRows = n, 1, 1, j.BlockRows
 			mem = float64(n) * query
 			reads += float64(n) * file
 			c.Flops = 2 * float64(j.Dim) * float64(n) * float64(n+1) // n(n+1)/2 pairs, 2 modalities
@@ -273,6 +281,7 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 			q = max(1, min(n, j.BlockRows))
 		}
 		c.QueryRowsPerTask = q
+		qBlocks, _ := blocksOf(q)
 		c.Groups = int64(len(Groups(qBlocks, q)))
 		c.Tasks = c.Groups
 		mem = float64(m)*held + float64(min(q, n))*query
@@ -290,6 +299,7 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 			q = max(1, min(n, j.BlockRows))
 		}
 		c.QueryRowsPerTask, c.TileRows = q, t
+		qBlocks, _ := blocksOf(min(q, t))
 		c.Groups = int64(len(Groups(qBlocks, q)))
 		c.Tasks = c.Groups
 		mem = float64(t)*held + float64(min(q, n))*query
@@ -309,6 +319,7 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 			t = 1
 		}
 		c.TileRows, c.QueryRowsPerTask = t, t
+		qBlocks, refBlocks := blocksOf(t)
 		qt := int64(len(Groups(qBlocks, t)))
 		rt := int64(len(Groups(refBlocks, t)))
 		c.Groups = qt

@@ -464,17 +464,17 @@ func referenceKey(blocks []BlockRef, drop []int64) string {
 	return string(h.Sum(nil))
 }
 
-// limitMemory sets Go's soft memory limit to a task's budget (unless GOMEMLIMIT is set, or a
-// lower limit is): without a limit the collector lets garbage from reading and scoring grow
-// the heap to twice the live data. The limit covers Go's heap only; the embeddings and the
-// search's big buffers are mapped outside it (package hugepage). It is soft: a larger working
-// set only makes collection busier.
+// limitMemory sets Go's soft memory limit to a task's budget plus 1 GiB for the rest of the
+// process (unless GOMEMLIMIT is set, or a lower limit is): without a limit the collector lets
+// garbage from reading and scoring grow the heap to twice the live data. The limit covers Go's
+// heap only; the embeddings and the search's big buffers are mapped outside it (package
+// hugepage). It is soft: a larger working set only makes collection busier.
 func limitMemory(budget int64) {
 	if os.Getenv("GOMEMLIMIT") != "" || budget <= 0 {
 		return
 	}
-	if budget < debug.SetMemoryLimit(-1) {
-		debug.SetMemoryLimit(budget)
+	if limit := budget + 1<<30; limit < debug.SetMemoryLimit(-1) {
+		debug.SetMemoryLimit(limit)
 	}
 }
 
