@@ -77,7 +77,11 @@ type Config struct {
 	WorkerMemoryMiB int    `yaml:"worker_memory_mib" json:"worker_memory_mib"`
 	// Workers is how many worker processes the runner keeps busy at once (0: 1 on prism; on
 	// other runners Beam's --max_num_workers or --num_workers if given, else 16).
-	Workers int    `yaml:"workers" json:"workers"`
+	Workers int `yaml:"workers" json:"workers"`
+	// WorkerCores and WorkerGPU describe a worker, for the time estimates that choose the
+	// shape: cores of a CPU worker (0: this machine's), or a GPU kind (tiling.GPUs).
+	WorkerCores int    `yaml:"worker_cores" json:"worker_cores,omitempty"`
+	WorkerGPU   string `yaml:"worker_gpu" json:"worker_gpu,omitempty"`
 	TempDir string `yaml:"temp_dir" json:"temp_dir,omitempty"`
 }
 
@@ -102,11 +106,9 @@ type Plan struct {
 }
 
 // Check validates a Config and plans its input: shard files, row counts and dimensions are
-// checked here, with errors that name the file.
+// checked here, with errors that name the file. It also prices the search (package tiling)
+// and picks its shape.
 func Check(ctx context.Context, c Config) (*Plan, error) {
-	if err := c.Params.Validate(); err != nil {
-		return nil, err
-	}
 	if c.Input == "" {
 		return nil, fmt.Errorf("no input: give --input DIR")
 	}
@@ -116,36 +118,8 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if strings.TrimRight(c.Input, "/") == strings.TrimRight(c.Output, "/") {
 		return nil, fmt.Errorf("--output must differ from --input")
 	}
-	if c.Threshold == nil && (c.RejectFraction < 0 || c.RejectFraction > 1) {
-		return nil, fmt.Errorf("--reject-fraction must be between 0 and 1, got %v", c.RejectFraction)
-	}
-	if c.ScoresFormat != "parquet" && c.ScoresFormat != "csv" {
-		return nil, fmt.Errorf("--scores-format must be parquet or csv, got %q", c.ScoresFormat)
-	}
-	if c.BlockRows < 1 {
-		return nil, fmt.Errorf("--block-rows must be at least 1, got %d", c.BlockRows)
-	}
-	shape, err := tiling.ParseShape(c.SearchShape)
+	shape, err := checkConfig(&c)
 	if err != nil {
-		return nil, err
-	}
-	if c.WorkerMemoryMiB < 1 {
-		return nil, fmt.Errorf("--worker-memory-mib must be at least 1, got %d", c.WorkerMemoryMiB)
-	}
-	if c.Workers < 0 {
-		return nil, fmt.Errorf("--workers must be at least 1, got %d", c.Workers)
-	}
-	c.Workers = max(1, c.Workers)
-	if c.Reference != "" && c.ReferenceSample > 0 {
-		return nil, fmt.Errorf("give --reference or --reference-sample, not both")
-	}
-	if c.Reference != "" && c.ReferenceSplit != "" {
-		return nil, fmt.Errorf("give --reference or --reference-split, not both")
-	}
-	if c.ReferenceSample < 0 {
-		return nil, fmt.Errorf("--reference-sample must be positive, got %d", c.ReferenceSample)
-	}
-	if err := checkBackend(c.KNNBackend); err != nil {
 		return nil, err
 	}
 	in, rows, err := planInput(ctx, c.Input, c.InputFormat, c.Columns, c.Embed)
@@ -170,23 +144,127 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 		}
 		p.Reference, p.RefRows = &ref, refRows
 	}
-	if c.ReferenceSample > 0 && int64(c.ReferenceSample) < p.RefRows {
-		p.RefRows = int64(c.ReferenceSample)
-	}
-	if p.RefRows < int64(c.K)+1 {
-		return nil, fmt.Errorf("the reference set has %d rows, but k=%d needs at least %d (k neighbours besides the row itself); lower --k or add rows", p.RefRows, c.K, c.K+1)
-	}
 	text, err := measureRows(ctx, in)
 	if err != nil {
 		return nil, err
 	}
-	p.Job = p.searchJob(text)
-	p.Profile = tiling.CPU(runtime.NumCPU())
-	p.Search, p.Shapes, err = tiling.Choose(p.Job, p.budget(), p.Profile, shape)
+	return p, p.choose(text, shape)
+}
+
+// Hypothetical is a dataset that need not exist, for `lemon plan --rows`: its size, and what
+// the rows are like.
+type Hypothetical struct {
+	Rows      int64
+	Dim       int
+	Half      bool  // float16 embeddings (as LAION ships them)
+	ShardRows int64 // rows per input shard
+	// RefRows is the size of a separate reference dataset (with Config.Reference) or of the
+	// split the reference is drawn from (with Config.ReferenceSplit); 0 means Rows.
+	RefRows               int64
+	IDBytes, CaptionBytes float64
+}
+
+// PlanHypothetical prices the search of a job over a dataset described by h rather than read
+// from disk.
+func PlanHypothetical(c Config, h Hypothetical) (*Plan, error) {
+	if h.Rows < 1 || h.Dim < 1 || h.ShardRows < 1 {
+		return nil, fmt.Errorf("--rows, --dim and --shard-rows must be at least 1")
+	}
+	shape, err := checkConfig(&c)
 	if err != nil {
 		return nil, err
 	}
-	return p, nil
+	shards := func(rows int64) []dataset.Shard {
+		var out []dataset.Shard
+		for off := int64(0); off < rows; off += h.ShardRows {
+			out = append(out, dataset.Shard{Index: len(out), Offset: off, Rows: min(h.ShardRows, rows-off), Dim: h.Dim})
+		}
+		return out
+	}
+	p := &Plan{Config: c, Input: transforms.Input{Format: "hypothetical", Shards: shards(h.Rows)}, Rows: h.Rows, RefRows: h.Rows}
+	if h.RefRows > 0 {
+		p.RefRows = h.RefRows
+	}
+	if c.Reference != "" {
+		ref := transforms.Input{Format: "hypothetical", Shards: shards(p.RefRows)}
+		p.Reference = &ref
+	}
+	return p, p.choose(rowSample{idBytes: h.IDBytes, captionBytes: h.CaptionBytes, half: h.Half}, shape)
+}
+
+// checkConfig validates what does not depend on the input, and returns the forced search
+// shape ("" for auto).
+func checkConfig(c *Config) (tiling.Shape, error) {
+	if err := c.Params.Validate(); err != nil {
+		return "", err
+	}
+	if c.Threshold == nil && (c.RejectFraction < 0 || c.RejectFraction > 1) {
+		return "", fmt.Errorf("--reject-fraction must be between 0 and 1, got %v", c.RejectFraction)
+	}
+	if c.ScoresFormat != "parquet" && c.ScoresFormat != "csv" {
+		return "", fmt.Errorf("--scores-format must be parquet or csv, got %q", c.ScoresFormat)
+	}
+	if c.BlockRows < 1 {
+		return "", fmt.Errorf("--block-rows must be at least 1, got %d", c.BlockRows)
+	}
+	shape, err := tiling.ParseShape(c.SearchShape)
+	if err != nil {
+		return "", err
+	}
+	if c.WorkerMemoryMiB < 1 {
+		return "", fmt.Errorf("--worker-memory-mib must be at least 1, got %d", c.WorkerMemoryMiB)
+	}
+	if c.Workers < 0 {
+		return "", fmt.Errorf("--workers must be at least 1, got %d", c.Workers)
+	}
+	c.Workers = max(1, c.Workers)
+	if c.Reference != "" && c.ReferenceSample > 0 {
+		return "", fmt.Errorf("give --reference or --reference-sample, not both")
+	}
+	if c.Reference != "" && c.ReferenceSplit != "" {
+		return "", fmt.Errorf("give --reference or --reference-split, not both")
+	}
+	if c.ReferenceSample < 0 {
+		return "", fmt.Errorf("--reference-sample must be positive, got %d", c.ReferenceSample)
+	}
+	if c.ReferenceSplit != "" && c.Columns.SplitColumn == "" {
+		c.Columns.SplitColumn = "split"
+	}
+	if err := checkBackend(c.KNNBackend); err != nil {
+		return "", err
+	}
+	return shape, nil
+}
+
+// profile is the worker the time estimates assume.
+func (c Config) profile() (tiling.Profile, error) {
+	switch {
+	case c.WorkerGPU != "" && c.WorkerCores > 0:
+		return tiling.Profile{}, fmt.Errorf("give --cores or --gpu, not both")
+	case c.WorkerGPU != "":
+		return tiling.GPU(c.WorkerGPU)
+	case c.WorkerCores > 0:
+		return tiling.CPU(c.WorkerCores), nil
+	}
+	return tiling.CPU(runtime.NumCPU()), nil
+}
+
+// choose sizes the reference, describes the search for package tiling and picks its shape.
+func (p *Plan) choose(text rowSample, shape tiling.Shape) error {
+	c := p.Config
+	if c.ReferenceSample > 0 && int64(c.ReferenceSample) < p.RefRows {
+		p.RefRows = int64(c.ReferenceSample)
+	}
+	if p.RefRows < int64(c.K)+1 {
+		return fmt.Errorf("the reference set has %d rows, but k=%d needs at least %d (k neighbours besides the row itself); lower --k or add rows", p.RefRows, c.K, c.K+1)
+	}
+	p.Job = p.searchJob(text)
+	var err error
+	if p.Profile, err = c.profile(); err != nil {
+		return err
+	}
+	p.Search, p.Shapes, err = tiling.Choose(p.Job, p.budget(), p.Profile, shape)
+	return err
 }
 
 // referenceRule is the reference rule of the input's read stage.

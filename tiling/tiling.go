@@ -78,10 +78,10 @@ type Budget struct {
 
 // Profile is the worker a time estimate assumes.
 type Profile struct {
-	Name      string
-	Flops     float64 // sustained FLOP/s of one worker on the search's products
-	TempBytes float64 // bytes/s one worker reads or writes temporary storage at
-	Note      string  // where the rates come from
+	Name      string  `json:"name"`
+	Flops     float64 `json:"flops_per_second"`      // sustained FLOP/s of one worker on the search's products
+	TempBytes float64 `json:"temp_bytes_per_second"` // bytes/s one worker reads or writes temporary storage at
+	Note      string  `json:"note"`                  // where the rates come from
 }
 
 // Cost is one shape priced for a job. The byte and FLOP counts are what the job itself
@@ -478,5 +478,22 @@ func Bytes(v float64) string {
 // 2-core AMD EPYC machine with AVX512_BF16: 50,000 x 512 self-join, 2026-11-26.
 func CPU(cores int) Profile {
 	return Profile{Name: fmt.Sprintf("cpu:%d", cores), Flops: float64(cores) * 180e9, TempBytes: 400e6,
-		Note: "180 GFLOP/s per core (the whole search's measured rate on AVX512_BF16 cores), temporary storage at 400 MB/s per worker"}
+		Note: fmt.Sprintf("%d cores at 180 GFLOP/s each (the whole search's measured rate per AVX512_BF16 core); temporary storage at 400 MB/s per worker", cores)}
+}
+
+// GPUs are the GPU kinds --gpu knows, with their float32 peak (for reference only: see GPU).
+var GPUs = map[string]float64{"h100": 67e12, "h200": 67e12, "a100": 19.5e12, "l4": 30.3e12}
+
+// GPU is a worker with one GPU of the given kind running --knn-backend cuda. lemon's CUDA path
+// computes the products on the device but selects and re-ranks candidates on the host's cores,
+// which bound it: with an H200 and 16 host cores it sustained 0.47 TFLOP/s on a 50,000 x 512
+// self-join (2026-11-26), less than the 16 cores alone. The estimate uses that measured rate
+// for every kind, not the device's peak, until the selection moves to the device.
+func GPU(kind string) (Profile, error) {
+	peak, ok := GPUs[kind]
+	if !ok {
+		return Profile{}, fmt.Errorf("unknown GPU %q (known: h100, h200, a100, l4)", kind)
+	}
+	return Profile{Name: "gpu:" + kind, Flops: 0.47e12, TempBytes: 400e6,
+		Note: fmt.Sprintf("0.47 TFLOP/s: lemon's CUDA backend as measured on an H200 with 16 host cores, bound by host-side selection (the %s's float32 peak is %.0f TFLOP/s); temporary storage at 400 MB/s per worker", kind, peak/1e12)}, nil
 }

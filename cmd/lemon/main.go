@@ -1,6 +1,7 @@
 // Command lemon finds mislabelled image-caption pairs with LEMoN and filters them out.
 //
 //	lemon score --input DIR --output OUT [--config FILE] [flags]
+//	lemon plan --input DIR | --rows N --dim D [flags]
 //	lemon eval --run OUT --output REP [flags]
 //	lemon dev make-dataset --out DIR [flags]
 //	lemon version
@@ -25,6 +26,9 @@ Usage:
   lemon score --input DIR --output OUT [--config FILE] [flags]
       Score every pair from precomputed CLIP embeddings and write scores plus kept/rejected
       shards. 'lemon score --help' lists the flags.
+  lemon plan [--input DIR | --rows N --dim D] [score's flags] [--json]
+      Price the neighbour search before it runs: tasks, temporary storage, shuffle, memory per
+      task, FLOPs and hours for each search shape, and which one 'lemon score' would run.
   lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx
       Embed images and captions (webdataset, img2dataset Parquet, CSV of paths) with your CLIP
       encoders into the clip-retrieval layout. 'lemon score' also takes RAW inputs directly.
@@ -55,6 +59,8 @@ func main() {
 		err = runScore(args)
 	case "embed":
 		err = runEmbed(args)
+	case "plan":
+		err = runPlan(args)
 	case "noise":
 		err = noise.Main(args)
 	case "tune":

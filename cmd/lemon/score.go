@@ -142,6 +142,9 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	ourFlags["worker-memory-mib"] = true
 	fs.IntVar(&c.Workers, "workers", c.Workers, "worker processes the runner runs at once, for sizing tasks (default: 1 on prism; else --max_num_workers or --num_workers if given, else 16)")
 	ourFlags["workers"] = true
+	fs.IntVar(&c.WorkerCores, "cores", c.WorkerCores, "CPU cores of a worker, for the time estimates that choose the search shape (default: this machine's)")
+	str(&c.WorkerGPU, "gpu", "a worker's GPU (h100, h200, a100, l4), for the time estimates; see 'lemon plan'")
+	ourFlags["cores"] = true
 	str(&c.ReferenceSplit, "reference-split", "use only the input rows whose split column holds this value (e.g. train) as the reference set; with --reference-sample, sample from them")
 	str(&c.Columns.SplitColumn, "split-column", "the column --reference-split reads (default split)")
 	str(&c.KNNBackend, "knn-backend", "neighbour-search kernel: auto (fastest on this CPU), avx512bf16, avx512, go, or cuda (NVIDIA GPU: loads libcuda and NVRTC at run time, $LEMON_NVRTC_LIB)")
@@ -202,9 +205,6 @@ func runScore(args []string) error {
 	beam.Init()
 	ctx := context.Background()
 	resolveWorkers(fs, &c, runner)
-	if c.ReferenceSplit != "" && c.Columns.SplitColumn == "" {
-		c.Columns.SplitColumn = "split"
-	}
 
 	plan, err := pipeline.Check(ctx, c)
 	if err != nil {
