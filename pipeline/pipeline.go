@@ -82,7 +82,7 @@ type Config struct {
 	// shape: cores of a CPU worker (0: this machine's), or a GPU kind (tiling.GPUs).
 	WorkerCores int    `yaml:"worker_cores" json:"worker_cores,omitempty"`
 	WorkerGPU   string `yaml:"worker_gpu" json:"worker_gpu,omitempty"`
-	TempDir string `yaml:"temp_dir" json:"temp_dir,omitempty"`
+	TempDir     string `yaml:"temp_dir" json:"temp_dir,omitempty"`
 }
 
 // Defaults returns LEMoN_fix with lemon's default filtering and search settings.
