@@ -127,12 +127,18 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{Config: c, Input: in, Rows: rows, RefRows: rows}
-	if c.DiscreteText {
-		for _, sh := range in.Shards {
-			if sh.Format == "embdir" && sh.Files["metadata"] == "" {
+	for _, sh := range in.Shards {
+		if sh.Format == "embdir" && sh.Files["metadata"] == "" {
+			if c.DiscreteText {
 				return nil, fmt.Errorf("--discrete-text compares captions, but %s has no metadata files with captions", c.Input)
 			}
+			if c.ReferenceSplit != "" {
+				return nil, fmt.Errorf("--reference-split reads the %q column, but %s has no metadata files", c.Columns.SplitColumn, c.Input)
+			}
 		}
+	}
+	if in.Raw && c.ReferenceSplit != "" {
+		return nil, fmt.Errorf("--reference-split reads a split column from embedding inputs (a clip-retrieval folder's metadata or Parquet); %s holds images: embed it first with 'lemon embed'", c.Input)
 	}
 	if c.Reference != "" {
 		ref, refRows, err := planInput(ctx, c.Reference, c.ReferenceFormat, c.Columns, c.Embed)

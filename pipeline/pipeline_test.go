@@ -217,3 +217,70 @@ func scoredRows(scores []float64) []transforms.Scored {
 	}
 	return out
 }
+
+// TestReferenceSplitEqualsExplicitReference: --reference-split train searches only the train
+// rows, which must equal scoring against those rows given as a separate reference dataset, in
+// every shape; with --reference-sample the sample is drawn from the train rows only.
+func TestReferenceSplitEqualsExplicitReference(t *testing.T) {
+	ctx := context.Background()
+	o := synth.Defaults()
+	o.Rows, o.Dim = 400, 16
+	rows, err := synth.Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var train []dataset.Row
+	for i := range rows {
+		split := []string{"train", "train", "train", "val", "test"}[i%5]
+		rows[i].Extra = map[string]string{"split": split}
+		if split == "train" {
+			train = append(train, rows[i])
+		}
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	if err := embdir.Write(ctx, in, synth.Split(rows, 3), embdir.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refDir := filepath.Join(dir, "ref")
+	if err := embparquet.Write(ctx, refDir, [][]dataset.Row{train}); err != nil {
+		t.Fatal(err)
+	}
+	base := pipeline.Defaults()
+	base.Input, base.K, base.ScoresFormat, base.EmitNeighbours, base.BlockRows = in, 8, "csv", true, 32
+	explicit := base
+	explicit.Output, explicit.Reference = filepath.Join(dir, "out-ref"), refDir
+	runJob(t, explicit)
+	want := readFiles(t, filepath.Join(explicit.Output, "scores", "*.csv"))
+	for _, shape := range []string{"memory", "stream", "pairs"} {
+		c := base
+		c.Output, c.ReferenceSplit, c.SearchShape, c.WorkerMemoryMiB = filepath.Join(dir, "out-split-"+shape), "train", shape, 1
+		if shape == "memory" {
+			c.WorkerMemoryMiB = 64
+		}
+		runJob(t, c)
+		if got := readFiles(t, filepath.Join(c.Output, "scores", "*.csv")); got == "" || got != want {
+			t.Fatalf("--reference-split train, %s shape: scores differ from the explicit train reference's", shape)
+		}
+	}
+
+	// A sample of the train rows: the 60 train rows with the smallest hashes.
+	const n, seed = 60, 3
+	sort.Slice(train, func(a, b int) bool {
+		return transforms.SampleHash(seed, train[a].ID) < transforms.SampleHash(seed, train[b].ID)
+	})
+	sample := append([]dataset.Row(nil), train[:n]...)
+	sort.Slice(sample, func(a, b int) bool { return sample[a].ID < sample[b].ID })
+	sampleDir := filepath.Join(dir, "sample")
+	if err := embparquet.Write(ctx, sampleDir, [][]dataset.Row{sample}); err != nil {
+		t.Fatal(err)
+	}
+	explicit.Output, explicit.Reference = filepath.Join(dir, "out-sample-ref"), sampleDir
+	runJob(t, explicit)
+	sampled := base
+	sampled.Output, sampled.ReferenceSplit, sampled.ReferenceSample, sampled.Seed = filepath.Join(dir, "out-split-sample"), "train", n, seed
+	runJob(t, sampled)
+	if a, b := readFiles(t, filepath.Join(explicit.Output, "scores", "*.csv")), readFiles(t, filepath.Join(sampled.Output, "scores", "*.csv")); a == "" || a != b {
+		t.Fatal("--reference-split train --reference-sample: scores differ from the explicit sample of train rows")
+	}
+}

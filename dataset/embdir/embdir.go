@@ -230,7 +230,7 @@ func (Format) Read(ctx context.Context, sh dataset.Shard, o dataset.Options, emi
 				if !idOK && !capOK && id == "" && caption == "" && meta.done {
 					return fmt.Errorf("row-count mismatch: %s ends after %d rows, %s has %d", sh.Files["metadata"], r.Index, sh.Files["image"], sh.Rows)
 				}
-				r.ID, r.Caption = id, caption
+				r.ID, r.Caption, r.Split = id, caption, meta.split()
 				switch {
 				case !idOK || id == "":
 					r.Err = "missing id"
@@ -273,15 +273,16 @@ func openNpy(ctx context.Context, p string, sh dataset.Shard) (*npy.Reader, func
 	return r, func() { ra.Close() }, nil
 }
 
-// idCaptions streams the id and caption columns of a metadata file row by row.
+// idCaptions streams the id and caption columns (and the split column, when one is named) of
+// a metadata file row by row.
 type idCaptions struct {
-	file          string
-	rr            array.RecordReader
-	idCol, capCol string
-	ids, caps     []string
-	idOK, capOK   []bool
-	pos           int
-	done          bool
+	file                    string
+	rr                      array.RecordReader
+	idCol, capCol, splitCol string
+	ids, caps, splits       []string
+	idOK, capOK             []bool
+	pos                     int
+	done                    bool
 }
 
 func openIDCaptions(ctx context.Context, p string, o dataset.Options) (*idCaptions, error) {
@@ -303,7 +304,14 @@ func openIDCaptions(ctx context.Context, p string, o dataset.Options) (*idCaptio
 		rr.Release()
 		return nil, err
 	}
-	return &idCaptions{file: p, rr: rr, idCol: idc, capCol: cc}, nil
+	m := &idCaptions{file: p, rr: rr, idCol: idc, capCol: cc}
+	if o.SplitColumn != "" {
+		if m.splitCol, err = dataset.PickColumn(p, cols, o.SplitColumn, nil, "split"); err != nil {
+			rr.Release()
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
 // next returns the next row's id and caption; at the end it sets done and returns zero values.
@@ -327,11 +335,24 @@ func (m *idCaptions) next() (string, bool, string, bool, error) {
 		if m.caps, m.capOK, err = metadata.StringColumn(m.file, rec, m.capCol); err != nil {
 			return "", false, "", false, err
 		}
+		if m.splitCol != "" {
+			if m.splits, _, err = metadata.StringColumn(m.file, rec, m.splitCol); err != nil {
+				return "", false, "", false, err
+			}
+		}
 		m.pos = 0
 	}
 	i := m.pos
 	m.pos++
 	return m.ids[i], m.idOK[i], m.caps[i], m.capOK[i], nil
+}
+
+// split is the split value of the row next returned last ("" without a split column).
+func (m *idCaptions) split() string {
+	if m.splitCol == "" {
+		return ""
+	}
+	return m.splits[m.pos-1]
 }
 
 func (m *idCaptions) close() { m.rr.Release() }

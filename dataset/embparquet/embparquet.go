@@ -94,6 +94,9 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		if err == nil {
 			_, err = dataset.PickColumn(name, cols, o.CaptionColumn, dataset.CaptionColumns, "caption")
 		}
+		if err == nil && o.SplitColumn != "" {
+			_, err = dataset.PickColumn(name, cols, o.SplitColumn, nil, "split")
+		}
 		rows := pf.Rows()
 		pf.Close()
 		if err != nil {
@@ -178,7 +181,11 @@ func readRows(ctx context.Context, sh dataset.Shard, o dataset.Options, emit fun
 		return err
 	}
 	imgCol, txtCol := columns(o)
-	rr, err := pf.Records(ctx, []string{idCol, capCol, imgCol, txtCol})
+	want := []string{idCol, capCol, imgCol, txtCol}
+	if o.SplitColumn != "" {
+		want = append(want, o.SplitColumn)
+	}
+	rr, err := pf.Records(ctx, want)
 	if err != nil {
 		pf.Close()
 		return err
@@ -203,8 +210,17 @@ func readRows(ctx context.Context, sh dataset.Shard, o dataset.Options, emit fun
 		if err != nil {
 			return err
 		}
+		var splits []string
+		if o.SplitColumn != "" {
+			if splits, _, err = metadata.StringColumn(name, rec, o.SplitColumn); err != nil {
+				return err
+			}
+		}
 		for i := range ids {
 			r := dataset.Record{Index: index, ID: ids[i], Caption: caps[i], Image: imgs[i], Text: txts[i]}
+			if splits != nil {
+				r.Split = splits[i]
+			}
 			switch {
 			case !idOK[i] || ids[i] == "":
 				r.Err = "missing id"
