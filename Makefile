@@ -2,13 +2,14 @@
 GO ?= go
 DEMO_DIR ?= out/demo
 
-.PHONY: help build demo setup test bench-knn bench-embed clean
+.PHONY: help build demo setup test bench-knn bench-sample bench-embed clean
 
 help:
 	@echo "make demo       build bin/lemon, generate a small synthetic dataset, score it (prism, in-process)"
 	@echo "make test       install test dependencies (scripts/setup.sh) and run the whole test suite"
 	@echo "make build      build bin/lemon"
 	@echo "make bench-knn  neighbour-search benchmark against FAISS (see README)"
+	@echo "make bench-sample  a seeded reference sample (--reference-sample) against the self-join, same data"
 	@echo "make bench-embed  embedding-stage throughput: raw ONNX Runtime vs end to end from JPEG bytes"
 
 build:
@@ -28,6 +29,9 @@ test: setup
 
 bench-knn: build
 	bench/knn.sh
+
+bench-sample: build
+	LEMON=bin/lemon bench/sample.sh
 
 bench-embed: setup
 	$(GO) run ./bench/embed -rows 256 -batch 32

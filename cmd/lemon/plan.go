@@ -179,10 +179,12 @@ func printPlan(w io.Writer, p *pipeline.Plan) {
 		if c.Shape == p.Search.Shape {
 			name = "*" + name
 		}
-		fits := "yes"
 		if !c.Fits {
-			fits = "no"
+			// What it would cost means little: say only what a task would need.
+			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t\n", name, tiling.Bytes(float64(c.PeakTaskMemoryBytes)))
+			continue
 		}
+		fits := "yes"
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%.3g\t%.3g\t%.3g\t\n", name, fits, c.Tasks, c.QueryRowsPerTask, c.TileRows,
 			c.BlockRows, tiling.Bytes(float64(c.TempReadBytes)), tiling.Bytes(float64(c.TempWriteBytes)), tiling.Bytes(float64(c.ShuffleBytes)),
 			tiling.Bytes(float64(c.PeakTaskMemoryBytes)), c.Flops, c.Hours, c.WorkerHours)
