@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"github.com/x448/float16"
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/embdir"
@@ -282,5 +284,59 @@ func TestReferenceSplitEqualsExplicitReference(t *testing.T) {
 	runJob(t, sampled)
 	if a, b := readFiles(t, filepath.Join(explicit.Output, "scores", "*.csv")), readFiles(t, filepath.Join(sampled.Output, "scores", "*.csv")); a == "" || a != b {
 		t.Fatal("--reference-split train --reference-sample: scores differ from the explicit sample of train rows")
+	}
+}
+
+// TestFloat16BlocksKeepPrecision: blocks store float16 values in two bytes whatever file type
+// held them, results equal for the same values as float16 or float32, and values that are not
+// float16 keep four bytes.
+func TestFloat16BlocksKeepPrecision(t *testing.T) {
+	ctx := context.Background()
+	o := synth.Defaults()
+	o.Rows, o.Dim = 300, 64
+	rows, err := synth.Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := make([]dataset.Row, len(rows))
+	for i, r := range rows {
+		h := r
+		h.Image, h.Text = make([]float32, o.Dim), make([]float32, o.Dim)
+		for k := range o.Dim {
+			h.Image[k], h.Text[k] = float16.Fromfloat32(r.Image[k]).Float32(), float16.Fromfloat32(r.Text[k]).Float32()
+		}
+		half[i] = h
+	}
+	dir := t.TempDir()
+	var scores []string
+	var written []int64
+	for i, v := range []struct {
+		dtype string
+		rows  []dataset.Row
+	}{{"<f2", half}, {"<f4", half}, {"<f4", rows}} {
+		in := filepath.Join(dir, fmt.Sprint("in", i))
+		if err := embdir.Write(ctx, in, synth.Split(v.rows, 2), embdir.WriteOptions{Dtype: v.dtype}); err != nil {
+			t.Fatal(err)
+		}
+		c := pipeline.Defaults()
+		c.Input, c.Output, c.K, c.ScoresFormat, c.EmitNeighbours = in, filepath.Join(dir, fmt.Sprint("out", i)), 10, "csv", true
+		runJob(t, c)
+		scores = append(scores, readFiles(t, filepath.Join(c.Output, "scores", "*.csv")))
+		b, err := os.ReadFile(filepath.Join(c.Output, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m transforms.Manifest
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, m.Search.TempWriteBytes)
+	}
+	if scores[0] == "" || scores[0] != scores[1] {
+		t.Error("float16 and float32 files of the same values scored differently")
+	}
+	// The embeddings are 2 x 64 values a row: 256 bytes in float16, 512 in float32.
+	if written[0] != written[1] || written[2]-written[0] != int64(o.Rows)*256 {
+		t.Errorf("temporary bytes written: %v; want the first two equal and the third 256 bytes a row more", written)
 	}
 }
