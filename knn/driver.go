@@ -424,6 +424,16 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 			padded = max(padded, j.sb.panels*nr) // the column sets share these thresholds
 		}
 		j.rows[m] = newTopSet(j.na, padded, opt.K, win)
+		if b := opt.Within[m]; b != nil && opt.Metric == Cosine && !pair && j.sa.order[m] == nil {
+			// A reference row can enter row r's K only at a distance of at most b[r], that is
+			// at an exact dot of at least 1-b[r]; its selection-stage dot is then within the
+			// window of that (the same bound as a K-th best dot gives, see window).
+			for r, d := range b {
+				if d < math.Inf(1) {
+					j.rows[m].raise(r, below(1-d-float64(win[r])-1e-9))
+				}
+			}
+		}
 	}
 	if pair {
 		j.cols = make([][2]*topSet, workers)

@@ -46,6 +46,7 @@ package knn
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Metric is the distance between two embeddings.
@@ -108,6 +109,29 @@ type Options struct {
 	// Progress, if set, is called after each unit of work with how many of the total are
 	// done. It may be called from several goroutines at once.
 	Progress func(done, total int64)
+	// Within, for Search with the cosine metric, gives per modality and query row a distance
+	// the row's K-th nearest is already known not to exceed (from other reference rows, as
+	// when a reference is searched tile by tile): reference rows further away cannot enter the
+	// row's K and are not kept, so a row's list may come back shorter than K. Nil, or +Inf for
+	// a row, means no bound. The result merged with the lists the bounds came from is exact.
+	Within [2][]float64
+}
+
+// Bounds returns, per modality and row, the distance of the K-th neighbour of each row of l
+// (+Inf for a row with fewer than k): the Within that a search of further reference rows can
+// use.
+func Bounds(l Lists, k int) [2][]float64 {
+	var out [2][]float64
+	for m, lists := range [][][]Neighbour{l.Image, l.Text} {
+		out[m] = make([]float64, len(lists))
+		for i, ns := range lists {
+			out[m][i] = math.Inf(1)
+			if len(ns) >= k {
+				out[m][i] = ns[k-1].Dist
+			}
+		}
+	}
+	return out
 }
 
 // Lists is one query block's result: for each query row, its image-space and text-space
@@ -151,6 +175,11 @@ func prepare(opt Options, x, y *Block) (*backend, error) {
 	}
 	if opt.Metric != Cosine && opt.Metric != Euclidean {
 		return nil, fmt.Errorf("knn: unknown metric %v", opt.Metric)
+	}
+	for m := range 2 {
+		if opt.Within[m] != nil && len(opt.Within[m]) != x.Len() {
+			return nil, fmt.Errorf("knn: Within has %d rows, the query block %d", len(opt.Within[m]), x.Len())
+		}
 	}
 	if err := x.validate("first"); err != nil {
 		return nil, err

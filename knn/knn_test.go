@@ -307,6 +307,7 @@ func TestSplitReferenceAndMerge(t *testing.T) {
 					t.Fatal(err)
 				}
 				rng := rand.New(rand.NewPCG(uint64(c.nr), 1))
+				var cut int // lists a bound made shorter than K
 				for trial := 0; trial < 4; trial++ {
 					var merged Lists
 					for i0 := 0; i0 < r.Len(); {
@@ -315,9 +316,18 @@ func TestSplitReferenceAndMerge(t *testing.T) {
 							size = 1 // one-row blocks
 						}
 						i1 := min(r.Len(), i0+size)
-						part, err := Search(q, r.slice(i0, i1), opt)
+						o := opt
+						if trial%2 == 1 && i0 > 0 {
+							o.Within = Bounds(merged, c.k) // later parts only need what beats the lists so far
+						}
+						part, err := Search(q, r.slice(i0, i1), o)
 						if err != nil {
 							t.Fatal(err)
+						}
+						for _, ns := range part.Image {
+							if o.Within[0] != nil && len(ns) < min(c.k, i1-i0) {
+								cut++
+							}
 						}
 						if i0 == 0 {
 							merged = part
@@ -329,6 +339,9 @@ func TestSplitReferenceAndMerge(t *testing.T) {
 					if d := diffLists(merged, whole); d != "" {
 						t.Fatalf("trial %d: %s", trial, d)
 					}
+				}
+				if c.metric == Cosine && !c.gen.same && q.Len() > 0 && r.Len() > 4*c.k && cut == 0 { // identical rows all tie: nothing to cut
+					t.Errorf("bounds from earlier parts never left a row's list short: they were not applied")
 				}
 				// Splitting the queries must not matter either.
 				mid := q.Len() / 2

@@ -352,7 +352,12 @@ func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitScored f
 			}
 			qt := asQueries(q, cfg.ExternalReference, byID)
 			if q.Len() > 0 && r.Len() > 0 {
-				l, err := knn.Search(qt, r, opt)
+				o := opt
+				if lists.Image != nil {
+					// Only what beats the lists so far can change them.
+					o.Within = knn.Bounds(lists, cfg.Params.K)
+				}
+				l, err := knn.Search(qt, r, o)
 				if err != nil {
 					releaseEmbeddings(r)
 					return err
