@@ -58,6 +58,10 @@ func runEmbed(args []string) error {
 	if f := fs.Lookup("runner"); f != nil && f.Value.String() == "" {
 		f.Value.Set("prism")
 	}
+	if err := preparePaths(jobPath{"input", &c.Input}, jobPath{"output", &c.Output}); err != nil {
+		return cli.UsageError{Err: err}
+	}
+	defaultWorkerBinary()
 	beam.Init()
 	ctx := context.Background()
 	plan, err := pipeline.CheckEmbed(ctx, c)
