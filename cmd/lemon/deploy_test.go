@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"github.com/goccy/go-yaml"
 
 	"github.com/lemon-curation/lemon/dataset/embdir"
 	"github.com/lemon-curation/lemon/storage"
@@ -144,5 +146,51 @@ func TestBuildScriptDryRun(t *testing.T) {
 		if _, err := os.Stat(filepath.Join("..", "..", c.dockerfile)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFlinkComposeValidates: deploy/flink/compose.yaml is a valid Compose file (checked by
+// docker-compose, which scripts/setup.sh installs; no Docker engine is needed), with lemon's
+// worker pool beside the task manager and the job server where configs/flink.env submits.
+// A broken copy must fail the same check.
+func TestFlinkComposeValidates(t *testing.T) {
+	dc, err := exec.LookPath("docker-compose")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("docker-compose missing in CI (scripts/setup.sh installs it)")
+		}
+		t.Skip("docker-compose not installed (scripts/setup.sh installs it)")
+	}
+	file := filepath.Join("..", "..", "deploy", "flink", "compose.yaml")
+	out, err := exec.Command(dc, "-f", file, "config").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	var cfg struct {
+		Services map[string]struct {
+			Image       string `yaml:"image"`
+			NetworkMode string `yaml:"network_mode"`
+			Command     any    `yaml:"command"`
+			Ports       []struct {
+				Published any `yaml:"published"`
+				Target    int `yaml:"target"`
+			} `yaml:"ports"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	w, js := cfg.Services["lemon-worker"], cfg.Services["jobserver"]
+	if w.NetworkMode != "service:taskmanager" || fmt.Sprint(w.Command) != "[--worker_pool]" {
+		t.Fatalf("lemon-worker %+v: want Beam's boot as a worker pool in the task manager's network namespace", w)
+	}
+	if !strings.Contains(js.Image, "flink") || !strings.Contains(js.Image, "job_server") || len(js.Ports) == 0 || js.Ports[0].Target != 8099 {
+		t.Fatalf("jobserver %+v: want Beam's Flink job server on 8099 (configs/flink.env's JOB_SERVER)", js)
+	}
+	broken := filepath.Join(t.TempDir(), "compose.yaml")
+	b, _ := os.ReadFile(file)
+	os.WriteFile(broken, bytes.Replace(b, []byte("network_mode:"), []byte("network_mod:"), 1), 0o644)
+	if out, err := exec.Command(dc, "-f", broken, "config", "-q").CombinedOutput(); err == nil {
+		t.Fatalf("docker-compose accepted a compose file with an unknown key:\n%s", out)
 	}
 }
