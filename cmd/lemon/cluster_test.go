@@ -216,12 +216,14 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 	fixCfg, _ := filepath.Abs("../../configs/lemon-fix.yaml")
 	envCfg, _ := json.Marshal(map[string]any{"command": filepath.Join(tools, "boot"), "env": map[string]string{"STORAGE_EMULATOR_HOST": gcsHost}})
 
-	type job struct{ name, flags string }
+	// remote holds flags for the cluster run only: with --async the launcher returns once the
+	// job is submitted, and the job must still remove its blocks and finish its manifest.
+	type job struct{ name, flags, remote string }
 	var jobs []job
 	for _, shape := range searchShapes {
-		jobs = append(jobs, job{shape, "--search-shape " + shape})
+		jobs = append(jobs, job{shape, "--search-shape " + shape, ""})
 	}
-	jobs = append(jobs, job{"sample", "--reference-sample 150 --seed 3"})
+	jobs = append(jobs, job{"sample", "--reference-sample 150 --seed 3", ""}, job{"async", "--search-shape " + searchShapes[0], "--async"})
 	for _, j := range jobs {
 		t.Run(j.name, func(t *testing.T) {
 			flags := append([]string{"--k", "5", "--block-rows", "64"}, strings.Fields(j.flags)...)
@@ -231,12 +233,22 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 			remote, tmp := "gs://lemon/out/"+j.name, "gs://lemon/tmp/"+j.name
 			cctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(cctx, "../../deploy/flink/submit.sh", append([]string{"--"}, flags...)...)
+			cmd := exec.CommandContext(cctx, "../../deploy/flink/submit.sh", append(append([]string{"--"}, flags...), strings.Fields(j.remote)...)...)
 			cmd.Env = append(os.Environ(), "LEMON="+lemonBin, "WORKER_BINARY="+lemonBin, "LEMON_CONFIG="+fixCfg,
 				"INPUT=gs://lemon/in", "OUTPUT="+remote, "TEMP_DIR="+tmp, fmt.Sprintf("JOB_SERVER=localhost:%d", jobPort),
 				"ENVIRONMENT_TYPE=PROCESS", "ENVIRONMENT_CONFIG="+string(envCfg), "PARALLELISM=2")
-			if out, err := cmd.CombinedOutput(); err != nil {
+			out, err := cmd.CombinedOutput()
+			if err != nil {
 				t.Fatalf("submit.sh: %v\n%s", err, out)
+			}
+			if j.remote == "--async" && !strings.Contains(string(out), "job submitted") {
+				t.Fatalf("an --async launcher did not return at submission:\n%s", out)
+			}
+			for !storage.Exists(ctx, storage.Join(remote, "manifest.json")) { // the job goes on after an --async launcher
+				if cctx.Err() != nil {
+					t.Fatal("no manifest from the submitted job")
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
 
 			sawDuplicate := false

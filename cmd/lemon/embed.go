@@ -71,12 +71,18 @@ func runEmbed(args []string) error {
 	logf("lemon: embedding %d rows in %d shard(s) of %s (%s) with %s and %s", plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, c.Embed.ImageModel, c.Embed.TextModel)
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.BuildEmbed(s, plan, append([]string{"lemon", "embed"}, args...))
-	if !*verbose {
+	if isDryRun() {
+		printDryRun(*verbose)
+	} else if !*verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	}
 	start := time.Now()
 	if err := beamx.Run(ctx, p); err != nil {
 		return fmt.Errorf("the job failed: %w", err)
+	}
+	if isDryRun() || isAsync() {
+		logf("lemon: job built (dry run) or submitted; it writes %s itself", storage.Join(c.Output, transforms.ManifestName))
+		return nil
 	}
 	b, err := storage.ReadFile(ctx, storage.Join(c.Output, transforms.ManifestName))
 	if err != nil {

@@ -75,6 +75,18 @@ func defaultWorkerBinary() {
 	}
 }
 
+// isDryRun reports whether Beam's Dataflow runner will only build and print the job.
+func isDryRun() bool {
+	r := runnerFlag("runner")
+	return (r == "dataflow" || r == "DataflowRunner") && runnerFlag("dry_run") == "true"
+}
+
+// isAsync reports whether the launcher returns once the job is submitted to a cluster; the
+// job then finishes its run directory itself.
+func isAsync() bool {
+	return !workersShareDisk() && (runnerFlag("async") == "true" || runnerFlag("execute_async") == "true")
+}
+
 // printDryRun sends what Beam's Dataflow runner prints for --dry_run to stdout: it logs the
 // job (JSON) at INFO, which lemon otherwise silences. Other log lines go to stderr, the INFO
 // ones (the pipeline proto among them) only with --verbose.

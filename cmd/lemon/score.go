@@ -223,7 +223,7 @@ func runScore(args []string) error {
 
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.Build(s, plan, append([]string{"lemon", "score"}, args...))
-	dryRun := runner == "dataflow" && runnerFlag("dry_run") == "true"
+	dryRun := isDryRun()
 	if dryRun {
 		printDryRun(*verbose)
 	} else if !*verbose {
@@ -238,7 +238,7 @@ func runScore(args []string) error {
 	case dryRun:
 		logf("lemon: dry run: the job above was built, not submitted")
 		return nil
-	case !workersShareDisk() && (runnerFlag("async") == "true" || runnerFlag("execute_async") == "true"):
+	case isAsync():
 		logf("lemon: job submitted; it writes %s and removes its temporary blocks itself", storage.Join(c.Output, transforms.ManifestName))
 		return nil
 	}
