@@ -164,10 +164,11 @@ func header(ctx context.Context, p string) (npy.Header, error) {
 	return r.Header(), nil
 }
 
-// checkMetadata checks what is cheap to check before the job starts: the id and caption
-// columns, and for Parquet the row count from the footer. CSV and JSON Lines row counts are
-// checked as they are read.
+// checkMetadata checks what is cheap to check before the job starts, opening the file once:
+// the id and caption columns, and for Parquet the row count from the footer. CSV and JSON
+// Lines row counts are checked as they are read.
 func checkMetadata(ctx context.Context, p string, rows int64, npyFile string, o dataset.Options) error {
+	var cols []string
 	if strings.HasSuffix(p, ".parquet") {
 		f, err := metadata.OpenParquet(ctx, p)
 		if err != nil {
@@ -177,13 +178,24 @@ func checkMetadata(ctx context.Context, p string, rows int64, npyFile string, o 
 		if f.Rows() != rows {
 			return fmt.Errorf("row-count mismatch: %s has %d rows, %s has %d", p, f.Rows(), npyFile, rows)
 		}
+		if cols, err = f.Columns(); err != nil {
+			return err
+		}
+	} else {
+		rr, err := metadata.Open(ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, f := range rr.Schema().Fields() {
+			cols = append(cols, f.Name)
+		}
+		rr.Release()
 	}
-	m, err := openIDCaptions(ctx, p, o)
-	if err != nil {
+	if _, err := dataset.PickColumn(p, cols, o.IDColumn, dataset.IDColumns, "id"); err != nil {
 		return err
 	}
-	m.close()
-	return nil
+	_, err := dataset.PickColumn(p, cols, o.CaptionColumn, dataset.CaptionColumns, "caption")
+	return err
 }
 
 const chunkRows = 1024
