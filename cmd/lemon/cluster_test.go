@@ -108,6 +108,8 @@ var clusterTools = sync.OnceValues(func() (string, error) {
 	// with literal quotes around the id, which boot would pass on as part of the worker id and
 	// the job server would then not recognise. This wrapper strips them: a workaround for the
 	// test harness only (Dataflow and Flink start boot themselves).
+	// Its work directory goes under $LEMON_TEST_WORKDIR, which names the test's processes
+	// for killWorkers.
 	wrapper := `#!/bin/sh
 for a in "$@"; do
   case "$a" in
@@ -116,7 +118,8 @@ for a in "$@"; do
   esac
   shift
 done
-dir=$(mktemp -d)
+dir=$(mktemp -d "${LEMON_TEST_WORKDIR:?}/boot.XXXXXX")
+cd "$dir" # boot writes pipeline_options.json into its working directory
 exec "` + filepath.Join(dir, "container") + `" --semi_persist_dir="$dir" "$@"
 `
 	return dir, os.WriteFile(filepath.Join(dir, "boot"), []byte(wrapper), 0o755)
@@ -196,6 +199,8 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 	}
 	ctx := context.Background()
 	gcsHost := gcsEmulator(t, tools, "lemon")
+	workdir := t.TempDir()
+	t.Cleanup(func() { killWorkers(t, workdir) }) // before prism's cleanup: it runs later, as registered earlier
 	jobPort := freePort(t)
 	startProcess(t, jobPort, filepath.Join(tools, "prism"), "--job_port", fmt.Sprint(jobPort), "--serve_http=false", "--log_level", "warn")
 
@@ -214,7 +219,7 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 		}
 	}
 	fixCfg, _ := filepath.Abs("../../configs/lemon-fix.yaml")
-	envCfg, _ := json.Marshal(map[string]any{"command": filepath.Join(tools, "boot"), "env": map[string]string{"STORAGE_EMULATOR_HOST": gcsHost}})
+	envCfg, _ := json.Marshal(map[string]any{"command": filepath.Join(tools, "boot"), "env": map[string]string{"STORAGE_EMULATOR_HOST": gcsHost, "LEMON_TEST_WORKDIR": workdir}})
 
 	// remote holds flags for the cluster run only: with --async the launcher returns once the
 	// job is submitted, and the job must still remove its blocks and finish its manifest.
@@ -326,4 +331,28 @@ func columns(t *testing.T, p string, names ...string) []string {
 		}
 	}
 	return rows
+}
+
+// killWorkers ends the processes the test's jobs started (boot and the lemon workers it ran,
+// known by their --semi_persist_dir under workdir) and removes the worker binaries boot copied
+// to /tmp/binNNN/. Beam's harness keeps a worker process alive after its work is done, until
+// something kills it; on a cluster the container goes, here nothing would.
+func killWorkers(t *testing.T, workdir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte("--semi_persist_dir="+workdir+"/")) {
+			continue
+		}
+		dir := filepath.Dir(p)
+		exe, _ := os.Readlink(filepath.Join(dir, "exe"))
+		var pid int
+		fmt.Sscan(filepath.Base(dir), &pid)
+		if proc, err := os.FindProcess(pid); err == nil {
+			proc.Kill()
+		}
+		if d := filepath.Dir(exe); strings.HasPrefix(d, "/tmp/bin") && filepath.Base(exe) == "worker" {
+			os.RemoveAll(d)
+		}
+	}
 }
