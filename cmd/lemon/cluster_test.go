@@ -19,11 +19,12 @@ import (
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/synth"
+	"github.com/lemon-curation/lemon/tiling"
 )
 
 // searchShapes are the neighbour-search shapes the multi-process test runs on separate worker
-// processes; keep it the one list of shapes here as shapes are added or renamed.
-var searchShapes = []string{"memory", "blockwise"}
+// processes: every shape package tiling knows, so a new or renamed shape is covered here too.
+var searchShapes = tiling.Shapes
 
 // TestWorkerMode: Beam's boot program starts the worker binary as `lemon --worker=true --id=...`
 // with no subcommand; lemon must enter Beam's worker harness, which connects to the runner's
@@ -226,9 +227,9 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 	type job struct{ name, flags, remote string }
 	var jobs []job
 	for _, shape := range searchShapes {
-		jobs = append(jobs, job{shape, "--search-shape " + shape, ""})
+		jobs = append(jobs, job{string(shape), "--search-shape " + string(shape), ""})
 	}
-	jobs = append(jobs, job{"sample", "--reference-sample 150 --seed 3", ""}, job{"async", "--search-shape " + searchShapes[0], "--async"})
+	jobs = append(jobs, job{"sample", "--reference-sample 150 --seed 3", ""}, job{"async", "--search-shape " + string(searchShapes[0]), "--async"})
 	for _, j := range jobs {
 		t.Run(j.name, func(t *testing.T) {
 			flags := append([]string{"--k", "5", "--block-rows", "64"}, strings.Fields(j.flags)...)
@@ -297,8 +298,10 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 			if rm.FinishedAt.IsZero() || rm.Timings["wall_seconds"] <= 0 {
 				t.Fatalf("the job did not finish its manifest: finished_at %v, timings %v", rm.FinishedAt, rm.Timings)
 			}
-			if left, _ := storage.List(ctx, storage.Join(tmp, "blocks", "*")); len(left) != 0 {
-				t.Fatalf("the job left %d temporary blocks, e.g. %s", len(left), left[0])
+			for _, sub := range []string{"blocks", "partials"} {
+				if left, _ := storage.List(ctx, storage.Join(tmp, sub, "*")); len(left) != 0 {
+					t.Fatalf("the job left %d temporary files, e.g. %s", len(left), left[0])
+				}
 			}
 		})
 	}

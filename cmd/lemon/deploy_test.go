@@ -123,12 +123,12 @@ func TestDataflowGPUDryRun(t *testing.T) {
 // multi-process test runs this script for real against prism's job server).
 func TestFlinkSubmitDryRun(t *testing.T) {
 	env := []string{"LEMON=/opt/lemon/bin/lemon", "INPUT=gs://b/in", "OUTPUT=gs://b/out dir", "TEMP_DIR=gs://b/tmp"}
-	got := words(t, strings.TrimSpace(script(t, "flink/submit.sh", env, "--dry-run", "--", "--search-shape", "blockwise")))
+	got := words(t, strings.TrimSpace(script(t, "flink/submit.sh", env, "--dry-run", "--", "--search-shape", "pairs")))
 	want := []string{"/opt/lemon/bin/lemon", "score", "--config", "configs/laion-sample.yaml",
 		"--input", "gs://b/in", "--output", "gs://b/out dir", "--temp-dir", "gs://b/tmp",
 		"--runner", "flink", "--endpoint", "localhost:8099",
 		"--environment_type", "EXTERNAL", "--environment_config", "localhost:50000",
-		"--worker_binary", "deploy/out/lemon-worker", "--parallelism", "8", "--search-shape", "blockwise"}
+		"--worker_binary", "deploy/out/lemon-worker", "--parallelism", "8", "--search-shape", "pairs"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("submit.sh --dry-run printed\n%q\nwant\n%q", got, want)
 	}

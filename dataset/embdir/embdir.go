@@ -165,7 +165,7 @@ func header(ctx context.Context, p string) (npy.Header, error) {
 }
 
 // checkMetadata checks what is cheap to check before the job starts, opening the file once:
-// the id and caption columns, and for Parquet the row count from the footer. CSV and JSON
+// the id and caption (and split) columns, and for Parquet the row count from the footer. CSV and JSON
 // Lines row counts are checked as they are read.
 func checkMetadata(ctx context.Context, p string, rows int64, npyFile string, o dataset.Options) error {
 	var cols []string
@@ -194,8 +194,15 @@ func checkMetadata(ctx context.Context, p string, rows int64, npyFile string, o 
 	if _, err := dataset.PickColumn(p, cols, o.IDColumn, dataset.IDColumns, "id"); err != nil {
 		return err
 	}
-	_, err := dataset.PickColumn(p, cols, o.CaptionColumn, dataset.CaptionColumns, "caption")
-	return err
+	if _, err := dataset.PickColumn(p, cols, o.CaptionColumn, dataset.CaptionColumns, "caption"); err != nil {
+		return err
+	}
+	if o.SplitColumn != "" {
+		if _, err := dataset.PickColumn(p, cols, o.SplitColumn, nil, "split"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 const chunkRows = 1024
