@@ -110,7 +110,7 @@ var clusterTools = sync.OnceValues(func() (string, error) {
 	// the job server would then not recognise. This wrapper strips them: a workaround for the
 	// test harness only (Dataflow and Flink start boot themselves).
 	// Its work directory goes under $LEMON_TEST_WORKDIR, which names the test's processes
-	// for killWorkers.
+	// for watchWorkers.
 	wrapper := `#!/bin/sh
 for a in "$@"; do
   case "$a" in
@@ -201,7 +201,7 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 	ctx := context.Background()
 	gcsHost := gcsEmulator(t, tools, "lemon")
 	workdir := t.TempDir()
-	t.Cleanup(func() { killWorkers(t, workdir) }) // before prism's cleanup: it runs later, as registered earlier
+	watchWorkers(t, workdir) // at the end it also kills what prism (stopped first) leaves running
 	jobPort := freePort(t)
 	startProcess(t, jobPort, filepath.Join(tools, "prism"), "--job_port", fmt.Sprint(jobPort), "--serve_http=false", "--log_level", "warn")
 
@@ -336,26 +336,52 @@ func columns(t *testing.T, p string, names ...string) []string {
 	return rows
 }
 
-// killWorkers ends the processes the test's jobs started (boot and the lemon workers it ran,
-// known by their --semi_persist_dir under workdir) and removes the worker binaries boot copied
-// to /tmp/binNNN/. Beam's harness keeps a worker process alive after its work is done, until
-// something kills it; on a cluster the container goes, here nothing would.
-func killWorkers(t *testing.T, workdir string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte("--semi_persist_dir="+workdir+"/")) {
-			continue
-		}
-		dir := filepath.Dir(p)
-		exe, _ := os.Readlink(filepath.Join(dir, "exe"))
-		var pid int
-		fmt.Sscan(filepath.Base(dir), &pid)
-		if proc, err := os.FindProcess(pid); err == nil {
-			proc.Kill()
-		}
-		if d := filepath.Dir(exe); strings.HasPrefix(d, "/tmp/bin") && filepath.Base(exe) == "worker" {
-			os.RemoveAll(d)
+// watchWorkers keeps track of the processes the test's jobs start (boot and the lemon workers
+// it runs, known by their --semi_persist_dir under workdir) and, when the test ends, kills
+// those still running and removes the worker binaries boot copied to /tmp/binNNN/. Beam's
+// harness keeps a worker alive after its work is done until something kills it; on a cluster
+// the container goes, here nothing would. Workers that exit earlier are seen while they run.
+func watchWorkers(t *testing.T, workdir string) {
+	var mu sync.Mutex
+	copies := map[string]bool{}
+	scan := func(kill bool) {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err != nil || !bytes.Contains(b, []byte("--semi_persist_dir="+workdir+"/")) {
+				continue
+			}
+			dir := filepath.Dir(p)
+			if exe, _ := os.Readlink(filepath.Join(dir, "exe")); strings.HasPrefix(exe, "/tmp/bin") && filepath.Base(exe) == "worker" {
+				mu.Lock()
+				copies[filepath.Dir(exe)] = true
+				mu.Unlock()
+			}
+			var pid int
+			fmt.Sscan(filepath.Base(dir), &pid)
+			if proc, err := os.FindProcess(pid); err == nil && kill {
+				proc.Kill()
+			}
 		}
 	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+				scan(false)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		scan(true)
+		mu.Lock()
+		defer mu.Unlock()
+		for d := range copies {
+			os.RemoveAll(d)
+		}
+	})
 }
