@@ -166,3 +166,49 @@ func ShardFiles(ctx context.Context, p, ext string) ([]string, error) {
 	sort.Strings(fs)
 	return fs, nil
 }
+
+// planWorkers bounds how many files PlanShards plans at once: planning waits on storage
+// (object-store round trips), not on the CPU.
+const planWorkers = 16
+
+// PlanShards plans one shard per file, several files at once, and returns the shards in file
+// order with Index and Offset set; plan fills in the rest (Rows, Files, Name, ...). When files
+// fail, the first in order says what is wrong and a count says how many more did.
+func PlanShards(ctx context.Context, files []string, plan func(ctx context.Context, name string) (Shard, error)) ([]Shard, error) {
+	shards := make([]Shard, len(files))
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, planWorkers)
+	for i, name := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			shards[i], errs[i] = plan(ctx, name)
+		}()
+	}
+	wg.Wait()
+	var first error
+	broken := 0
+	for _, err := range errs {
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			broken++
+		}
+	}
+	if broken > 1 {
+		return nil, fmt.Errorf("%w (and %d more of the %d files cannot be read)", first, broken-1, len(files))
+	}
+	if first != nil {
+		return nil, first
+	}
+	var offset int64
+	for i := range shards {
+		shards[i].Index, shards[i].Offset = i, offset
+		offset += shards[i].Rows
+	}
+	return shards, nil
+}

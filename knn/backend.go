@@ -2,6 +2,7 @@ package knn
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -48,6 +49,12 @@ var backends = []*backend{{name: "go", kernel: kernelGo}}
 
 // allBackendNames lists every backend this package knows, available here or not.
 var allBackendNames = []string{"avx512bf16", "avx512", "go", "cuda"}
+
+// KnownBackend reports whether name is a backend of this package ("auto" included), whether
+// or not this machine can run it.
+func KnownBackend(name string) bool {
+	return name == "" || name == "auto" || slices.Contains(allBackendNames, name)
+}
 
 // Backends returns the names of the backends usable on this machine, fastest first.
 // The first is what "" and "auto" select.

@@ -83,6 +83,10 @@ type Config struct {
 	WorkerCores int    `yaml:"worker_cores" json:"worker_cores,omitempty"`
 	WorkerGPU   string `yaml:"worker_gpu" json:"worker_gpu,omitempty"`
 	TempDir     string `yaml:"temp_dir" json:"temp_dir,omitempty"`
+
+	// WorkersElsewhere says the job runs on other machines (a cluster): checks of this
+	// machine's hardware (the kNN backend, the encoders' device) are left to the workers.
+	WorkersElsewhere bool `yaml:"-" json:"-"`
 }
 
 // Defaults returns LEMoN_fix with lemon's default filtering and search settings.
@@ -115,14 +119,18 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if c.Output == "" {
 		return nil, fmt.Errorf("no output: give --output DIR")
 	}
-	if strings.TrimRight(c.Input, "/") == strings.TrimRight(c.Output, "/") {
+	if storage.Clean(c.Input) == storage.Clean(c.Output) {
 		return nil, fmt.Errorf("--output must differ from --input")
 	}
 	shape, err := checkConfig(&c)
 	if err != nil {
 		return nil, err
 	}
-	in, rows, err := planInput(ctx, c.Input, c.InputFormat, c.Columns, c.Embed)
+	encoders := c.Embed
+	if c.WorkersElsewhere {
+		encoders.Device = "cpu" // planning only reads the embedding dimension
+	}
+	in, rows, err := planInput(ctx, c.Input, c.InputFormat, c.Columns, encoders)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +149,7 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 		return nil, fmt.Errorf("--reference-split reads a split column from embedding inputs (a clip-retrieval folder's metadata or Parquet); %s holds images: embed it first with 'lemon embed'", c.Input)
 	}
 	if c.Reference != "" {
-		ref, refRows, err := planInput(ctx, c.Reference, c.ReferenceFormat, c.Columns, c.Embed)
+		ref, refRows, err := planInput(ctx, c.Reference, c.ReferenceFormat, c.Columns, encoders)
 		if err != nil {
 			return nil, fmt.Errorf("reference: %w", err)
 		}
@@ -237,7 +245,11 @@ func checkConfig(c *Config) (tiling.Shape, error) {
 		c.Columns.SplitColumn = "split"
 	}
 	if err := checkBackend(c.KNNBackend); err != nil {
-		return "", err
+		// On a cluster the workers' hardware is what counts, and they check it; a name that
+		// is no backend at all is still an error here.
+		if !c.WorkersElsewhere || !knn.KnownBackend(c.KNNBackend) {
+			return "", err
+		}
 	}
 	return shape, nil
 }
@@ -497,7 +509,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	threshold := transforms.RejectThreshold(s, scored, f)
 	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours, SaveLists: c.SaveNeighbourLists}
 	counts := transforms.WriteShards(s, p.Input, out, scored, faults, threshold)
-	transforms.WriteManifest(s, p.manifest(command), counts, threshold, beam.Flatten(s, stats...))
+	transforms.WriteManifest(s, p.manifest(command), sc.TempDir, counts, threshold, beam.Flatten(s, stats...))
 }
 
 func (p *Plan) manifest(command []string) transforms.Manifest {

@@ -20,6 +20,14 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# docker-compose (v1, Python) validates deploy/flink/compose.yaml in the tests; no Docker engine
+# is needed for that, so its recommendation (docker.io) is left out.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "setup: installing docker-compose"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+
 scripts/fetch-clip-vocab.sh >/dev/null
 scripts/fetch-test-photos.sh >/dev/null
 scripts/fetch-onnxruntime.sh >/dev/null

@@ -1,67 +1,127 @@
-// Package storage reads and writes files by path on any file system Beam knows (local paths,
-// gs://, memfs://), and writes them atomically: a file appears under its final name only once it
-// is complete, so a killed or retried run never leaves a half-written file that looks finished.
+// Package storage reads and writes files by path on local disk, gs:// and memfs:// (tests),
+// and writes them atomically: a file appears under its final name only once it is complete, so
+// a killed or retried run never leaves a half-written file that looks finished.
+//
+// It follows go-cloud's blob design: this package is the API callers use, and each scheme is a
+// backend implementing driver.Driver in its own subpackage (local, gcs, memfs); storagetest is
+// the conformance suite every backend passes.
 package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
-
-	// The file systems lemon supports; each registers itself with Beam's registry.
-	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
-	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
-	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/memfs"
+	"github.com/lemon-curation/lemon/storage/driver"
+	"github.com/lemon-curation/lemon/storage/gcs"
+	"github.com/lemon-curation/lemon/storage/local"
+	"github.com/lemon-curation/lemon/storage/memfs"
 )
+
+// backends maps a path's scheme ("" for local paths) to its backend.
+var backends = map[string]driver.Driver{
+	"":      local.Driver{},
+	"gs":    &gcs.Driver{},
+	"memfs": memfs.New(),
+}
+
+// Scheme returns p's URL scheme ("gs" for gs://b/o), or "" for a local path.
+func Scheme(p string) string {
+	if i := strings.Index(p, "://"); i > 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// IsLocal reports whether p is a path on this machine's disk.
+func IsLocal(p string) bool { return Scheme(p) == "" }
+
+func backend(p string) (driver.Driver, error) {
+	d, ok := backends[Scheme(p)]
+	if !ok {
+		return nil, fmt.Errorf("%s: unknown storage scheme %q (lemon reads local paths, gs:// and memfs://)", p, Scheme(p)+"://")
+	}
+	return d, nil
+}
 
 // Join joins path elements, keeping a URL scheme such as gs:// intact.
 func Join(base string, elem ...string) string {
-	if i := strings.Index(base, "://"); i > 0 {
-		return base[:i+3] + path.Join(append([]string{base[i+3:]}, elem...)...)
+	if s := Scheme(base); s != "" {
+		return base[:len(s)+3] + path.Join(append([]string{base[len(s)+3:]}, elem...)...)
 	}
 	return path.Join(append([]string{base}, elem...)...)
 }
 
+// Clean returns the shortest equivalent of p ("/x/./d/" is "/x/d"), keeping its scheme.
+func Clean(p string) string {
+	if s := Scheme(p); s != "" {
+		return p[:len(s)+3] + strings.TrimPrefix(path.Clean("/"+p[len(s)+3:]), "/")
+	}
+	return filepath.Clean(p)
+}
+
+// Abs makes a local path absolute (against the working directory) and cleans it; URLs are
+// only cleaned. Jobs use absolute paths, since workers do not share the launcher's directory.
+func Abs(p string) (string, error) {
+	switch {
+	case p == "":
+		return "", nil
+	case !IsLocal(p):
+		return Clean(p), nil
+	}
+	return filepath.Abs(p)
+}
+
 // Base returns the last element of p.
 func Base(p string) string {
-	if i := strings.Index(p, "://"); i > 0 {
-		p = p[i+3:]
+	if s := Scheme(p); s != "" {
+		p = p[len(s)+3:]
 	}
 	return path.Base(p)
 }
 
-func open(ctx context.Context, p string) (filesystem.Interface, error) {
-	fs, err := filesystem.New(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	return fs, nil
-}
-
-// List returns the files matching a glob, sorted as the file system returns them.
+// List returns the files matching a glob whose wildcards are in its last element only
+// ("dir/img_emb_*.npy"), sorted. Directories are not listed; a missing directory has no files.
 func List(ctx context.Context, glob string) ([]string, error) {
-	fs, err := open(ctx, glob)
+	d, err := backend(glob)
 	if err != nil {
 		return nil, err
 	}
-	defer fs.Close()
-	return fs.List(ctx, glob)
+	dir, pattern := Join(glob, ".."), Base(glob)
+	if strings.ContainsAny(dir, "*?[") {
+		return nil, fmt.Errorf("%s: wildcards are only supported in the last path element", glob)
+	}
+	if _, err := path.Match(pattern, ""); err != nil {
+		return nil, fmt.Errorf("%s: %w", glob, err)
+	}
+	ents, err := d.List(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	var out []string
+	for _, e := range ents {
+		if ok, _ := path.Match(pattern, Base(e.Path)); ok && !e.Dir {
+			out = append(out, e.Path)
+		}
+	}
+	return out, nil
 }
 
 // Size returns a file's size in bytes.
 func Size(ctx context.Context, p string) (int64, error) {
-	fs, err := open(ctx, p)
+	d, err := backend(p)
 	if err != nil {
 		return 0, err
 	}
-	defer fs.Close()
-	return fs.Size(ctx, p)
+	return d.Size(ctx, p)
 }
 
 // Exists reports whether p names an existing file.
@@ -86,44 +146,52 @@ func ReadFile(ctx context.Context, p string) ([]byte, error) {
 
 // Open opens a file for streaming reads.
 func Open(ctx context.Context, p string) (io.ReadCloser, error) {
-	fs, err := open(ctx, p)
+	d, err := backend(p)
 	if err != nil {
 		return nil, err
 	}
-	r, err := fs.OpenRead(ctx, p)
+	r, err := d.NewRangeReader(ctx, p, 0, -1)
 	if err != nil {
-		fs.Close()
 		return nil, fmt.Errorf("opening %s: %w", p, err)
 	}
-	return &closeBoth{ReadCloser: r, fs: fs}, nil
-}
-
-type closeBoth struct {
-	io.ReadCloser
-	fs filesystem.Interface
-}
-
-func (c *closeBoth) Close() error {
-	err := c.ReadCloser.Close()
-	c.fs.Close()
-	return err
+	return r, nil
 }
 
 // Remove deletes a file; a missing file is not an error.
 func Remove(ctx context.Context, p string) error {
-	fs, err := open(ctx, p)
+	d, err := backend(p)
 	if err != nil {
 		return err
 	}
-	defer fs.Close()
-	rm, ok := fs.(filesystem.Remover)
-	if !ok {
-		return fmt.Errorf("%s: file system cannot remove files", p)
+	if err := d.Delete(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", p, err)
 	}
-	if !Exists(ctx, p) {
-		return nil
+	return nil
+}
+
+// RemoveAll deletes directory dir and every file under it; a missing directory is not an
+// error. Give it only directories lemon made for itself.
+func RemoveAll(ctx context.Context, dir string) error {
+	d, err := backend(dir)
+	if err != nil {
+		return err
 	}
-	return rm.Remove(ctx, p)
+	ents, err := d.List(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if e.Dir {
+			err = RemoveAll(ctx, e.Path)
+		} else {
+			err = Remove(ctx, e.Path)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// The directory itself, where the backend has directories.
+	return Remove(ctx, dir)
 }
 
 var tempSeq atomic.Int64
@@ -135,12 +203,13 @@ func TempName(p string) string {
 	return Join(dir, fmt.Sprintf(".%s.tmp-%d-%d", base, time.Now().UnixNano(), tempSeq.Add(1)))
 }
 
-// Writer writes a file under a temporary name; Commit renames it to its final name. Abort (or a
+// Writer writes a file under a temporary name; Commit moves it to its final name. Abort (or a
 // crash) leaves at most a hidden temporary file, never a partial file under the final name.
 type Writer struct {
 	io.Writer
 	ctx        context.Context
-	fs         filesystem.Interface
+	cancel     context.CancelFunc
+	d          driver.Driver
 	w          io.WriteCloser
 	tmp, final string
 	done       bool
@@ -148,23 +217,18 @@ type Writer struct {
 
 // Create starts an atomic write of p. The caller must call Commit or Abort.
 func Create(ctx context.Context, p string) (*Writer, error) {
-	fs, err := open(ctx, p)
+	d, err := backend(p)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := fs.(filesystem.Renamer); !ok {
-		if _, ok := fs.(filesystem.Copier); !ok {
-			fs.Close()
-			return nil, fmt.Errorf("%s: file system can neither rename nor copy, so it cannot write atomically", p)
-		}
-	}
 	tmp := TempName(p)
-	w, err := fs.OpenWrite(ctx, tmp)
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := d.NewWriter(wctx, tmp)
 	if err != nil {
-		fs.Close()
+		cancel()
 		return nil, fmt.Errorf("creating %s: %w", tmp, err)
 	}
-	return &Writer{Writer: w, ctx: ctx, fs: fs, w: w, tmp: tmp, final: p}, nil
+	return &Writer{Writer: w, ctx: ctx, cancel: cancel, d: d, w: w, tmp: tmp, final: p}, nil
 }
 
 // Commit closes the temporary file and moves it to the final name, replacing any older file.
@@ -173,21 +237,13 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("%s: already committed or aborted", w.final)
 	}
 	w.done = true
-	defer w.fs.Close()
+	defer w.cancel()
 	if err := w.w.Close(); err != nil {
+		w.d.Delete(w.ctx, w.tmp)
 		return fmt.Errorf("writing %s: %w", w.final, err)
 	}
-	if rn, ok := w.fs.(filesystem.Renamer); ok {
-		if err := rn.Rename(w.ctx, w.tmp, w.final); err != nil {
-			return fmt.Errorf("renaming %s to %s: %w", w.tmp, w.final, err)
-		}
-		return nil
-	}
-	if err := w.fs.(filesystem.Copier).Copy(w.ctx, w.tmp, w.final); err != nil {
-		return fmt.Errorf("copying %s to %s: %w", w.tmp, w.final, err)
-	}
-	if rm, ok := w.fs.(filesystem.Remover); ok {
-		_ = rm.Remove(w.ctx, w.tmp)
+	if err := w.d.Move(w.ctx, w.tmp, w.final); err != nil {
+		return fmt.Errorf("moving %s to %s: %w", w.tmp, w.final, err)
 	}
 	return nil
 }
@@ -198,11 +254,9 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
+	w.cancel() // abandons an upload in progress
 	w.w.Close()
-	if rm, ok := w.fs.(filesystem.Remover); ok {
-		_ = rm.Remove(w.ctx, w.tmp)
-	}
-	w.fs.Close()
+	w.d.Delete(w.ctx, w.tmp)
 }
 
 // WriteFile writes data to p atomically.
@@ -219,61 +273,106 @@ func WriteFile(ctx context.Context, p string, data []byte) error {
 }
 
 // ReaderAtCloser is a file opened for reads at arbitrary offsets.
-type ReaderAtCloser interface {
-	io.ReaderAt
-	io.Closer
-}
+type ReaderAtCloser = driver.ReaderAtCloser
 
-// OpenReaderAt opens p for ReadAt. Local files give true random access; streaming back ends (gs://)
-// are wrapped so that reads at increasing offsets stream, and a read behind the current offset
-// reopens the file. Readers that go through a file in order therefore cost one pass.
+// OpenReaderAt opens p for ReadAt. Local files are read directly. Elsewhere reads are ranged
+// requests: a read after a jump fetches a small window from its offset (a Parquet footer or an
+// npy header costs only those bytes), and a read that carries on past that window streams the
+// rest of the file (a scan costs one more request, not one per read).
 func OpenReaderAt(ctx context.Context, p string) (ReaderAtCloser, int64, error) {
-	size, err := Size(ctx, p)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", p, err)
-	}
-	r, err := Open(ctx, p)
+	d, err := backend(p)
 	if err != nil {
 		return nil, 0, err
 	}
-	if ra, ok := r.(*closeBoth).ReadCloser.(io.ReaderAt); ok {
-		return struct {
-			io.ReaderAt
-			io.Closer
-		}{ra, r}, size, nil
-	}
-	return &forwardReaderAt{ctx: ctx, path: p, r: r}, size, nil
-}
-
-type forwardReaderAt struct {
-	ctx  context.Context
-	path string
-	r    io.ReadCloser
-	off  int64
-}
-
-func (f *forwardReaderAt) ReadAt(b []byte, off int64) (int, error) {
-	if off < f.off {
-		f.r.Close()
-		r, err := Open(f.ctx, f.path)
+	if fo, ok := d.(driver.FileOpener); ok {
+		f, size, err := fo.OpenFile(ctx, p)
 		if err != nil {
-			return 0, err
+			return nil, 0, fmt.Errorf("opening %s: %w", p, err)
 		}
-		f.r, f.off = r, 0
+		return f, size, nil
 	}
-	if off > f.off {
+	size, err := d.Size(ctx, p)
+	if err != nil {
+		return nil, 0, fmt.Errorf("opening %s: %w", p, err)
+	}
+	return &rangeReaderAt{ctx: ctx, d: d, path: p, size: size}, size, nil
+}
+
+const (
+	// window is what a read after a jump fetches at least.
+	window = 64 << 10
+	// skipLimit is how far ahead of the open stream a read may start and still continue it:
+	// skipping that much costs less than a new request's round trip.
+	skipLimit = 256 << 10
+)
+
+type rangeReaderAt struct {
+	ctx  context.Context
+	d    driver.Driver
+	path string
+	size int64
+
+	mu       sync.Mutex // ReadAt may be called concurrently; the stream is shared
+	r        io.ReadCloser
+	off, end int64 // the open stream's position and where its range ends
+}
+
+func (f *rangeReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: negative offset %d", f.path, off)
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	end := min(off+int64(len(b)), f.size)
+	ahead := f.r != nil && off >= f.off && off-f.off <= skipLimit
+	if ahead && end <= f.end {
 		n, err := io.CopyN(io.Discard, f.r, off-f.off)
 		f.off += n
 		if err != nil {
-			return 0, err
+			f.close()
+		}
+	} else {
+		f.close()
+	}
+	if f.r == nil {
+		length := max(int64(len(b)), window) // after a jump: a small window
+		if ahead {
+			length = -1 // reading on past the window: a scan, so stream the rest
+		}
+		r, err := f.d.NewRangeReader(f.ctx, f.path, off, length)
+		if err != nil {
+			return 0, fmt.Errorf("reading %s at %d: %w", f.path, off, err)
+		}
+		f.r, f.off, f.end = r, off, f.size
+		if length >= 0 {
+			f.end = min(off+length, f.size)
 		}
 	}
-	n, err := io.ReadFull(f.r, b)
+	n, err := io.ReadFull(f.r, b[:end-off])
 	f.off += int64(n)
-	if err == io.ErrUnexpectedEOF {
-		err = io.EOF
+	if err != nil {
+		f.close()
+		return n, fmt.Errorf("reading %s at %d: %w", f.path, off, err)
 	}
-	return n, err
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
-func (f *forwardReaderAt) Close() error { return f.r.Close() }
+func (f *rangeReaderAt) close() {
+	if f.r != nil {
+		f.r.Close()
+		f.r = nil
+	}
+}
+
+func (f *rangeReaderAt) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.close()
+	return nil
+}

@@ -12,8 +12,9 @@ import (
 	"github.com/lemon-curation/lemon/storage"
 )
 
-// Manifest is manifest.json: what ran, on what, and what came out. The pipeline writes it
-// after every shard is written; the CLI adds the wall-clock timings when the job returns.
+// Manifest is manifest.json: what ran, on what, and what came out. The job's last stage writes
+// it, with the finish time and wall time, once every shard is written and the temporary
+// blocks are removed, so it is there (and complete) however the job was launched.
 type Manifest struct {
 	Tool       string             `json:"tool"`
 	Version    string             `json:"version"`
@@ -71,16 +72,23 @@ type ManifestCounts struct {
 	Errors   int64 `json:"errors"`
 }
 
+// runTempDirs are the folders a run writes under its temporary directory: block files (the
+// readers' block writer) and partial neighbour lists (the pairs shape).
+var runTempDirs = []string{"blocks", "partials"}
+
 // ManifestName is the manifest's file name in the output directory.
 const ManifestName = "manifest.json"
 
-// WriteManifest sums the writers' counts and the search's figures (stats: SearchStats) and
-// writes the manifest, failing if the counts do not add up.
-func WriteManifest(s beam.Scope, m Manifest, counts, threshold, stats beam.PCollection) {
+// WriteManifest is the job's last stage: it sums the writers' counts and the search's figures
+// (stats: SearchStats), fails the job if the counts do not add up, removes the run's temporary
+// files from tempDir (every stage that reads them is upstream of the counts), and writes the
+// manifest last, with the finish time and wall time (since m.StartedAt). Work that must happen
+// once a run has succeeded belongs here.
+func WriteManifest(s beam.Scope, m Manifest, tempDir string, counts, threshold, stats beam.PCollection) {
 	s = s.Scope("WriteManifest")
 	total := beam.Combine(s, &sumCountsFn{}, counts)
 	search := beam.Combine(s, &sumStatsFn{}, stats)
-	beam.ParDo0(s, &writeManifestFn{Manifest: m}, total, beam.SideInput{Input: threshold}, beam.SideInput{Input: search})
+	beam.ParDo0(s, &writeManifestFn{Manifest: m, TempDir: tempDir}, total, beam.SideInput{Input: threshold}, beam.SideInput{Input: search})
 }
 
 type sumStatsFn struct{}
@@ -101,8 +109,11 @@ func (sumCountsFn) ExtractOutput(a Counts) Counts          { return a }
 
 type writeManifestFn struct {
 	Manifest Manifest
+	TempDir  string
 }
 
+// ProcessElement runs once per job; a retry repeats it harmlessly (removing removed files is
+// not an error, and the manifest is replaced atomically).
 func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresholds func(*float64) bool, searches func(*SearchStats) bool) error {
 	threshold := thresholdOf(thresholds)
 	m := fn.Manifest
@@ -117,7 +128,14 @@ func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresho
 	if !math.IsInf(threshold, 1) {
 		m.Threshold = &threshold
 	}
+	for _, sub := range runTempDirs {
+		if err := storage.RemoveAll(ctx, storage.Join(fn.TempDir, sub)); err != nil {
+			return fmt.Errorf("removing the run's temporary files: %w", err)
+		}
+	}
+	storage.Remove(ctx, fn.TempDir) // where directories exist, and only if nothing else is in it
 	m.FinishedAt = time.Now().UTC()
+	m.Timings = map[string]float64{"wall_seconds": m.FinishedAt.Sub(m.StartedAt).Seconds()}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err

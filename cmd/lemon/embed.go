@@ -58,6 +58,10 @@ func runEmbed(args []string) error {
 	if f := fs.Lookup("runner"); f != nil && f.Value.String() == "" {
 		f.Value.Set("prism")
 	}
+	if err := preparePaths(jobPath{"input", &c.Input}, jobPath{"output", &c.Output}); err != nil {
+		return cli.UsageError{Err: err}
+	}
+	defaultWorkerBinary()
 	beam.Init()
 	ctx := context.Background()
 	plan, err := pipeline.CheckEmbed(ctx, c)
@@ -67,12 +71,18 @@ func runEmbed(args []string) error {
 	logf("lemon: embedding %d rows in %d shard(s) of %s (%s) with %s and %s", plan.Rows, len(plan.Input.Shards), c.Input, plan.Input.Format, c.Embed.ImageModel, c.Embed.TextModel)
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.BuildEmbed(s, plan, append([]string{"lemon", "embed"}, args...))
-	if !*verbose {
+	if isDryRun() {
+		printDryRun(*verbose)
+	} else if !*verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	}
 	start := time.Now()
 	if err := beamx.Run(ctx, p); err != nil {
 		return fmt.Errorf("the job failed: %w", err)
+	}
+	if isDryRun() || isAsync() {
+		logf("lemon: job built (dry run) or submitted; it writes %s itself", storage.Join(c.Output, transforms.ManifestName))
+		return nil
 	}
 	b, err := storage.ReadFile(ctx, storage.Join(c.Output, transforms.ManifestName))
 	if err != nil {

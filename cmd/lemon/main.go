@@ -11,8 +11,13 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/evaluate"
 	"github.com/lemon-curation/lemon/internal/cli"
@@ -49,6 +54,15 @@ Usage:
 `
 
 func main() {
+	if workerMode(os.Args[1:]) {
+		// Beam's boot program (Dataflow, Flink, a job server's PROCESS environment) starts the
+		// worker binary as `lemon --worker=true --id=... --control_endpoint=...`: no subcommand.
+		// beam.Init then serves the runner's work and exits the process when the runner is done.
+		flag.Parse()
+		beam.Init()
+		fmt.Fprintln(os.Stderr, "lemon: Beam's worker harness returned; exiting")
+		os.Exit(1)
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -85,4 +99,24 @@ func main() {
 		fmt.Fprintf(os.Stderr, "lemon: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// workerMode reports whether the arguments hold --worker=true (in any position, with one or two
+// dashes), the flag by which Beam starts a worker binary.
+func workerMode(args []string) bool {
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name != "worker" {
+			continue
+		}
+		if !hasVal {
+			return true
+		}
+		b, err := strconv.ParseBool(val)
+		return err == nil && b
+	}
+	return false
 }

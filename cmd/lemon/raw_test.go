@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -164,5 +165,31 @@ func TestRawParquetAndCSVInputs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFewFileDescriptors: a path-CSV job opens each image only while reading it, so it runs
+// under a low limit on open files (Beam's local file system left a file open per size check:
+// a 3,000-row job peaked at 250 open files).
+func TestFewFileDescriptors(t *testing.T) {
+	requireEmbedding(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc")
+	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	const rows = 1500
+	a := samples.Make("f", rows, 5)
+	raw := filepath.Join(dir, "raw")
+	if err := pathcsv.Write(ctx, raw, [][]samples.Sample{a[:rows/2], a[rows/2:]}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	cmd := exec.Command("sh", "-c", `ulimit -n 64 && exec "$@"`, "sh", lemonBin, "score", "--input", raw, "--output", out,
+		"--image-model", filepath.Join(enc, "image.onnx"), "--text-model", filepath.Join(enc, "text.onnx"), "--k", "4")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("lemon score under ulimit -n 64: %v\n%s", err, b)
+	}
+	if c := readCounts(t, out); c["rows_in"] != rows {
+		t.Fatalf("counts %v, want %d rows in", c, rows)
 	}
 }

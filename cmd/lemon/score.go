@@ -202,6 +202,11 @@ func runScore(args []string) error {
 		f.Value.Set("prism")
 	}
 	runner := fs.Lookup("runner").Value.String()
+	if err := preparePaths(jobPath{"input", &c.Input}, jobPath{"output", &c.Output}, jobPath{"reference", &c.Reference}, jobPath{"temp-dir", &c.TempDir}); err != nil {
+		return cli.UsageError{Err: err}
+	}
+	defaultWorkerBinary()
+	c.WorkersElsewhere = !workersShareDisk()
 	beam.Init()
 	ctx := context.Background()
 	resolveWorkers(fs, &c, runner)
@@ -218,7 +223,10 @@ func runScore(args []string) error {
 
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.Build(s, plan, append([]string{"lemon", "score"}, args...))
-	if !*verbose {
+	dryRun := isDryRun()
+	if dryRun {
+		printDryRun(*verbose)
+	} else if !*verbose {
 		// Beam and prism log every job-state change at INFO; lemon prints its own progress.
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	}
@@ -226,29 +234,29 @@ func runScore(args []string) error {
 	if err := beamx.Run(ctx, p); err != nil {
 		return fmt.Errorf("the job failed: %w", err)
 	}
-	wall := time.Since(start)
-	if runner != "prism" && runner != "direct" {
-		if f := fs.Lookup("async"); f != nil && f.Value.String() == "true" {
-			logf("lemon: job submitted; outputs will appear in %s", c.Output)
-			return nil
-		}
+	switch {
+	case dryRun:
+		logf("lemon: dry run: the job above was built, not submitted")
+		return nil
+	case isAsync():
+		logf("lemon: job submitted; it writes %s and removes its temporary blocks itself", storage.Join(c.Output, transforms.ManifestName))
+		return nil
 	}
-	m, err := finishManifest(ctx, c.Output, wall)
+	m, err := readManifest(ctx, c.Output)
 	if err != nil {
 		return err
 	}
-	cleanTemp(ctx, plan.TempDir())
 	thr := "none (nothing rejected)"
 	if m.Threshold != nil {
 		thr = strconv.FormatFloat(*m.Threshold, 'g', 6, 64)
 	}
 	logf("lemon: done in %s: %d rows in, %d kept, %d rejected (score >= %s), %d errors; see %s",
-		wall.Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(c.Output, transforms.ManifestName))
+		time.Since(start).Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(c.Output, transforms.ManifestName))
 	return nil
 }
 
-// finishManifest adds the job's wall time to the manifest the pipeline wrote.
-func finishManifest(ctx context.Context, out string, wall time.Duration) (*transforms.Manifest, error) {
+// readManifest reads the manifest the job wrote as its last stage.
+func readManifest(ctx context.Context, out string) (*transforms.Manifest, error) {
 	p := storage.Join(out, transforms.ManifestName)
 	b, err := storage.ReadFile(ctx, p)
 	if err != nil {
@@ -258,28 +266,7 @@ func finishManifest(ctx context.Context, out string, wall time.Duration) (*trans
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	m.Timings = map[string]float64{"wall_seconds": wall.Seconds()}
-	b, _ = json.MarshalIndent(m, "", "  ")
-	return &m, storage.WriteFile(ctx, p, append(b, '\n'))
-}
-
-// cleanTemp removes the search blocks and partial lists once the job has succeeded.
-func cleanTemp(ctx context.Context, dir string) {
-	for _, sub := range []string{"blocks", "partials"} {
-		files, err := storage.List(ctx, storage.Join(dir, sub, "*"))
-		if err != nil {
-			continue
-		}
-		for _, f := range files {
-			storage.Remove(ctx, f)
-		}
-		if !strings.Contains(dir, "://") {
-			os.Remove(storage.Join(dir, sub))
-		}
-	}
-	if !strings.Contains(dir, "://") {
-		os.Remove(dir)
-	}
+	return &m, nil
 }
 
 // resolveWorkers fills in --workers when it was not given: one process on prism, else what

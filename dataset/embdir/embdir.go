@@ -109,38 +109,44 @@ func (Format) Plan(ctx context.Context, dir string, o dataset.Options) ([]datase
 		}
 	}
 	sort.Ints(nums)
-	var shards []dataset.Shard
-	var offset int64
-	dim, dimFile := 0, ""
-	for i, n := range nums {
-		hi, err := header(ctx, imgs[n])
+	numOf := map[string]int{}
+	var files []string
+	for _, n := range nums {
+		numOf[imgs[n]] = n
+		files = append(files, imgs[n])
+	}
+	shards, err := dataset.PlanShards(ctx, files, func(ctx context.Context, img string) (dataset.Shard, error) {
+		n := numOf[img]
+		hi, err := header(ctx, img)
 		if err != nil {
-			return nil, err
+			return dataset.Shard{}, err
 		}
 		ht, err := header(ctx, txts[n])
 		if err != nil {
-			return nil, err
+			return dataset.Shard{}, err
 		}
 		if hi.Rows != ht.Rows {
-			return nil, fmt.Errorf("row-count mismatch: %s has %d rows, %s has %d", imgs[n], hi.Rows, txts[n], ht.Rows)
+			return dataset.Shard{}, fmt.Errorf("row-count mismatch: %s has %d rows, %s has %d", img, hi.Rows, txts[n], ht.Rows)
 		}
 		if hi.Cols != ht.Cols {
-			return nil, fmt.Errorf("dimension mismatch: %s has dimension %d, %s has %d", imgs[n], hi.Cols, txts[n], ht.Cols)
+			return dataset.Shard{}, fmt.Errorf("dimension mismatch: %s has dimension %d, %s has %d", img, hi.Cols, txts[n], ht.Cols)
 		}
-		if dimFile == "" {
-			dim, dimFile = hi.Cols, imgs[n]
-		} else if hi.Cols != dim {
-			return nil, fmt.Errorf("dimension mismatch: %s has dimension %d, but %s has %d", imgs[n], hi.Cols, dimFile, dim)
-		}
-		files := map[string]string{"image": imgs[n], "text": txts[n]}
+		files := map[string]string{"image": img, "text": txts[n]}
 		if m, ok := meta[n]; ok {
 			files["metadata"] = m
-			if err := checkMetadata(ctx, m, int64(hi.Rows), imgs[n], o); err != nil {
-				return nil, err
+			if err := checkMetadata(ctx, m, int64(hi.Rows), img, o); err != nil {
+				return dataset.Shard{}, err
 			}
 		}
-		shards = append(shards, dataset.Shard{Format: "embdir", Index: i, Offset: offset, Rows: int64(hi.Rows), Dim: hi.Cols, Files: files, Name: fmt.Sprintf("%d", n)})
-		offset += int64(hi.Rows)
+		return dataset.Shard{Format: "embdir", Rows: int64(hi.Rows), Dim: hi.Cols, Files: files, Name: fmt.Sprintf("%d", n)}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, sh := range shards[1:] {
+		if sh.Dim != shards[0].Dim {
+			return nil, fmt.Errorf("dimension mismatch: %s has dimension %d, but %s has %d", sh.Files["image"], sh.Dim, shards[0].Files["image"], shards[0].Dim)
+		}
 	}
 	return shards, nil
 }
@@ -158,10 +164,11 @@ func header(ctx context.Context, p string) (npy.Header, error) {
 	return r.Header(), nil
 }
 
-// checkMetadata checks what is cheap to check before the job starts: the id and caption
-// columns, and for Parquet the row count from the footer. CSV and JSON Lines row counts are
-// checked as they are read.
+// checkMetadata checks what is cheap to check before the job starts, opening the file once:
+// the id and caption (and split) columns, and for Parquet the row count from the footer. CSV and JSON
+// Lines row counts are checked as they are read.
 func checkMetadata(ctx context.Context, p string, rows int64, npyFile string, o dataset.Options) error {
+	var cols []string
 	if strings.HasSuffix(p, ".parquet") {
 		f, err := metadata.OpenParquet(ctx, p)
 		if err != nil {
@@ -171,12 +178,30 @@ func checkMetadata(ctx context.Context, p string, rows int64, npyFile string, o 
 		if f.Rows() != rows {
 			return fmt.Errorf("row-count mismatch: %s has %d rows, %s has %d", p, f.Rows(), npyFile, rows)
 		}
+		if cols, err = f.Columns(); err != nil {
+			return err
+		}
+	} else {
+		rr, err := metadata.Open(ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, f := range rr.Schema().Fields() {
+			cols = append(cols, f.Name)
+		}
+		rr.Release()
 	}
-	m, err := openIDCaptions(ctx, p, o)
-	if err != nil {
+	if _, err := dataset.PickColumn(p, cols, o.IDColumn, dataset.IDColumns, "id"); err != nil {
 		return err
 	}
-	m.close()
+	if _, err := dataset.PickColumn(p, cols, o.CaptionColumn, dataset.CaptionColumns, "caption"); err != nil {
+		return err
+	}
+	if o.SplitColumn != "" {
+		if _, err := dataset.PickColumn(p, cols, o.SplitColumn, nil, "split"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

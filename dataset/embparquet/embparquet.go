@@ -72,14 +72,12 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		return nil, fmt.Errorf("%s: no .parquet files", p)
 	}
 	imgCol, txtCol := columns(o)
-	var shards []dataset.Shard
-	var offset int64
-	dim := 0
-	for i, name := range fs {
+	shards, err := dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
 		pf, err := metadata.OpenParquet(ctx, name)
 		if err != nil {
-			return nil, err
+			return dataset.Shard{}, err
 		}
+		defer pf.Close()
 		cols, err := pf.Columns()
 		if err == nil {
 			for _, want := range []string{imgCol, txtCol} {
@@ -97,19 +95,21 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		if err == nil && o.SplitColumn != "" {
 			_, err = dataset.PickColumn(name, cols, o.SplitColumn, nil, "split")
 		}
-		rows := pf.Rows()
-		pf.Close()
-		if err != nil {
-			return nil, err
+		return dataset.Shard{Format: f.Name(), Rows: pf.Rows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), ".parquet")}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	dim := 0
+	for _, sh := range shards {
+		if dim != 0 {
+			break
 		}
-		sh := dataset.Shard{Format: f.Name(), Index: i, Offset: offset, Rows: rows, Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), ".parquet")}
-		if dim == 0 && rows > 0 {
+		if sh.Rows > 0 {
 			if dim, err = firstDim(ctx, sh, o); err != nil {
 				return nil, err
 			}
 		}
-		shards = append(shards, sh)
-		offset += rows
 	}
 	if dim == 0 {
 		return nil, fmt.Errorf("%s: no rows with an image embedding", p)

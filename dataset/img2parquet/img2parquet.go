@@ -227,23 +227,15 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .parquet files", p)
 	}
-	var shards []dataset.Shard
-	var offset int64
-	for i, name := range fs {
+	return dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
 		pf, err := open(ctx, name)
 		if err != nil {
-			return nil, err
+			return dataset.Shard{}, err
 		}
+		defer pf.close()
 		_, err = pick(name, pf.schema, o)
-		rows := pf.rd.NumRows()
-		pf.close()
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, dataset.Shard{Format: f.Name(), Index: i, Offset: offset, Rows: rows, Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), ".parquet")})
-		offset += rows
-	}
-	return shards, nil
+		return dataset.Shard{Format: f.Name(), Rows: pf.rd.NumRows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), ".parquet")}, err
+	})
 }
 
 func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options, emit func(dataset.RawRecord) error) error {

@@ -140,13 +140,12 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .csv files", p)
 	}
-	var shards []dataset.Shard
-	var offset int64
-	for i, name := range fs {
+	return dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
 		c, err := openCSV(ctx, name)
 		if err != nil {
-			return nil, err
+			return dataset.Shard{}, err
 		}
+		defer c.close()
 		var rows int64
 		_, err = pick(c, o)
 		for err == nil {
@@ -156,14 +155,8 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 			}
 			rows++
 		}
-		c.close()
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, dataset.Shard{Format: f.Name(), Index: i, Offset: offset, Rows: rows, Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), filepath.Ext(name))})
-		offset += rows
-	}
-	return shards, nil
+		return dataset.Shard{Format: f.Name(), Rows: rows, Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), filepath.Ext(name))}, err
+	})
 }
 
 // Resolve returns the image path of a CSV cell: as given if absolute (a leading slash or a

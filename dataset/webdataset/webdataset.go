@@ -41,7 +41,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/lemon-curation/lemon/dataset"
@@ -86,9 +85,6 @@ func (Format) Detect(ctx context.Context, p string) bool {
 	return err == nil && len(fs) > 0
 }
 
-// planWorkers bounds how many tars Plan scans at once: the scans wait on storage, not CPU.
-const planWorkers = 8
-
 func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]dataset.Shard, error) {
 	fs, err := tars(ctx, p)
 	if err != nil {
@@ -97,44 +93,7 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .tar files (want img2dataset's webdataset output: NNNNN.tar shards)", p)
 	}
-	shards := make([]dataset.Shard, len(fs))
-	errs := make([]error, len(fs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, planWorkers)
-	for i, name := range fs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			shards[i], errs[i] = planTar(ctx, name)
-			shards[i].Index = i
-		}()
-	}
-	wg.Wait()
-	// The first broken tar, in order, says what is wrong; a count says how widespread it is.
-	var first error
-	broken := 0
-	for _, err := range errs {
-		if err != nil {
-			if first == nil {
-				first = err
-			}
-			broken++
-		}
-	}
-	if broken > 1 {
-		return nil, fmt.Errorf("%w (and %d more of the %d tars cannot be read)", first, broken-1, len(fs))
-	}
-	if first != nil {
-		return nil, first
-	}
-	var offset int64
-	for i := range shards {
-		shards[i].Offset = offset
-		offset += shards[i].Rows
-	}
-	return shards, nil
+	return dataset.PlanShards(ctx, fs, planTar)
 }
 
 func planTar(ctx context.Context, name string) (dataset.Shard, error) {

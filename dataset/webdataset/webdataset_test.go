@@ -370,7 +370,7 @@ func TestLoneZeroBlockAndManyBroken(t *testing.T) {
 		}
 	}
 	_, err = webdataset.Format{}.Plan(context.Background(), dir, dataset.Options{})
-	if err == nil || !strings.Contains(err.Error(), "00001.tar: truncated tar") || !strings.Contains(err.Error(), "and 1 more of the 3 tars") {
+	if err == nil || !strings.Contains(err.Error(), "00001.tar: truncated tar") || !strings.Contains(err.Error(), "and 1 more of the 3 files") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,11 +1,13 @@
-// Package storagetest is the conformance suite every file system lemon writes to must pass:
-// atomic commit, abort, listing, sizes, random-access reads and removal.
+// Package storagetest is the conformance suite every storage backend passes: atomic commit and
+// abort, listing, sizes, streaming and random-access reads, removal, and errors that name the
+// file. Each backend's tests call Run with a root on that backend.
 package storagetest
 
 import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,8 +43,11 @@ func Run(t *testing.T, root string) {
 		if err := w.Commit(); err == nil {
 			t.Fatal("second Commit succeeded")
 		}
+		if files, _ := storage.List(ctx, storage.Join(root, "a", "*")); !slices.Equal(files, []string{p}) {
+			t.Fatalf("after Commit the directory holds %v, want only %s (no temporary file left)", files, p)
+		}
 	})
-	t.Run("AbortLeavesNothingUnderFinalName", func(t *testing.T) {
+	t.Run("AbortLeavesNothing", func(t *testing.T) {
 		p := storage.Join(root, "b", "part-0.bin")
 		w, err := storage.Create(ctx, p)
 		if err != nil {
@@ -50,14 +55,12 @@ func Run(t *testing.T, root string) {
 		}
 		w.Write([]byte("partial"))
 		w.Abort()
+		w.Abort() // twice is harmless
 		if storage.Exists(ctx, p) {
 			t.Fatalf("%s exists after Abort", p)
 		}
-		files, _ := storage.List(ctx, storage.Join(root, "b", "*"))
-		for _, f := range files {
-			if !strings.HasPrefix(storage.Base(f), ".") {
-				t.Fatalf("visible file %s left after Abort", f)
-			}
+		if files, _ := storage.List(ctx, storage.Join(root, "b", "*")); len(files) != 0 {
+			t.Fatalf("files left after Abort: %v", files)
 		}
 	})
 	t.Run("OverwriteReplaces", func(t *testing.T) {
@@ -73,28 +76,67 @@ func Run(t *testing.T, root string) {
 		}
 	})
 	t.Run("ListAndRemove", func(t *testing.T) {
-		for _, n := range []string{"1.txt", "2.txt", "3.dat"} {
+		for _, n := range []string{"1.txt", "2.txt", "3.dat", "sub/4.txt", ".hidden.txt"} {
 			if err := storage.WriteFile(ctx, storage.Join(root, "d", n), []byte(n)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		got, err := storage.List(ctx, storage.Join(root, "d", "*.txt"))
-		if err != nil || len(got) != 2 {
-			t.Fatalf("List *.txt = %v, %v; want 2 files", got, err)
+		want := []string{storage.Join(root, "d", ".hidden.txt"), storage.Join(root, "d", "1.txt"), storage.Join(root, "d", "2.txt")}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("List *.txt = %v, %v; want %v (sorted, no subdirectory)", got, err, want)
 		}
-		if err := storage.Remove(ctx, got[0]); err != nil {
+		if all, _ := storage.List(ctx, storage.Join(root, "d", "*")); len(all) != 4 {
+			t.Fatalf("List * = %v, want the 4 files (not the subdirectory)", all)
+		}
+		if err := storage.Remove(ctx, got[1]); err != nil {
 			t.Fatal(err)
 		}
-		if storage.Exists(ctx, got[0]) {
-			t.Fatalf("%s exists after Remove", got[0])
+		if storage.Exists(ctx, got[1]) {
+			t.Fatalf("%s exists after Remove", got[1])
 		}
-		if err := storage.Remove(ctx, got[0]); err != nil {
+		if err := storage.Remove(ctx, got[1]); err != nil {
 			t.Fatalf("removing a missing file: %v", err)
+		}
+		if none, err := storage.List(ctx, storage.Join(root, "no-such-dir", "*")); err != nil || len(none) != 0 {
+			t.Fatalf("listing a missing directory = %v, %v; want nothing", none, err)
+		}
+		if _, err := storage.List(ctx, storage.Join(root, "*", "x")); err == nil {
+			t.Fatal("a wildcard before the last element was accepted")
+		}
+	})
+	t.Run("RemoveAll", func(t *testing.T) {
+		dir := storage.Join(root, "f")
+		for _, n := range []string{"1", "x/2", "x/y/3"} {
+			if err := storage.WriteFile(ctx, storage.Join(dir, n), []byte(n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keep := storage.Join(root, "f-sibling")
+		if err := storage.WriteFile(ctx, keep, []byte("keep")); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.RemoveAll(ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"1", "x/2", "x/y/3"} {
+			if storage.Exists(ctx, storage.Join(dir, n)) {
+				t.Fatalf("%s left after RemoveAll", n)
+			}
+		}
+		if !storage.Exists(ctx, keep) {
+			t.Fatalf("RemoveAll(%s) removed its sibling %s", dir, keep)
+		}
+		if err := storage.RemoveAll(ctx, dir); err != nil {
+			t.Fatalf("RemoveAll of a missing directory: %v", err)
 		}
 	})
 	t.Run("ReaderAt", func(t *testing.T) {
 		p := storage.Join(root, "e", "blob")
-		data := bytes.Repeat([]byte("0123456789"), 1000)
+		data := make([]byte, 1<<20)
+		for i := range data {
+			data[i] = byte(i * 7 / 3)
+		}
 		if err := storage.WriteFile(ctx, p, data); err != nil {
 			t.Fatal(err)
 		}
@@ -106,19 +148,47 @@ func Run(t *testing.T, root string) {
 		if size != int64(len(data)) {
 			t.Fatalf("size %d, want %d", size, len(data))
 		}
-		for _, off := range []int64{10, 5000, 3, 9990} { // forwards, then backwards
+		// Forwards in order, a short skip, a long skip, backwards, the footer, then past the end.
+		for _, off := range []int64{0, 10, 20, 5000, 900000, 3, size - 8, 1000} {
 			b := make([]byte, 10)
-			if _, err := r.ReadAt(b, off); err != nil && err != io.EOF {
+			n, err := r.ReadAt(b, off)
+			want := data[off:min(off+10, size)]
+			if n != len(want) || !bytes.Equal(b[:n], want) {
+				t.Fatalf("ReadAt(%d) = %d bytes %q, want %q", off, n, b[:n], want)
+			}
+			if n < 10 && err != io.EOF {
+				t.Fatalf("short ReadAt(%d) err = %v, want io.EOF", off, err)
+			}
+			if n == 10 && err != nil && err != io.EOF {
 				t.Fatalf("ReadAt(%d): %v", off, err)
 			}
-			if !bytes.Equal(b, data[off:off+10]) {
-				t.Fatalf("ReadAt(%d) = %q", off, b)
-			}
+		}
+		if n, err := r.ReadAt(make([]byte, 4), size); n != 0 || err != io.EOF {
+			t.Fatalf("ReadAt(size) = %d, %v; want 0, io.EOF", n, err)
+		}
+		rc, err := storage.Open(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(all, data) {
+			t.Fatalf("Open then read: %d bytes, %v", len(all), err)
 		}
 	})
 	t.Run("MissingFile", func(t *testing.T) {
-		if _, err := storage.ReadFile(ctx, storage.Join(root, "nope")); err == nil || !strings.Contains(err.Error(), "nope") {
+		p := storage.Join(root, "nope")
+		if _, err := storage.ReadFile(ctx, p); err == nil || !strings.Contains(err.Error(), "nope") {
 			t.Fatalf("reading a missing file: err = %v, want an error naming it", err)
+		}
+		if _, _, err := storage.OpenReaderAt(ctx, p); err == nil || !strings.Contains(err.Error(), "nope") {
+			t.Fatalf("opening a missing file: err = %v, want an error naming it", err)
+		}
+		if storage.Exists(ctx, p) {
+			t.Fatal("a missing file exists")
+		}
+		if storage.Exists(ctx, storage.Join(root, "d")) {
+			t.Fatal("Exists is true for a directory; it is for files")
 		}
 	})
 }
