@@ -8,6 +8,7 @@ package dataset
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -148,21 +149,42 @@ func PickColumn(file string, have []string, configured string, candidates []stri
 
 func sortStrings(s []string) { sort.Strings(s) }
 
-// ShardFiles lists a dataset's shard files with extension ext (".parquet", ".csv"): p itself if
-// it names such a file, else the files of that extension directly in directory p, sorted.
-// Hidden names are skipped: they are other writers' unfinished files (storage.TempName).
-func ShardFiles(ctx context.Context, p, ext string) ([]string, error) {
-	if strings.HasSuffix(strings.ToLower(p), ext) {
+// ShardFiles lists a dataset's shard files, those with one of the extensions exts (".parquet",
+// ".csv"; matched regardless of case): p itself if it names such a file, else the files with
+// those extensions directly in directory p, sorted. Hidden names are skipped: they are other
+// writers' unfinished files (storage.TempName).
+func ShardFiles(ctx context.Context, p string, exts ...string) ([]string, error) {
+	if Ext(p, exts...) != "" {
 		if !storage.Exists(ctx, p) {
 			return nil, fmt.Errorf("%s: no such file", p)
 		}
 		return []string{p}, nil
 	}
-	fs, err := storage.List(ctx, storage.Join(p, "*"+ext))
+	fs, err := listDir(ctx, p)
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", p, err)
+		return nil, err
 	}
-	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") })
+	return slices.DeleteFunc(fs, func(f string) bool { return Ext(f, exts...) == "" }), nil
+}
+
+// Ext returns the first of exts that name ends in, ignoring case, as name spells it; "" if none.
+func Ext(name string, exts ...string) string {
+	for _, e := range exts {
+		if len(name) > len(e) && strings.EqualFold(name[len(name)-len(e):], e) {
+			return name[len(name)-len(e):]
+		}
+	}
+	return ""
+}
+
+// listDir lists the files directly in directory dir, sorted, without hidden names
+// (storage.TempName) and subdirectories.
+func listDir(ctx context.Context, dir string) ([]string, error) {
+	fs, err := storage.List(ctx, storage.Join(dir, "*"))
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") || isLocalDir(f) })
 	sort.Strings(fs)
 	return fs, nil
 }
@@ -211,4 +233,58 @@ func PlanShards(ctx context.Context, files []string, plan func(ctx context.Conte
 		offset += shards[i].Rows
 	}
 	return shards, nil
+}
+
+// isLocalDir reports whether p is a directory on local disk (listings of object stores hold
+// no directories).
+func isLocalDir(p string) bool {
+	if strings.Contains(p, "://") {
+		return false
+	}
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+type notesKey struct{}
+
+// WithNotes returns a context in which Notef calls note instead of printing.
+func WithNotes(ctx context.Context, note func(msg string)) context.Context {
+	return context.WithValue(ctx, notesKey{}, note)
+}
+
+// Notef tells the user something about the input that is not an error, such as files a format
+// does not read: to the function WithNotes put in ctx, else on standard error.
+func Notef(ctx context.Context, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if note, ok := ctx.Value(notesKey{}).(func(string)); ok {
+		note(msg)
+		return
+	}
+	fmt.Fprintln(os.Stderr, "lemon: "+msg)
+}
+
+// NoteUnread notes the files directly in directory dir that a format's Plan does not read
+// (reads reports those it does), so that no file is left out without a word. Hidden names are
+// not mentioned: they are other writers' unfinished files.
+func NoteUnread(ctx context.Context, format, dir string, reads func(path string) bool) error {
+	fs, err := listDir(ctx, dir)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range fs {
+		if !reads(f) {
+			names = append(names, storage.Base(f))
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	const show = 5
+	list := strings.Join(names[:min(len(names), show)], ", ")
+	if len(names) > show {
+		list += fmt.Sprintf(" and %d more", len(names)-show)
+	}
+	Notef(ctx, "%s: %d file(s) that are no part of a %s dataset are not read: %s", dir, len(names), format, list)
+	return nil
 }

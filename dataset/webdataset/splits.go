@@ -3,9 +3,12 @@ package webdataset
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/csv"
 	"fmt"
-	"strings"
+	"io"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 
@@ -16,14 +19,16 @@ import (
 )
 
 // WriteSplits writes outDir/kept/NAME.tar, outDir/rejected/NAME.tar and outDir/errors/NAME.tar
-// (NAME.tar being the input tar's name), each holding the samples routed there, in input order,
-// with every member copied byte for byte under its own header (name, mode, owner, times). No
-// member is added: a sample's scores go in the Parquet beside the tar, not into the tar. When
-// the input tar has its Parquet, NAME.parquet is written beside each output tar with the rows of
-// that split's samples (matched by the key column, in the Parquet's order) and the columns
-// lemon_d_mm, lemon_s_n, lemon_s_m and lemon_score, or reason for errors; Parquet rows whose key
-// is no sample of the tar (img2dataset's failed downloads) belong to no split and are dropped.
-// All files are written, empty ones included, and appear only once complete.
+// (NAME.tar being the input tar's name; a .tar.gz or .tgz input gives gzip-compressed outputs
+// of its own name), each holding the samples routed there, in input order, with every member
+// copied byte for byte under its own header (name, mode, owner, times). No member is added: a
+// sample's scores go in the Parquet beside the tar, not into the tar. outDir/errors/SHARD.reasons.csv
+// (ReasonsFile) says why each sample of the errors tar is there: key and reason, in tar order.
+// When the input tar has its Parquet, SHARD.parquet is written beside each output tar with the
+// rows of that split's samples (matched by the key column, in the Parquet's order) and the
+// columns lemon_d_mm, lemon_s_n, lemon_s_m and lemon_score, or reason for errors; Parquet rows
+// whose key is no sample of the tar (img2dataset's failed downloads) belong to no split and are
+// dropped. All files are written, empty ones included, and appear only once complete.
 func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Options, outDir string, outcomes []dataset.Outcome) error {
 	in := sh.Files["tar"]
 	if int64(len(outcomes)) != sh.Rows {
@@ -45,9 +50,20 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 			abort()
 			return err
 		}
-		bw := bufio.NewWriterSize(w, 1<<20)
-		outs[s] = &tarOut{out: w, buf: bw, tw: tar.NewWriter(bw), p: p}
+		t := &tarOut{out: w, buf: bufio.NewWriterSize(w, 1<<20), p: p}
+		var to io.Writer = t.buf
+		if gzipped(in) {
+			// Images barely compress: a faster level loses little.
+			t.zw, _ = gzip.NewWriterLevel(t.buf, gzip.BestSpeed)
+			to = t.zw
+		}
+		t.tw = tar.NewWriter(to)
+		outs[s] = t
 	}
+	// Why each sample in errors/ is there, in tar order.
+	var reasons bytes.Buffer
+	rw := csv.NewWriter(&reasons)
+	rw.Write([]string{"key", "reason"})
 	// Each key's outcome, for the Parquet rows: a key's first sample decides.
 	byKey := map[string]*dataset.Outcome{}
 	n := 0
@@ -64,6 +80,9 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 				return fmt.Errorf("writing %s: %w", t.p, err)
 			}
 		}
+		if outcomes[n].Split == dataset.Errors {
+			rw.Write([]string{s.key, outcomes[n].Reason})
+		}
 		if _, ok := byKey[s.key]; !ok {
 			byKey[s.key] = &outcomes[n]
 		}
@@ -78,28 +97,29 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 		return err
 	}
 	for _, t := range outs {
-		if err := t.tw.Close(); err != nil {
-			abort()
-			return fmt.Errorf("writing %s: %w", t.p, err)
-		}
-		if err := t.buf.Flush(); err != nil {
+		if err := t.finish(); err != nil {
 			abort()
 			return fmt.Errorf("writing %s: %w", t.p, err)
 		}
 	}
+	rw.Flush()
 	var pw *pqsplit.Writer
 	if pq := sh.Files["parquet"]; pq != "" {
-		if pw, err = splitParquet(ctx, pq, outDir, strings.TrimSuffix(name, ".tar")+".parquet", byKey); err != nil {
+		if pw, err = splitParquet(ctx, pq, outDir, shardName(in)+".parquet", byKey); err != nil {
 			abort()
 			return err
 		}
 	}
-	// Parquet first: a tar without its Parquet would be the worse half-state.
+	// Parquet and reasons first: a tar without them would be the worse half-state.
 	if pw != nil {
 		if err := pw.Commit(); err != nil {
 			abort()
 			return err
 		}
+	}
+	if err := storage.WriteFile(ctx, storage.Join(outDir, dataset.Errors.String(), ReasonsFile(shardName(in))), reasons.Bytes()); err != nil {
+		abort()
+		return err
 	}
 	for i, t := range outs {
 		if err := t.out.Commit(); err != nil {
@@ -115,9 +135,27 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 type tarOut struct {
 	out *storage.Writer
 	buf *bufio.Writer
+	zw  *gzip.Writer // nil for a plain tar
 	tw  *tar.Writer
 	p   string
 }
+
+// finish completes the tar (and its gzip stream) in the buffer and flushes it to the file.
+func (t *tarOut) finish() error {
+	if err := t.tw.Close(); err != nil {
+		return err
+	}
+	if t.zw != nil {
+		if err := t.zw.Close(); err != nil {
+			return err
+		}
+	}
+	return t.buf.Flush()
+}
+
+// ReasonsFile is the name of the file in errors/ that says, for the shard of that name, why each
+// sample of its errors tar is there: a CSV of key and reason, in the tar's order.
+func ReasonsFile(shard string) string { return shard + ".reasons.csv" }
 
 // splitParquet routes the rows of the Parquet beside a tar by their samples' splits; the caller
 // commits or aborts the writer.

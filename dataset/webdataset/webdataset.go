@@ -1,8 +1,10 @@
 // Package webdataset reads img2dataset's webdataset output: a directory of NNNNN.tar shards (or
-// one .tar file) in which each sample is a run of adjacent members sharing a key,
+// one tar file) in which each sample is a run of adjacent members sharing a key,
 // {key}.jpg|jpeg|png|webp|gif (the image), {key}.txt (the caption), {key}.json (metadata) and
 // possibly others, with an optional NNNNN.parquet beside each tar (url, caption, key, status,
-// ...). It writes kept/, rejected/ and errors/ as webdataset too (see WriteSplits).
+// ...). Shards may also be tars in a gzip stream (NNNNN.tar.gz or NNNNN.tgz). Other files in the
+// directory are not read, and Plan says which (dataset.NoteUnread). It writes kept/, rejected/
+// and errors/ as webdataset too (see WriteSplits).
 //
 // Keys and members follow webdataset's own rule: a member's key is its name up to the first dot
 // of its last path element, the rest is its extension. Only regular files are members;
@@ -15,23 +17,31 @@
 // png, webp, gif present).
 //
 // Planning needs the number of samples per tar, which no header holds, so Plan scans each tar's
-// member headers, skipping the bodies (a seek per member on local files; on streaming stores
-// such as gs:// the skip reads through the file).
+// member headers, skipping the bodies (a seek per member on local plain tars; on streaming
+// stores such as gs://, and in gzip streams, the skip reads through the file).
 //
 // Faults. A row with no image member, an empty image, no caption, an empty caption or a
 // caption that is not UTF-8 is read with RawRecord.Err set, and so is a key that appears again
 // after other samples (webdataset keeps a sample's members adjacent, so a second run of a key
-// is a second row, and one id must not name two rows) or a sample with two members of one name.
+// is a second row, and one id must not name two rows), a sample with two members of one name,
+// or one with a member whose name leads outside the folder the tar is extracted into (absolute,
+// or climbing out through ".."; such samples are copied to errors/ unchanged, so list that tar
+// rather than extract it with a tool that trusts names).
 // A broken file is an error naming the file and the byte offset, and stops the job: a tar that
 // ends inside a member or a header, or without the end-of-archive marker (truncated), an
 // invalid header (corrupt), or non-zero bytes after the end-of-archive marker (garbage
-// appended, or tars concatenated, whose later members tar readers silently drop). Plan finds
-// all of these before any work starts; ReadRaw, reading the file again, emits the samples
-// before the fault and then returns the same error.
+// appended, or tars concatenated, whose later members tar readers silently drop); for a gzip
+// stream also a corrupt or truncated stream. Offsets in a gzip stream's errors count bytes of
+// the decompressed tar, and the message says so. Plan finds all of these before any work
+// starts; ReadRaw, reading the file again, emits the samples before the fault and then returns
+// the same error.
 package webdataset
 
 import (
 	"archive/tar"
+	"bufio"
+	"compress/flate"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,7 +49,6 @@ import (
 	"io"
 	"path"
 	"slices"
-	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -61,25 +70,29 @@ var ImageExtensions = []string{"jpg", "jpeg", "png", "webp", "gif"}
 // KeyColumn is the column of the Parquet beside a tar that names each row's sample.
 const KeyColumn = "key"
 
-// tars lists the tar files at p: p itself if it names a .tar file, else p/*.tar, sorted.
+// TarExtensions are the shard file extensions: plain tars, and tars in a gzip stream.
+var TarExtensions = []string{".tar", ".tar.gz", ".tgz"}
+
+// tars lists the tar files at p: p itself if it names a tar file, else p's tar files, sorted.
 func tars(ctx context.Context, p string) ([]string, error) {
-	if strings.HasSuffix(p, ".tar") {
-		if !storage.Exists(ctx, p) {
-			return nil, fmt.Errorf("%s: no such file", p)
-		}
-		return []string{p}, nil
-	}
-	fs, err := storage.List(ctx, storage.Join(p, "*.tar"))
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", p, err)
-	}
-	// Names starting with a dot are other writers' unfinished files (storage.TempName).
-	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") })
-	sort.Strings(fs)
-	return fs, nil
+	return dataset.ShardFiles(ctx, p, TarExtensions...)
 }
 
-// Detect wants a .tar file or a directory holding .tar files.
+// shardName is a tar file's name without its directory and extension: the shard's name.
+func shardName(p string) string {
+	base := storage.Base(p)
+	return strings.TrimSuffix(base, dataset.Ext(base, TarExtensions...))
+}
+
+// siblingParquet is where the Parquet beside the tar at p would be.
+func siblingParquet(p string) string {
+	return strings.TrimSuffix(p, dataset.Ext(p, TarExtensions...)) + ".parquet"
+}
+
+// gzipped reports whether the tar at p is in a gzip stream.
+func gzipped(p string) bool { return dataset.Ext(p, ".gz", ".tgz") != "" }
+
+// Detect wants a tar file or a directory holding tar files.
 func (Format) Detect(ctx context.Context, p string) bool {
 	fs, err := tars(ctx, p)
 	return err == nil && len(fs) > 0
@@ -91,14 +104,32 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		return nil, err
 	}
 	if len(fs) == 0 {
-		return nil, fmt.Errorf("%s: no .tar files (want img2dataset's webdataset output: NNNNN.tar shards)", p)
+		return nil, fmt.Errorf("%s: no .tar, .tar.gz or .tgz files (want img2dataset's webdataset output: NNNNN.tar shards)", p)
+	}
+	// Outputs and sibling Parquet files are named after the shard: two tars of one name (a.tar
+	// and a.tar.gz) would share them.
+	byName := map[string]string{}
+	for _, f := range fs {
+		if other, dup := byName[shardName(f)]; dup {
+			return nil, fmt.Errorf("%s and %s are two shards named %q: their outputs would overwrite each other; keep one", other, f, shardName(f))
+		}
+		byName[shardName(f)] = f
+	}
+	if fs[0] != p { // a directory: say which of its files are not read
+		read := map[string]bool{}
+		for _, f := range fs {
+			read[f], read[siblingParquet(f)] = true, true
+		}
+		if err := dataset.NoteUnread(ctx, "webdataset", p, func(f string) bool { return read[f] }); err != nil {
+			return nil, err
+		}
 	}
 	return dataset.PlanShards(ctx, fs, planTar)
 }
 
 func planTar(ctx context.Context, name string) (dataset.Shard, error) {
 	files := map[string]string{"tar": name}
-	if pq := strings.TrimSuffix(name, ".tar") + ".parquet"; storage.Exists(ctx, pq) {
+	if pq := siblingParquet(name); storage.Exists(ctx, pq) {
 		pf, err := metadata.OpenParquet(ctx, pq)
 		if err != nil {
 			return dataset.Shard{}, err
@@ -117,7 +148,7 @@ func planTar(ctx context.Context, name string) (dataset.Shard, error) {
 	if err := scan(ctx, name, false, func(*sample) error { rows++; return nil }); err != nil {
 		return dataset.Shard{}, err
 	}
-	return dataset.Shard{Format: "webdataset", Rows: rows, Files: files, Name: strings.TrimSuffix(storage.Base(name), ".tar")}, nil
+	return dataset.Shard{Format: "webdataset", Rows: rows, Files: files, Name: shardName(name)}, nil
 }
 
 func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options, emit func(dataset.RawRecord) error) error {
@@ -162,16 +193,86 @@ func splitName(name string) (key, ext string, ok bool) {
 }
 
 // scan calls fn for each sample of the tar at p, in order; with bodies it also reads each
-// member's data. Any fault of the file itself is an error naming p and the byte offset.
+// member's data. Any fault of the file itself is an error naming p and the byte offset (in the
+// decompressed tar, for a gzip stream).
 func scan(ctx context.Context, p string, bodies bool, fn func(*sample) error) error {
-	ra, size, err := storage.OpenReaderAt(ctx, p)
+	ts, err := openTar(ctx, p)
 	if err != nil {
 		return err
 	}
-	defer ra.Close()
-	// A SectionReader can seek, so tar.Reader skips unread bodies without reading them.
-	sr := io.NewSectionReader(ra, 0, size)
-	tr := tar.NewReader(sr)
+	defer ts.close()
+	err = scanTar(ts, p, bodies, fn)
+	var fe fileError
+	if errors.As(err, &fe) && gzipped(p) {
+		return fmt.Errorf("%w (%s is gzip-compressed: byte offsets count its decompressed tar)", err, storage.Base(p))
+	}
+	return err
+}
+
+// fileError is a fault of the tar file itself, as opposed to one of fn's errors.
+type fileError struct{ error }
+
+func faultf(format string, args ...any) error { return fileError{fmt.Errorf(format, args...)} }
+
+// tarStream is a tar file opened for scanning.
+type tarStream struct {
+	r     io.Reader
+	pos   func() int64 // the offset in the tar of the next byte r gives
+	size  int64        // the tar's size; -1 while unknown (a gzip stream's)
+	tail  func(p string, marker, from int64) error
+	close func() error
+}
+
+// openTar opens the tar at p. A plain tar is read through a SectionReader, which can seek, so
+// tar.Reader skips unread bodies without reading them; a gzip stream is decompressed in order.
+func openTar(ctx context.Context, p string) (*tarStream, error) {
+	if !gzipped(p) {
+		ra, size, err := storage.OpenReaderAt(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		sr := io.NewSectionReader(ra, 0, size)
+		return &tarStream{
+			r:     sr,
+			pos:   func() int64 { off, _ := sr.Seek(0, io.SeekCurrent); return off },
+			size:  size,
+			tail:  func(p string, marker, from int64) error { return zeroTail(p, sr, marker, from, size) },
+			close: ra.Close,
+		}, nil
+	}
+	rc, err := storage.Open(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := gzip.NewReader(bufio.NewReaderSize(rc, 1<<20))
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("%s: not a gzip stream: %w", p, err)
+	}
+	cr := &countingReader{r: zr}
+	return &tarStream{
+		r:     cr,
+		pos:   func() int64 { return cr.n },
+		size:  -1,
+		tail:  func(p string, marker, _ int64) error { return zeroStreamTail(p, cr, marker) },
+		close: rc.Close,
+	}, nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func scanTar(ts *tarStream, p string, bodies bool, fn func(*sample) error) error {
+	tr := tar.NewReader(ts.r)
 	seen := map[string]bool{}
 	var cur *sample
 	var samples int
@@ -196,9 +297,13 @@ func scan(ctx context.Context, p string, bodies bool, fn func(*sample) error) er
 			break
 		}
 		if err != nil {
+			size := ts.size
+			if size < 0 { // the stream stopped where it was read to
+				size = ts.pos()
+			}
 			return headerError(p, err, next, size, samples, last.name, last.off, last.size)
 		}
-		off, _ := sr.Seek(0, io.SeekCurrent)
+		off := ts.pos()
 		last.name, last.off, last.size = hdr.Name, off, hdr.Size
 		next = off + (hdr.Size+511)/512*512
 		key, ext, ok := splitName(hdr.Name)
@@ -209,8 +314,8 @@ func scan(ctx context.Context, p string, bodies bool, fn func(*sample) error) er
 				return err
 			}
 		}
-		if hdr.Size > size-off {
-			return fmt.Errorf("%s: truncated tar: member %q needs bytes %d to %d, but the file ends at byte %d", p, hdr.Name, off, off+hdr.Size, size)
+		if ts.size >= 0 && hdr.Size > ts.size-off {
+			return faultf("%s: truncated tar: member %q needs bytes %d to %d, but the file ends at byte %d", p, hdr.Name, off, off+hdr.Size, ts.size)
 		}
 		if !ok {
 			continue
@@ -220,9 +325,9 @@ func scan(ctx context.Context, p string, bodies bool, fn func(*sample) error) er
 			m.data = make([]byte, hdr.Size)
 			if _, err := io.ReadFull(tr, m.data); err != nil {
 				if err == io.ErrUnexpectedEOF || err == io.EOF {
-					return fmt.Errorf("%s: truncated tar: member %q needs bytes %d to %d, but the file ends early", p, hdr.Name, off, off+hdr.Size)
+					return faultf("%s: truncated tar: member %q needs bytes %d to %d, but the file ends early", p, hdr.Name, off, off+hdr.Size)
 				}
-				return fmt.Errorf("%s: reading member %q at byte %d: %w", p, hdr.Name, off, err)
+				return faultf("%s: reading member %q at byte %d: %w", p, hdr.Name, off, err)
 			}
 		}
 		if cur != nil {
@@ -232,31 +337,36 @@ func scan(ctx context.Context, p string, bodies bool, fn func(*sample) error) er
 		cur = &sample{key: key, members: []member{m}, again: seen[key]}
 		seen[key] = true
 	}
-	end, _ := sr.Seek(0, io.SeekCurrent)
+	end := ts.pos()
 	// tar.Reader reports a clean end after the end-of-archive marker (two zero blocks; a lone
 	// one, as GNU tar also accepts, still shows the writer finished), but also when the file
 	// simply stops at a header boundary, which is a truncated tar.
 	if end == next {
-		return fmt.Errorf("%s: truncated tar: the file ends at byte %d without the end-of-archive marker (after %d complete samples)", p, size, samples)
+		return faultf("%s: truncated tar: the file ends at byte %d without the end-of-archive marker (after %d complete samples)", p, end, samples)
 	}
 	// The end-of-archive marker completes the last sample, whatever follows it.
 	if err := flush(); err != nil {
 		return err
 	}
-	return zeroTail(p, sr, next, end, size)
+	return ts.tail(p, next, end)
 }
 
 func headerError(p string, err error, at, size int64, samples int, lastName string, lastOff, lastSize int64) error {
+	var corrupt flate.CorruptInputError
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) && lastName != "" && lastOff+lastSize > size:
-		return fmt.Errorf("%s: truncated tar: member %q needs bytes %d to %d, but the file ends at byte %d", p, lastName, lastOff, lastOff+lastSize, size)
+		return faultf("%s: truncated tar: member %q needs bytes %d to %d, but the file ends at byte %d", p, lastName, lastOff, lastOff+lastSize, size)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%s: truncated tar: the file ends at byte %d inside the header that starts at byte %d (after %d complete samples)", p, size, at, samples)
+		return faultf("%s: truncated tar: the file ends at byte %d inside the header that starts at byte %d (after %d complete samples)", p, size, at, samples)
 	case errors.Is(err, tar.ErrHeader):
-		return fmt.Errorf("%s: corrupt tar: invalid header at byte %d (after %d complete samples): %v", p, at, samples, err)
+		return faultf("%s: corrupt tar: invalid header at byte %d (after %d complete samples): %v", p, at, samples, err)
+	case errors.As(err, &corrupt) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader):
+		return faultf("%s: corrupt gzip stream before byte %d (after %d complete samples): %v", p, size, samples, err)
 	}
-	return fmt.Errorf("%s: reading the header at byte %d: %w", p, at, err)
+	return faultf("%s: reading the header at byte %d: %w", p, at, err)
 }
+
+const tailNote = "garbage appended, or tars concatenated (whose later members would be lost); the file is not read"
 
 // zeroTail checks that nothing but zero padding follows the end-of-archive marker.
 func zeroTail(p string, r io.ReaderAt, marker, from, size int64) error {
@@ -264,14 +374,49 @@ func zeroTail(p string, r io.ReaderAt, marker, from, size int64) error {
 	for off := from; off < size; {
 		n, err := r.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
 		if i := slices.IndexFunc(buf[:n], func(b byte) bool { return b != 0 }); i >= 0 {
-			return fmt.Errorf("%s: non-zero bytes at byte %d, after the tar's end-of-archive marker at byte %d: garbage appended, or tars concatenated (whose later members would be lost); the file is not read", p, off+int64(i), marker)
+			return faultf("%s: non-zero bytes at byte %d, after the tar's end-of-archive marker at byte %d: %s", p, off+int64(i), marker, tailNote)
 		}
 		off += int64(n)
 		if err != nil && off < size {
-			return fmt.Errorf("%s: reading at byte %d: %w", p, off, err)
+			return faultf("%s: reading at byte %d: %w", p, off, err)
 		}
 	}
 	return nil
+}
+
+// zeroStreamTail is zeroTail for a gzip stream: the rest of the decompressed tar must be zeros,
+// and the gzip stream must end cleanly (its checksum verified, nothing but gzip after it).
+func zeroStreamTail(p string, cr *countingReader, marker int64) error {
+	buf := make([]byte, 64<<10)
+	for {
+		off := cr.n
+		n, err := cr.Read(buf)
+		if i := slices.IndexFunc(buf[:n], func(b byte) bool { return b != 0 }); i >= 0 {
+			return faultf("%s: non-zero bytes at byte %d, after the tar's end-of-archive marker at byte %d: %s", p, off+int64(i), marker, tailNote)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return faultf("%s: truncated gzip stream: it ends without its trailer, after byte %d of the tar", p, cr.n)
+		}
+		if err != nil {
+			return faultf("%s: corrupt gzip stream, found at its end (the tar's end-of-archive marker is at byte %d): %v", p, marker, err)
+		}
+	}
+}
+
+// escapesDir reports whether a member name would be written outside the folder the tar is
+// extracted into: an absolute path (or a Windows drive or UNC path), or one that climbs out
+// through "..". Backslashes count as separators, as Windows tools read them.
+func escapesDir(name string) bool {
+	n := strings.ReplaceAll(name, `\`, "/")
+	drive := len(n) >= 2 && n[1] == ':' && ('a' <= n[0]|0x20 && n[0]|0x20 <= 'z')
+	if strings.HasPrefix(n, "/") || drive {
+		return true
+	}
+	c := path.Clean(n)
+	return c == ".." || strings.HasPrefix(c, "../")
 }
 
 // record turns a sample into a row: its id, caption, image and first fault.
@@ -345,7 +490,15 @@ func (s *sample) record(o dataset.Options) dataset.RawRecord {
 	if img != nil {
 		r.Image = img.data
 	}
+	escapes := ""
+	for _, m := range s.members {
+		if escapes == "" && escapesDir(m.hdr.Name) {
+			escapes = m.hdr.Name
+		}
+	}
 	switch {
+	case escapes != "":
+		r.Err = fmt.Sprintf("member name %q leads outside the tar's folder (absolute, or through ..)", escapes)
 	case s.again:
 		r.Err = fmt.Sprintf("key %q appears again after other samples: a sample's members must be adjacent in the tar", s.key)
 	case fault != "":

@@ -3,7 +3,9 @@ package webdataset_test
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -29,12 +31,59 @@ func TestConformance(t *testing.T) { rawtest.Run(t, fixture, t.TempDir()) }
 // memfs streams (no ReadAt), as gs:// does.
 func TestConformanceMemfs(t *testing.T) { rawtest.Run(t, fixture, "memfs://webdataset-conformance") }
 
+// Tars in gzip streams.
+var gzFixture = rawtest.Fixture{Format: webdataset.Format{}, Write: writeGzip, Dump: dump}
+
+func TestConformanceGzip(t *testing.T) { rawtest.Run(t, gzFixture, t.TempDir()) }
+
+func TestConformanceGzipMemfs(t *testing.T) {
+	rawtest.Run(t, gzFixture, "memfs://webdataset-gzip-conformance")
+}
+
+// writeGzip writes shards as webdataset.Write does, then replaces each NNNNN.tar by
+// NNNNN.tar.gz (odd shards: NNNNN.tgz).
+func writeGzip(ctx context.Context, dir string, shards [][]samples.Sample) error {
+	if err := webdataset.Write(ctx, dir, shards); err != nil {
+		return err
+	}
+	for n := range shards {
+		base := storage.Join(dir, fmt.Sprintf("%05d", n))
+		b, err := storage.ReadFile(ctx, base+".tar")
+		if err != nil {
+			return err
+		}
+		ext := ".tar.gz"
+		if n%2 == 1 {
+			ext = ".tgz"
+		}
+		if err := storage.WriteFile(ctx, base+ext, gzipBytes(b)); err != nil {
+			return err
+		}
+		if err := storage.Remove(ctx, base+".tar"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func gzipBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
 // dump reports, per sample, every member's bytes and header (name, mode, owner, times), and the
 // Parquet columns of the row with the sample's key.
 func dump(ctx context.Context, dir string) ([]rawtest.Item, error) {
-	tars, err := storage.List(ctx, storage.Join(dir, "*.tar"))
-	if err != nil {
-		return nil, err
+	var tars []string
+	for _, ext := range webdataset.TarExtensions {
+		fs, err := storage.List(ctx, storage.Join(dir, "*"+ext))
+		if err != nil {
+			return nil, err
+		}
+		tars = append(tars, fs...)
 	}
 	sort.Strings(tars)
 	var items []rawtest.Item
@@ -43,8 +92,18 @@ func dump(ctx context.Context, dir string) ([]rawtest.Item, error) {
 		if err != nil {
 			return nil, err
 		}
+		name := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(p, ".gz"), ".tar"), ".tgz")
+		if name != strings.TrimSuffix(p, ".tar") {
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			if b, err = io.ReadAll(zr); err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+		}
 		rows := map[string]map[string][]byte{}
-		if pq := strings.TrimSuffix(p, ".tar") + ".parquet"; storage.Exists(ctx, pq) {
+		if pq := name + ".parquet"; storage.Exists(ctx, pq) {
 			rr, err := metadata.Open(ctx, pq)
 			if err != nil {
 				return nil, err
@@ -84,6 +143,22 @@ func dump(ctx context.Context, dir string) ([]rawtest.Item, error) {
 		}
 	}
 	return items, nil
+}
+
+// readReasons reads a reasons file's rows (key, reason), checking its header.
+func readReasons(ctx context.Context, p string) ([][]string, error) {
+	b, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if len(recs) == 0 || strings.Join(recs[0], ",") != "key,reason" {
+		return nil, fmt.Errorf("%s: header %v, want key,reason", p, recs)
+	}
+	return recs[1:], nil
 }
 
 type member struct {
@@ -372,5 +447,254 @@ func TestLoneZeroBlockAndManyBroken(t *testing.T) {
 	_, err = webdataset.Format{}.Plan(context.Background(), dir, dataset.Options{})
 	if err == nil || !strings.Contains(err.Error(), "00001.tar: truncated tar") || !strings.Contains(err.Error(), "and 1 more of the 3 files") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A gzip stream's faults are errors naming the file, with offsets in the decompressed tar; its
+// tar's own faults are found as in a plain tar. Before, .tar.gz shards were skipped unread.
+func TestGzipFaults(t *testing.T) {
+	good := writeTar(t, "", []member{
+		{name: "a.jpg", data: png}, {name: "a.txt", data: "caption a"},
+		{name: "b.jpg", data: strings.Repeat("x", 2000)}, {name: "b.txt", data: "caption b"},
+	})
+	bData := 512 + (len(png)+511)/512*512 + 1024 + 512
+	gz := gzipBytes(good)
+	badCRC := bytes.Clone(gz)
+	badCRC[len(badCRC)-8] ^= 0xff // the trailer's CRC-32
+	for _, c := range []struct {
+		name  string
+		data  []byte
+		rows  int // read before the error
+		wants []string
+	}{
+		{"tar-truncated-mid-member", gzipBytes(good[:bData+1000]), 1, []string{"truncated tar", `member "b.jpg" needs bytes ` + fmt.Sprint(bData), "decompressed"}},
+		{"tar-garbage-appended", gzipBytes(append(bytes.Clone(good), "GARBAGE"...)), 2, []string{fmt.Sprintf("non-zero bytes at byte %d", len(good)), "decompressed"}},
+		{"stream-truncated", gz[:len(gz)/2], 0, []string{"truncated", "decompressed"}},
+		{"stream-trailer-missing", gz[:len(gz)-4], 2, []string{"truncated gzip stream"}},
+		{"bad-checksum", badCRC, 2, []string{"corrupt gzip stream", "checksum"}},
+		{"garbage-after-stream", append(bytes.Clone(gz), "GARBAGE!GARBAGE!"...), 2, []string{"corrupt gzip stream"}},
+		{"two-streams-two-tars", append(bytes.Clone(gz), gz...), 2, []string{"tars concatenated"}},
+		{"not-gzip", good, 0, []string{"not a gzip stream"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "00007.tar.gz")
+			if err := os.WriteFile(p, c.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			check := func(what string, err error) {
+				t.Helper()
+				if err == nil {
+					t.Fatalf("%s: no error", what)
+				}
+				for _, w := range append([]string{p}, c.wants...) {
+					if !strings.Contains(err.Error(), w) {
+						t.Fatalf("%s: error %q does not say %q", what, err, w)
+					}
+				}
+			}
+			_, err := (webdataset.Format{}).Plan(context.Background(), dir, dataset.Options{})
+			check("Plan", err)
+			sh := dataset.Shard{Format: "webdataset", Rows: 2, Files: map[string]string{"tar": p}, Name: "00007"}
+			var rows []dataset.RawRecord
+			err = (webdataset.Format{}).ReadRaw(context.Background(), sh, dataset.Options{}, func(r dataset.RawRecord) error {
+				rows = append(rows, r)
+				return nil
+			})
+			check("ReadRaw", err)
+			if len(rows) != c.rows {
+				t.Fatalf("ReadRaw emitted %d rows before the error, want %d", len(rows), c.rows)
+			}
+		})
+	}
+}
+
+// A .tar.gz shard is read like the same tar, and its outputs are gzip streams of its own name.
+func TestGzipShardReadAndWritten(t *testing.T) {
+	ctx := context.Background()
+	dir, out := t.TempDir(), t.TempDir()
+	plain := writeTar(t, filepath.Join(dir, "00000.tar"), []member{{name: "a.jpg", data: png}, {name: "a.txt", data: "A"}})
+	tgz := writeTar(t, "", []member{{name: "b.jpg", data: png}, {name: "b.txt", data: "B"}, {name: "c.jpg", data: png}, {name: "c.txt", data: "C"}})
+	if err := os.WriteFile(filepath.Join(dir, "00001.tgz"), gzipBytes(tgz), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00002.TAR.GZ"), gzipBytes(plain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := webdataset.Format{}.Plan(ctx, dir, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var rows int64
+	for _, sh := range plan {
+		names = append(names, sh.Name)
+		rows += sh.Rows
+	}
+	if strings.Join(names, ",") != "00000,00001,00002" || rows != 4 {
+		t.Fatalf("plan: shards %v with %d rows, want 00000,00001,00002 with 4", names, rows)
+	}
+	got, err := readAll(t, dir, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.ID+":"+r.Caption)
+	}
+	if strings.Join(ids, ",") != "a:A,b:B,c:C,a:A" {
+		t.Fatalf("read %v", ids)
+	}
+	err = webdataset.Format{}.WriteSplits(ctx, plan[1], dataset.Options{}, out, []dataset.Outcome{{Split: dataset.Kept}, {Split: dataset.Rejected, Score: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := os.ReadFile(filepath.Join(out, "kept", "00001.tgz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(kept))
+	if err != nil {
+		t.Fatalf("kept/00001.tgz is not gzip: %v", err)
+	}
+	tr := tar.NewReader(zr)
+	var members []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, h.Name)
+	}
+	if strings.Join(members, ",") != "b.jpg,b.txt" {
+		t.Fatalf("kept/00001.tgz members %v, want b.jpg,b.txt", members)
+	}
+}
+
+// Two tars that would give outputs of one name are refused.
+func TestTwoShardsOfOneName(t *testing.T) {
+	dir := t.TempDir()
+	b := writeTar(t, filepath.Join(dir, "00000.tar"), []member{{name: "a.jpg", data: png}, {name: "a.txt", data: "A"}})
+	if err := os.WriteFile(filepath.Join(dir, "00000.tar.gz"), gzipBytes(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := webdataset.Format{}.Plan(context.Background(), dir, dataset.Options{})
+	if err == nil || !strings.Contains(err.Error(), "00000.tar.gz") || !strings.Contains(err.Error(), `two shards named "00000"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Files of a shard directory that are not read are named, not skipped without a word.
+func TestUnreadFilesAreNoted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeTar(t, filepath.Join(dir, "00000.tar"), []member{{name: "a.jpg", data: png}, {name: "a.txt", data: "A"}})
+	rec := dataset.MetadataBatch([]dataset.Row{{ID: "a", Caption: "A"}}, "key", "caption", nil)
+	if err := metadata.WriteParquet(ctx, filepath.Join(dir, "00000.parquet"), rec.Schema(), rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.Release()
+	for _, f := range []string{"00000_stats.json", "00001.zip", "notes.txt", ".00002.tar.tmp"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	ctx = dataset.WithNotes(ctx, func(m string) { notes = append(notes, m) })
+	if _, err := (webdataset.Format{}).Plan(ctx, dir, dataset.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 {
+		t.Fatalf("notes = %q, want one", notes)
+	}
+	want := dir + ": 3 file(s) that are no part of a webdataset dataset are not read: 00000_stats.json, 00001.zip, notes.txt"
+	if notes[0] != want {
+		t.Fatalf("note %q, want %q", notes[0], want)
+	}
+	// A tar named on its own: nothing else is looked at.
+	notes = nil
+	if _, err := (webdataset.Format{}).Plan(ctx, filepath.Join(dir, "00000.tar"), dataset.Options{}); err != nil || len(notes) != 0 {
+		t.Fatalf("single tar: err %v, notes %q", err, notes)
+	}
+}
+
+// A sample with a member named to land outside the extraction folder is an error row.
+func TestEscapingMemberNames(t *testing.T) {
+	dir := t.TempDir()
+	writeTar(t, filepath.Join(dir, "00000.tar"), []member{
+		{name: "../../x.jpg", data: png}, {name: "../../x.txt", data: "up"},
+		{name: "/abs/y.jpg", data: png}, {name: "/abs/y.txt", data: "absolute"},
+		{name: "d/../z.jpg", data: png}, {name: "d/../z.txt", data: "stays inside"},
+		{name: `C:\w.jpg`, data: png}, {name: `C:\w.txt`, data: "windows drive"},
+		{name: "v.jpg", data: png}, {name: "v.txt", data: "fine"},
+	})
+	got, err := readAll(t, dir, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ id, err string }{
+		{"../../x", `member name "../../x.jpg" leads outside the tar's folder (absolute, or through ..)`},
+		{"/abs/y", `member name "/abs/y.jpg" leads outside the tar's folder (absolute, or through ..)`},
+		{"d/../z", ""},
+		{`C:\w`, `member name "C:\\w.jpg" leads outside the tar's folder (absolute, or through ..)`},
+		{"v", ""},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d rows, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		if got[i].ID != w.id || got[i].Err != w.err {
+			t.Errorf("row %d = {%q err %q}, want {%q err %q}", i, got[i].ID, got[i].Err, w.id, w.err)
+		}
+	}
+}
+
+// Without a Parquet beside the tar, the reasons file is the only place an error's reason is:
+// one row per sample of the errors tar, in its order.
+func TestReasonsFile(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"00003.tar", "00003.tar.gz"} {
+		t.Run(name, func(t *testing.T) {
+			dir, out := t.TempDir(), t.TempDir()
+			b := writeTar(t, "", []member{
+				{name: "a.jpg", data: png}, {name: "a.txt", data: "A"},
+				{name: "b.txt", data: "no image"},
+				{name: "c.jpg", data: png}, {name: "c.txt", data: "C"},
+				{name: "d.jpg", data: png}, {name: "d.txt", data: "D"},
+			})
+			if strings.HasSuffix(name, ".gz") {
+				b = gzipBytes(b)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			plan, err := webdataset.Format{}.Plan(ctx, dir, dataset.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			outcomes := []dataset.Outcome{
+				{Split: dataset.Kept},
+				{Split: dataset.Errors, Reason: "missing image (no .jpg member)"},
+				{Split: dataset.Errors, Reason: `duplicate id "c", with "quotes", first at row 0`},
+				{Split: dataset.Rejected, Score: 1},
+			}
+			if err := (webdataset.Format{}).WriteSplits(ctx, plan[0], dataset.Options{}, out, outcomes); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := readReasons(ctx, filepath.Join(out, "errors", "00003.reasons.csv"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := [][]string{{"b", outcomes[1].Reason}, {"c", outcomes[2].Reason}}
+			if fmt.Sprint(recs) != fmt.Sprint(want) {
+				t.Fatalf("reasons %q, want %q", recs, want)
+			}
+		})
 	}
 }
