@@ -264,8 +264,9 @@ func Notef(ctx context.Context, format string, args ...any) {
 }
 
 // NoteUnread notes the files directly in directory dir that a format's Plan does not read
-// (reads reports those it does), so that no file is left out without a word. Hidden names are
-// not mentioned: they are other writers' unfinished files.
+// (reads reports those it does), so that no file is left out without a word; dir may also name
+// a file, which has no files in it. Hidden names are not mentioned: they are other writers'
+// unfinished files.
 func NoteUnread(ctx context.Context, format, dir string, reads func(path string) bool) error {
 	fs, err := listDir(ctx, dir)
 	if err != nil {
@@ -285,6 +286,6 @@ func NoteUnread(ctx context.Context, format, dir string, reads func(path string)
 	if len(names) > show {
 		list += fmt.Sprintf(" and %d more", len(names)-show)
 	}
-	Notef(ctx, "%s: %d file(s) that are no part of a %s dataset are not read: %s", dir, len(names), format, list)
+	Notef(ctx, "%s: %d file(s) are not read (no part of the %s layout): %s", dir, len(names), format, list)
 	return nil
 }

@@ -1,11 +1,14 @@
 // Package embdir reads the clip-retrieval / LAION embedding layout: img_emb/img_emb_N.npy and
 // text_emb/text_emb_N.npy (float16 or float32, row-aligned per shard N) and, optionally,
-// metadata/metadata_N.parquet, .csv or .jsonl with an id and a caption column.
+// metadata/metadata_N.parquet, .csv or .jsonl with an id and a caption column. Plan notes any
+// other file in those three folders (dataset.NoteUnread), and refuses a file that matches a
+// pattern but has no shard number (img_emb_x.npy).
 package embdir
 
 import (
 	"context"
 	"fmt"
+	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -41,7 +44,7 @@ func byShard(files []string) (map[int]string, error) {
 	for _, f := range files {
 		s := shardNum.FindStringSubmatch(storage.Base(f))
 		if s == nil {
-			continue
+			return nil, fmt.Errorf("%s: no shard number in its name (want a name ending in _N%s, N a number); rename or remove it", f, path.Ext(f))
 		}
 		n, _ := strconv.Atoi(s[1])
 		if old, dup := m[n]; dup {
@@ -106,6 +109,17 @@ func (Format) Plan(ctx context.Context, dir string, o dataset.Options) ([]datase
 			if _, ok := imgs[n]; !ok {
 				return nil, fmt.Errorf("%s has no matching img_emb/img_emb_%d.npy", f, n)
 			}
+		}
+	}
+	used := map[string]bool{}
+	for _, m := range []map[int]string{imgs, txts, meta} {
+		for _, f := range m {
+			used[f] = true
+		}
+	}
+	for _, sub := range []string{"img_emb", "text_emb", "metadata"} {
+		if err := dataset.NoteUnread(ctx, "embdir", storage.Join(dir, sub), func(file string) bool { return used[file] }); err != nil {
+			return nil, err
 		}
 	}
 	sort.Ints(nums)

@@ -227,6 +227,9 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .parquet files", p)
 	}
+	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".parquet") != "" }); err != nil {
+		return nil, err
+	}
 	return dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
 		pf, err := open(ctx, name)
 		if err != nil {
@@ -234,7 +237,7 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		}
 		defer pf.close()
 		_, err = pick(name, pf.schema, o)
-		return dataset.Shard{Format: f.Name(), Rows: pf.rd.NumRows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), ".parquet")}, err
+		return dataset.Shard{Format: f.Name(), Rows: pf.rd.NumRows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), dataset.Ext(name, ".parquet"))}, err
 	})
 }
 

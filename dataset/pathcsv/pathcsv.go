@@ -42,6 +42,10 @@ func (Format) Name() string { return "pathcsv" }
 // (file_name is what Hugging Face's imagefolder metadata.csv uses).
 var ImageColumns = []string{"image", "image_path", "path", "filepath", "file_name"}
 
+// ImageExtensions are the image file extensions Plan expects beside the CSVs (it notes other
+// files there as not read).
+var ImageExtensions = []string{".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
 // Columns appended to the split files.
 var (
 	ScoreColumns      = []string{"lemon_d_mm", "lemon_s_n", "lemon_s_m", "lemon_score"}
@@ -139,6 +143,10 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 	}
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .csv files", p)
+	}
+	// Images may sit beside the CSVs: they are read through the CSVs' paths.
+	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".csv") != "" || dataset.Ext(file, ImageExtensions...) != "" }); err != nil {
+		return nil, err
 	}
 	return dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
 		c, err := openCSV(ctx, name)

@@ -115,14 +115,12 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		}
 		byName[shardName(f)] = f
 	}
-	if fs[0] != p { // a directory: say which of its files are not read
-		read := map[string]bool{}
-		for _, f := range fs {
-			read[f], read[siblingParquet(f)] = true, true
-		}
-		if err := dataset.NoteUnread(ctx, "webdataset", p, func(f string) bool { return read[f] }); err != nil {
-			return nil, err
-		}
+	read := map[string]bool{}
+	for _, f := range fs {
+		read[f], read[siblingParquet(f)] = true, true
+	}
+	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return read[file] }); err != nil {
+		return nil, err
 	}
 	return dataset.PlanShards(ctx, fs, planTar)
 }

@@ -613,7 +613,7 @@ func TestUnreadFilesAreNoted(t *testing.T) {
 	if len(notes) != 1 {
 		t.Fatalf("notes = %q, want one", notes)
 	}
-	want := dir + ": 3 file(s) that are no part of a webdataset dataset are not read: 00000_stats.json, 00001.zip, notes.txt"
+	want := dir + ": 3 file(s) are not read (no part of the webdataset layout): 00000_stats.json, 00001.zip, notes.txt"
 	if notes[0] != want {
 		t.Fatalf("note %q, want %q", notes[0], want)
 	}
