@@ -19,7 +19,7 @@ import (
 	"github.com/lemon-curation/lemon/storage"
 )
 
-// Options name the columns a format reads. Empty names mean "detect".
+// Options name the columns a format reads (empty names mean "detect"), and what it may read.
 type Options struct {
 	IDColumn      string `yaml:"id_column" json:"id_column,omitempty"`
 	CaptionColumn string `yaml:"caption_column" json:"caption_column,omitempty"`
@@ -27,6 +27,8 @@ type Options struct {
 	TextColumn    string `yaml:"text_column" json:"text_column,omitempty"`   // embparquet: list<float> text embedding
 	// SplitColumn is read into Record.Split when set (for --reference-split).
 	SplitColumn string `yaml:"split_column" json:"split_column,omitempty"`
+	// AllowOutsidePaths lets a path CSV name images outside its own folder (pathcsv).
+	AllowOutsidePaths bool `yaml:"allow_outside_paths" json:"allow_outside_paths,omitempty"`
 }
 
 // IDColumns and CaptionColumns are the names tried, in order, when none is given.

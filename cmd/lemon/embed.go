@@ -35,7 +35,7 @@ func runEmbed(args []string) error {
 	fs := flag.CommandLine
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), embedUsage)
-		cli.PrintFlags(fs, []string{"input", "input-format", "output", "dtype", "image-model", "text-model", "vocab", "device", "batch-size", "threads", "id-column", "caption-column", "image-column"})
+		cli.PrintFlags(fs, []string{"input", "input-format", "output", "dtype", "image-model", "text-model", "vocab", "device", "batch-size", "threads", "id-column", "caption-column", "image-column", "allow-outside-paths"})
 		fmt.Fprint(fs.Output(), "\nRunner flags are Beam's, as for 'lemon score' (default --runner prism).\n")
 	}
 	fs.StringVar(&c.Input, "input", "", "raw dataset: webdataset tars, img2dataset Parquet, or a CSV of image paths and captions")
@@ -45,6 +45,7 @@ func runEmbed(args []string) error {
 	fs.StringVar(&c.Columns.IDColumn, "id-column", "", "id column (default: key, uid or id)")
 	fs.StringVar(&c.Columns.CaptionColumn, "caption-column", "", "caption column (default: caption or text)")
 	fs.StringVar(&c.Columns.ImageColumn, "image-column", "", "image bytes or path column (default: detected)")
+	fs.BoolVar(&c.Columns.AllowOutsidePaths, "allow-outside-paths", false, "path CSV input: also read images outside the CSV's folder (absolute paths, .., links out); by default such rows go to errors")
 	ourFlags["input"] = true
 	defineEmbedFlags(fs, &c.Embed)
 	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")

@@ -109,6 +109,8 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	str(&c.Columns.CaptionColumn, "caption-column", "metadata column holding captions (default: first of caption, text)")
 	str(&c.Columns.ImageColumn, "image-column", "Parquet input: list<float> image embedding column (default image_embedding)")
 	str(&c.Columns.TextColumn, "text-column", "Parquet input: list<float> text embedding column (default text_embedding)")
+	fs.BoolVar(&c.Columns.AllowOutsidePaths, "allow-outside-paths", c.Columns.AllowOutsidePaths, "path CSV input: also read images outside the CSV's folder (absolute paths, .., links out); by default such rows go to errors")
+	ourFlags["allow-outside-paths"] = true
 	fs.IntVar(&c.K, "k", c.K, "neighbours per modality")
 	ourFlags["k"] = true
 	fs.Var(distanceFlag{&c.Distance}, "distance", "cosine or euclidean")

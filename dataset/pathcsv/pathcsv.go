@@ -6,12 +6,18 @@
 // storage reads (local, gs://, memfs://) may be given. It writes kept/, rejected/ and errors/ as
 // CSV too (see WriteSplits).
 //
+// Image paths must lead inside the CSV's folder: a path that climbs out through "..", an
+// absolute path or URL elsewhere, or a local symbolic link to a file elsewhere is a row fault
+// and nothing is read from it, unless Options.AllowOutsidePaths (--allow-outside-paths). The
+// split files name images by their resolved paths, so reading them again needs that option.
+//
 // Plan reads each CSV once to count its rows (CSV has no footer), not the images. A malformed
 // CSV (a row with the wrong number of fields, a broken quote) is an error naming the file and
 // line. Per-row faults (RawRecord.Err): a missing id, a missing, empty or non-UTF-8 caption, an
-// empty image path, "image file not found: PATH", or an empty image file. An image that exists
-// but cannot be read is an error, not a row fault, since it is more likely a storage outage
-// than a bad row.
+// empty image path, a path outside the CSV's folder, "image file not found: PATH", a directory
+// or other file that is not a regular one (a device or pipe), or an empty image file. An image
+// that exists but cannot be read is an error, not a row fault, since it is more likely a storage
+// outage than a bad row.
 package pathcsv
 
 import (
@@ -21,6 +27,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -145,7 +153,9 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		return nil, fmt.Errorf("%s: no .csv files", p)
 	}
 	// Images may sit beside the CSVs: they are read through the CSVs' paths.
-	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".csv") != "" || dataset.Ext(file, ImageExtensions...) != "" }); err != nil {
+	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool {
+		return dataset.Ext(file, ".csv") != "" || dataset.Ext(file, ImageExtensions...) != ""
+	}); err != nil {
 		return nil, err
 	}
 	return dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
@@ -176,16 +186,60 @@ func Resolve(csvPath, image string) string {
 	return storage.Join(storage.Join(csvPath, ".."), image)
 }
 
+// Inside reports whether path p (as Resolve gives it) lies within the folder of the CSV at
+// csvPath, comparing cleaned paths: "..", and absolute paths or URLs elsewhere, lead outside.
+// Symbolic links are not followed here (fetch checks where local ones lead).
+func Inside(csvPath, p string) bool {
+	dir, q := cleanPath(storage.Join(csvPath, "..")), cleanPath(p)
+	return q == dir || strings.HasPrefix(q, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// cleanPath is p with "." and ".." elements resolved; local paths are made absolute.
+func cleanPath(p string) string {
+	if i := strings.Index(p, "://"); i > 0 {
+		return p[:i+3] + path.Clean(p[i+3:])
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return filepath.Clean(p)
+}
+
 type fetched struct {
 	data []byte
 	err  string // a row fault
 	fail error  // a file-level error
 }
 
-func fetch(ctx context.Context, p string) fetched {
-	size, err := storage.Size(ctx, p)
-	if err != nil {
-		return fetched{err: "image file not found: " + p}
+// fetch reads the image at p. A local p must be a regular file (not a directory, device or
+// pipe) and, unless realDir is "", must lead into realDir (the CSV's folder with symbolic links
+// followed) when its own links are followed.
+func fetch(ctx context.Context, p, realDir string) fetched {
+	var size int64
+	if strings.Contains(p, "://") {
+		n, err := storage.Size(ctx, p)
+		if err != nil {
+			return fetched{err: "image file not found: " + p}
+		}
+		size = n
+	} else {
+		fi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return fetched{err: "image file not found: " + p}
+		case err != nil:
+			return fetched{fail: err}
+		case fi.IsDir():
+			return fetched{err: "image path is a directory: " + p}
+		case !fi.Mode().IsRegular():
+			return fetched{err: "image path is not a regular file: " + p}
+		}
+		if realDir != "" {
+			if rp, err := filepath.EvalSymlinks(p); err != nil || !strings.HasPrefix(cleanPath(rp), strings.TrimSuffix(realDir, "/")+"/") {
+				return fetched{err: outsideFault(p, "through a symbolic link")}
+			}
+		}
+		size = fi.Size()
 	}
 	if size == 0 {
 		return fetched{data: []byte{}, err: "empty image file: " + p}
@@ -195,6 +249,10 @@ func fetch(ctx context.Context, p string) fetched {
 		return fetched{fail: err}
 	}
 	return fetched{data: b}
+}
+
+func outsideFault(p, how string) string {
+	return fmt.Sprintf("image path %s leads outside the CSV's folder (%s); pass --allow-outside-paths to read such paths", p, how)
 }
 
 func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options, emit func(dataset.RawRecord) error) error {
@@ -208,11 +266,21 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 	if err != nil {
 		return err
 	}
+	// Where local images must lead once symbolic links are followed: into the CSV's folder.
+	var realDir string
+	if !o.AllowOutsidePaths && !strings.Contains(name, "://") {
+		d, err := filepath.EvalSymlinks(cleanPath(storage.Join(name, "..")))
+		if err != nil {
+			return fmt.Errorf("%s: finding its folder: %w", name, err)
+		}
+		realDir = cleanPath(d)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	type pending struct {
-		r    dataset.RawRecord
-		path string
-		done chan fetched
+		r     dataset.RawRecord
+		path  string // the image to read, if any
+		fault string // why there is none
+		done  chan fetched
 	}
 	// Rows queue in order; up to fetchWorkers images are read at once.
 	queue := make(chan *pending, fetchWorkers)
@@ -240,7 +308,17 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 				p.r.ID = sh.Name + "-" + strconv.FormatInt(index, 10)
 			}
 			index++
-			if cell := rec[cols.image]; cell != "" {
+			cell := rec[cols.image]
+			switch {
+			case cell == "":
+				p.fault = "missing image path"
+			case !o.AllowOutsidePaths && !Inside(name, Resolve(name, cell)):
+				how := "through .."
+				if strings.HasPrefix(cell, "/") || strings.Contains(cell, "://") {
+					how = "absolute path or URL"
+				}
+				p.fault = outsideFault(Resolve(name, cell), how)
+			default:
 				p.path = Resolve(name, cell)
 				select {
 				case sem <- struct{}{}:
@@ -250,7 +328,7 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 				}
 				go func() {
 					defer func() { <-sem }()
-					p.done <- fetch(ctx, p.path)
+					p.done <- fetch(ctx, p.path, realDir)
 				}()
 			}
 			select {
@@ -279,8 +357,8 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 			r.Err = "caption is not valid UTF-8"
 		case strings.TrimSpace(r.Caption) == "":
 			r.Err = "empty caption"
-		case p.path == "":
-			r.Err = "missing image path"
+		case p.fault != "":
+			r.Err = p.fault
 		case img.err != "":
 			r.Err = img.err
 		}

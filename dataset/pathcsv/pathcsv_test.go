@@ -2,10 +2,12 @@ package pathcsv_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/lemon-curation/lemon/dataset"
@@ -89,7 +91,8 @@ func TestPathsAndIDs(t *testing.T) {
 	abs := filepath.Join(dir, "pics", "a.png")
 	// A BOM, no id column, absolute and relative paths, an empty path cell.
 	write(t, filepath.Join(dir, "sub", "list.csv"), "\ufefftext,file_name\nrelative,../pics/a.png\nabsolute,"+abs+"\nmissing,nope.jpg\nempty file,../empty.png\nno path,\n")
-	got, err := read(t, filepath.Join(dir, "sub", "list.csv"), dataset.Options{})
+	// The paths lead outside the CSV's folder: reading them must be allowed.
+	got, err := read(t, filepath.Join(dir, "sub", "list.csv"), dataset.Options{AllowOutsidePaths: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,10 +114,10 @@ func TestPathsAndIDs(t *testing.T) {
 		t.Error("image bytes differ")
 	}
 	// Configured columns: a missing one is named.
-	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
+	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{IDColumn: "uid", AllowOutsidePaths: true}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
 		t.Errorf("missing id column: err = %v", err)
 	}
-	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{ImageColumn: "picture"}); err == nil || !strings.Contains(err.Error(), `"picture"`) {
+	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{ImageColumn: "picture", AllowOutsidePaths: true}); err == nil || !strings.Contains(err.Error(), `"picture"`) {
 		t.Errorf("missing image column: err = %v", err)
 	}
 }
@@ -152,5 +155,83 @@ func TestEmitError(t *testing.T) {
 	err = pathcsv.Format{}.ReadRaw(context.Background(), plan[0], dataset.Options{}, func(dataset.RawRecord) error { n++; return stop })
 	if err != stop || n != 1 {
 		t.Fatalf("err %v after %d rows", err, n)
+	}
+}
+
+// Paths resolve inside the CSV's folder: "..", absolute paths and URLs elsewhere, and symbolic
+// links out of it are row errors that read nothing, unless AllowOutsidePaths. A directory or a
+// pipe is a row error, not a failed job (or a hung one).
+func TestOutsidePaths(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "ds")
+	img := string(samples.PNG(3, 3, 1))
+	write(t, filepath.Join(dir, "pics", "a.png"), img)
+	write(t, filepath.Join(root, "secret.png"), "root:x:0:0:root:/root:/bin/bash\n")
+	if err := os.Symlink(filepath.Join(root, "secret.png"), filepath.Join(dir, "link.png")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("pics", "a.png"), filepath.Join(dir, "inlink.png")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.png"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cells := []string{
+		"pics/a.png",                        // inside
+		"pics/../pics/a.png",                // inside, through ..
+		filepath.Join(dir, "pics", "a.png"), // absolute, inside
+		"../secret.png",                     // out through ..
+		filepath.Join(root, "secret.png"),   // absolute, outside
+		"memfs://elsewhere/x.png",           // a URL elsewhere
+		"link.png",                          // a link out
+		"inlink.png",                        // a link that stays inside
+		"pics",                              // a directory
+		"fifo.png",                          // a pipe: reading it would wait forever
+	}
+	csv := "caption,image\n"
+	for i, c := range cells {
+		csv += fmt.Sprintf("row %d,%s\n", i, c)
+	}
+	write(t, filepath.Join(dir, "list.csv"), csv)
+	outside := func(p, how string) string {
+		return "image path " + p + " leads outside the CSV's folder (" + how + "); pass --allow-outside-paths to read such paths"
+	}
+	want := []string{
+		"", "", "",
+		outside(filepath.Join(root, "secret.png"), "through .."),
+		outside(filepath.Join(root, "secret.png"), "absolute path or URL"),
+		outside("memfs://elsewhere/x.png", "absolute path or URL"),
+		outside(filepath.Join(dir, "link.png"), "through a symbolic link"),
+		"",
+		"image path is a directory: " + filepath.Join(dir, "pics"),
+		"image path is not a regular file: " + filepath.Join(dir, "fifo.png"),
+	}
+	got, err := read(t, dir, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d rows, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i].Err != w {
+			t.Errorf("row %d (%s): fault %q, want %q", i, cells[i], got[i].Err, w)
+		}
+		if w == "" && string(got[i].Image) != img {
+			t.Errorf("row %d (%s): image bytes differ", i, cells[i])
+		}
+		if w != "" && got[i].Image != nil {
+			t.Errorf("row %d (%s): an error row holds %d bytes of the file", i, cells[i], len(got[i].Image))
+		}
+	}
+	// Allowed, the local paths outside are read (the URL names no file).
+	got, err = read(t, dir, dataset.Options{AllowOutsidePaths: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{3, 4, 6} {
+		if got[i].Err != "" || !strings.HasPrefix(string(got[i].Image), "root:") {
+			t.Errorf("allowed, row %d (%s): fault %q, %d bytes", i, cells[i], got[i].Err, len(got[i].Image))
+		}
 	}
 }

@@ -194,7 +194,7 @@ func decode(data []byte, cfg Config, sc *scratch) (*source, error) {
 	ic, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		if errors.Is(err, image.ErrFormat) {
-			return nil, unknownFormat(data)
+			return nil, unknownFormat()
 		}
 		return nil, &CorruptError{Format: formatName(format), Err: err}
 	}
@@ -254,9 +254,10 @@ func decode(data []byte, cfg Config, sc *scratch) (*source, error) {
 	return src, nil
 }
 
-func unknownFormat(data []byte) error {
-	head := data[:min(len(data), 8)]
-	return fmt.Errorf("%w (%d bytes, starting % x)", ErrUnknownFormat, len(data), head)
+// unknownFormat says what the bytes are not. It quotes none of them: errors end up in output
+// files, and the bytes may be any file's.
+func unknownFormat() error {
+	return fmt.Errorf("%w (not JPEG, PNG, GIF, WebP, BMP or TIFF)", ErrUnknownFormat)
 }
 
 func formatName(f string) string {

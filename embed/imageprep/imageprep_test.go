@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -77,7 +78,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"zero-byte", nil, ErrZeroByte, "imageprep: zero-byte image"},
 		{"empty-slice", []byte{}, ErrZeroByte, "zero-byte image"},
-		{"unknown", []byte("<!DOCTYPE html><html>not an image</html>"), ErrUnknownFormat, "imageprep: unknown image format (40 bytes, starting 3c 21 44 4f 43 54 59 50)"},
+		{"unknown", []byte("<!DOCTYPE html><html>not an image</html>"), ErrUnknownFormat, "imageprep: unknown image format (not JPEG, PNG, GIF, WebP, BMP or TIFF)"},
 		{"one-byte", []byte{0xFF}, ErrUnknownFormat, "unknown image format"},
 		{"png-bomb", pngHeader(100000, 100000), ErrTooLarge, "imageprep: decoded size 100000x100000 exceeds the 89478485-pixel limit"},
 		{"jpeg-bomb", jpegBomb, ErrTooLarge, "decoded size 65000x65000 exceeds the 89478485-pixel limit"},
@@ -419,4 +420,28 @@ func FuzzPreprocess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = Preprocess(data, cfg, dst)
 	})
+}
+
+// Errors land in output files, and a path CSV may name any file: no error quotes the bytes
+// (they once held the size and the first 8 bytes).
+func TestErrorsQuoteNoBytes(t *testing.T) {
+	cfg := DefaultConfig()
+	dst := make([]float32, 3*cfg.Size*cfg.Size)
+	for _, data := range []string{
+		"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+		"\x89PNG\r\n\x1a\nsecret-after-the-magic",
+		"GIF87b secret",
+	} {
+		err := Preprocess([]byte(data), cfg, dst)
+		if err == nil {
+			t.Fatalf("%q: no error", data)
+		}
+		msg := err.Error()
+		for i := 0; i+4 <= len(data); i++ {
+			chunk := data[i : i+4]
+			if strings.Contains(msg, chunk) || strings.Contains(msg, fmt.Sprintf("% x", chunk)) || strings.Contains(msg, fmt.Sprint(len(data))) {
+				t.Fatalf("error %q quotes the data %q (or its size)", msg, data)
+			}
+		}
+	}
 }
