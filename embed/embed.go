@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/embed/imageprep"
@@ -123,9 +125,29 @@ type batch struct {
 	err    error
 }
 
+// MaxCaptionBytes is how much of a caption is kept: CLIP reads 77 tokens, which text spells in
+// a few hundred bytes (a token is a word piece, a digit or a punctuation run, 1 to about 30
+// bytes), while tokenizing a 100 MB caption took 6 GB. Only text whose first 76 tokens span more
+// than this (long runs of spaces, or one "word" this long) tokenizes differently when cut.
+const MaxCaptionBytes = 8 << 10
+
+// CapCaption is caption cut to at most MaxCaptionBytes, at a character boundary, in memory of
+// its own (so the rest of a long caption can be freed).
+func CapCaption(caption string) string {
+	if len(caption) <= MaxCaptionBytes {
+		return caption
+	}
+	n := MaxCaptionBytes
+	for n > 0 && !utf8.RuneStart(caption[n]) {
+		n--
+	}
+	return strings.Clone(caption[:n])
+}
+
 // Shard embeds every row of a raw shard and calls emit for each, in input order, from the
 // calling goroutine (so emit may be a Beam emitter). Reading, preprocessing and inference run
-// concurrently.
+// concurrently. Captions are cut by CapCaption as they are read: the tokenizer, and everything
+// downstream of the record (scores, lemon embed's metadata), see the cut caption.
 func (e *Embedder) Shard(ctx context.Context, f dataset.RawFormat, sh dataset.Shard, o dataset.Options, emit func(Embedded) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -137,6 +159,7 @@ func (e *Embedder) Shard(ctx context.Context, f dataset.RawFormat, sh dataset.Sh
 		defer close(read)
 		cur := &batch{}
 		readErr = f.ReadRaw(ctx, sh, o, func(r dataset.RawRecord) error {
+			r.Caption = CapCaption(r.Caption)
 			cur.recs = append(cur.recs, r)
 			if len(cur.recs) == e.cfg.BatchSize {
 				select {
