@@ -1,7 +1,9 @@
 package score_test
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sort"
 	"testing"
 
@@ -107,8 +109,10 @@ func TestNormalizeRejectsBadVectors(t *testing.T) {
 }
 
 func TestRadixSelectionFindsRthLargest(t *testing.T) {
-	// Some values share their high 32 bits, so the second pass decides between them.
-	vals := []float64{0.5, -2, 3.25, 3.25, 1e-9, 7, -0.0, 0, 2.5, 100, 1, math.Nextafter(1, 2), math.Nextafter(1, 0), 1 + 1e-12}
+	// Some values share their high 32 bits, so the second pass decides between them. Negative
+	// zero (a real one: the constant -0.0 is +0 in Go) ranks just below +0, as OrderedKey
+	// orders them.
+	vals := []float64{0.5, -2, 3.25, 3.25, 1e-9, 7, math.Copysign(0, -1), 0, 2.5, 100, 1, math.Nextafter(1, 2), math.Nextafter(1, 0), 1 + 1e-12, -1e-300}
 	for r := int64(1); r <= int64(len(vals)); r++ {
 		sel := score.Selection{Rank: r}
 		for pass := 0; pass < score.RadixDigits; pass++ {
@@ -124,9 +128,10 @@ func TestRadixSelectionFindsRthLargest(t *testing.T) {
 			sel = sel.Next(hist)
 		}
 		sorted := append([]float64(nil), vals...)
-		sort.Sort(sort.Reverse(sort.Float64Slice(sorted)))
-		if got := score.FromOrderedKey(sel.Prefix); got != sorted[r-1] {
-			t.Errorf("rank %d: got %v, want %v", r, got, sorted[r-1])
+		slices.SortFunc(sorted, func(a, b float64) int { return cmp.Compare(score.OrderedKey(b), score.OrderedKey(a)) })
+		// Bits, not ==: -0 == 0 would let the wrong zero through.
+		if got := score.FromOrderedKey(sel.Prefix); math.Float64bits(got) != math.Float64bits(sorted[r-1]) {
+			t.Errorf("rank %d: got %v (sign bit %v), want %v (sign bit %v)", r, got, math.Signbit(got), sorted[r-1], math.Signbit(sorted[r-1]))
 		}
 	}
 	if score.RejectCount(0.1, 25) != 3 || score.RejectCount(0, 10) != 0 || score.RejectCount(1, 10) != 10 {

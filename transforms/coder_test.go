@@ -1,12 +1,72 @@
 package transforms
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/lemon-curation/lemon/knn"
 )
+
+// fill sets every field reachable from v (a pointer) to a non-zero value, each a different one:
+// a coder that forgets a field, or swaps two, then fails the round trip below.
+func fill(v reflect.Value, next *int) {
+	*next++
+	n := *next
+	switch v.Kind() {
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem(), next)
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			fill(v.Field(i), next)
+		}
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 2, 2))
+		for i := 0; i < 2; i++ {
+			fill(v.Index(i), next)
+		}
+	case reflect.String:
+		v.SetString(fmt.Sprintf("s%d é", n))
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(-int64(n) * 1000003)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(float64(n) + 0.25)
+	default:
+		panic(fmt.Sprintf("fill: no value for a %s", v.Type()))
+	}
+}
+
+func filled[T any]() T {
+	var v T
+	n := 0
+	fill(reflect.ValueOf(&v).Elem(), &n)
+	return v
+}
+
+// Every field of every coded type survives its coder.
+func TestCodersKeepEveryField(t *testing.T) {
+	roundTrip(t, filled[ScoredBatch](), encodeScoredBatch, decodeScoredBatch)
+	roundTrip(t, Outcome{Scored: filled[[]Scored]()}, encodeOutcome, decodeOutcome)
+	roundTrip(t, Outcome{Fault: filled[*Fault]()}, encodeOutcome, decodeOutcome)
+	roundTrip(t, filled[PartialBlock](), encodePartialBlock, decodePartialBlock)
+	roundTrip(t, filled[IDBatch](), encodeIDBatch, decodeIDBatch)
+}
+
+func roundTrip[T any](t *testing.T, want T, enc func(T) ([]byte, error), dec func([]byte) (T, error)) {
+	t.Helper()
+	b, err := enc(want)
+	if err != nil {
+		t.Fatalf("%T: %v", want, err)
+	}
+	got, err := dec(b)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("%T: got %+v, %v;\nwant %+v", want, got, err, want)
+	}
+}
 
 func TestCodersRoundTrip(t *testing.T) {
 	nbs := []knn.Neighbour{{Pos: 3, ID: "a", Dist: 0.25, Cross: -1e-300, Dmm: 2, SameCaption: true}, {Pos: -7, Dist: 1}}

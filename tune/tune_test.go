@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -336,27 +335,22 @@ func TestTuneErrors(t *testing.T) {
 	}
 }
 
-// The whole tune on 5,000 rows with lists of 50 (every default k) finishes; its time is logged.
-// LEMON_TUNE_ROWS=50000 tries a bigger run.
-func TestTuneTime(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
+// BenchmarkTune times lemon tune on a synthetic run of 5,000 rows (LEMON_TUNE_ROWS overrides)
+// with neighbour lists of 50, the grid search and refinement included.
+func BenchmarkTune(b *testing.B) {
 	n := 5000
 	if s := os.Getenv("LEMON_TUNE_ROWS"); s != "" {
 		var err error
 		if n, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 	}
-	dir := t.TempDir()
-	t0 := time.Now()
-	newSynthRun(n, 50, score.Cosine, 11).write(t, dir, 4, false)
-	t.Logf("wrote a %d-row run with lists of 50 in %.1fs", n, time.Since(t0).Seconds())
-	t0 = time.Now()
-	var stdout, stderr bytes.Buffer
-	if err := runMain([]string{"--run", dir, "--output", filepath.Join(dir, "tuned.yaml"), "--report", filepath.Join(dir, "tune.json")}, &stdout, &stderr); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
+	dir := b.TempDir()
+	newSynthRun(n, 50, score.Cosine, 11).write(b, dir, 4, false)
+	for b.Loop() {
+		var stdout, stderr bytes.Buffer
+		if err := runMain([]string{"--run", dir, "--output", filepath.Join(dir, "tuned.yaml"), "--report", filepath.Join(dir, "tune.json")}, &stdout, &stderr); err != nil {
+			b.Fatalf("%v\n%s", err, stderr.String())
+		}
 	}
-	t.Logf("tuned %d rows (k_max 50) in %.1fs\n%s%s", n, time.Since(t0).Seconds(), stderr.String(), stdout.String())
 }
