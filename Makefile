@@ -2,11 +2,18 @@
 GO ?= go
 DEMO_DIR ?= out/demo
 
-.PHONY: help build demo setup test bench-knn bench-sample bench-embed clean
+# staticcheck runs from the module proxy at a pinned version (one that supports Go 1.26).
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: help build demo setup test test-short check bench-knn bench-sample bench-embed clean
 
 help:
 	@echo "make demo       build bin/lemon, generate a small synthetic dataset, score it (prism, in-process)"
 	@echo "make test       install test dependencies (scripts/setup.sh) and run the whole test suite"
+	@echo "make test-short the inner loop (under 3 minutes): go test -short, which skips the reference"
+	@echo "                checks against Python (Pillow, scikit-learn, the PyTorch export), the CLI's"
+	@echo "                embedding runs and its standalone job server run"
+	@echo "make check      gofmt, go vet and staticcheck over the whole module"
 	@echo "make build      build bin/lemon"
 	@echo "make bench-knn  neighbour-search benchmark against FAISS (see README)"
 	@echo "make bench-sample  a seeded reference sample (--reference-sample) against the self-join, same data"
@@ -26,6 +33,14 @@ setup:
 
 test: setup
 	$(GO) test -timeout 30m ./...
+
+test-short:
+	$(GO) test -short -timeout 10m ./...
+
+check:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt -l: not formatted:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 bench-knn: build
 	bench/knn.sh

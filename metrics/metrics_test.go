@@ -218,6 +218,9 @@ func TestBadInput(t *testing.T) {
 // what scikit-learn says. It needs /usr/bin/python3 with scikit-learn (Debian: python3-sklearn);
 // without it the test skips, except under CI=true, where it fails.
 func TestReferenceIsCurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the scikit-learn rerun in -short mode")
+	}
 	const py = "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import sklearn").Run(); err != nil {
 		if os.Getenv("CI") == "true" {

@@ -305,6 +305,9 @@ func searchTasks(t *testing.T, out string) int64 {
 // TestUniversalRunner submits the job to a standalone job server (prism's, started here) with
 // --runner universal, as a cluster user would, and checks it matches the default runner.
 func TestUniversalRunner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the standalone job server in -short mode")
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -18,10 +18,13 @@ import (
 	"github.com/lemon-curation/lemon/embed/tokenizer"
 )
 
-// requireEmbedding skips (or, in CI, fails) when the ONNX Runtime library or the CLIP
-// vocabulary has not been fetched (scripts/setup.sh fetches both).
+// requireEmbedding skips in -short mode, and skips (or, in CI, fails) when the ONNX Runtime
+// library or the CLIP vocabulary has not been fetched (scripts/setup.sh fetches both).
 func requireEmbedding(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping the embedding runs in -short mode")
+	}
 	onnxtest.RequireRuntime(t)
 	if _, err := tokenizer.DefaultVocabPath(); err != nil {
 		if onnxtest.InCI() {

@@ -440,6 +440,9 @@ func sub(a, b []float64) []float64 {
 // TestEquivalence: lemon's embeddings of real photos and captions through
 // an export_clip.py export match the PyTorch model's.
 func TestEquivalence(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the PyTorch export in -short mode")
+	}
 	e := requireEnv(t)
 	dir := exportDir(t, e, false)
 	lim := fp32Limits

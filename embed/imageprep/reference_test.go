@@ -95,6 +95,9 @@ func repoRoot(t *testing.T) string {
 
 func referenceEnv(t *testing.T, needPhotos bool) refEnv {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping the Pillow reference checks in -short mode")
+	}
 	py := findPython()
 	if py == "" {
 		skipOrFail(t, "reference tests need python3 with PIL and numpy: apt-get install python3-pil python3-numpy (or set LEMON_PYTHON)")
