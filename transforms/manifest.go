@@ -121,7 +121,7 @@ func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresho
 	searches(&st)
 	m.Search.SearchFigures = SearchFigures{Tasks: st.Tasks, TempReadBytes: st.TempReadBytes, TempWriteBytes: st.TempWriteBytes,
 		ShuffleBytes: st.ShuffleBytes, PeakTaskMemoryBytes: st.PeakTaskMemoryBytes, Flops: st.Flops}
-	m.Counts = ManifestCounts{RowsIn: c.RowsIn, Kept: c.Kept, Rejected: c.Rejected, Errors: c.Errors}
+	m.Counts = ManifestCounts(c)
 	if c.RowsIn != c.Kept+c.Rejected+c.Errors {
 		return fmt.Errorf("internal error: counts do not add up: rows_in %d != kept %d + rejected %d + errors %d", c.RowsIn, c.Kept, c.Rejected, c.Errors)
 	}

@@ -110,11 +110,6 @@ func readScores(t *testing.T, out string) map[string]scoreRow {
 	return rows
 }
 
-type manifest struct {
-	Counts struct{ RowsIn, Kept, Rejected, Errors int64 } `json:"-"`
-	Raw    map[string]any
-}
-
 func readCounts(t *testing.T, out string) map[string]int64 {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(out, "manifest.json"))

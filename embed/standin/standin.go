@@ -41,9 +41,6 @@ const (
 	patchSize     = 32
 	contextLength = 77
 	vocabSize     = 49408
-	// endOfText is CLIP's <|endoftext|> id, the largest id in the vocabulary,
-	// which is why its position is argmax(input_ids).
-	endOfText = 49407
 )
 
 // Sizes lists the model sizes Write accepts.
@@ -286,7 +283,8 @@ func vitText(seed uint64) *builder {
 	}
 	x = b.transformer(x, "text", layers, width, heads, b.floats("causal_mask", mask, contextLength, contextLength))
 
-	// Features at end-of-text: argmax(input_ids) per row, picked with
+	// Features at end-of-text (<|endoftext|>, 49407, is the largest id, so it is at
+	// argmax(input_ids)) per row, picked with
 	// GatherND over the batch. ln_final acts on each token alone, so it is
 	// applied after the pick, to one row instead of 77.
 	eot := b.op("ArgMax", []string{ids}, "", attrInt("axis", 1), attrInt("keepdims", 1)) // [B,1]

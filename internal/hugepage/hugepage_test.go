@@ -57,19 +57,19 @@ func TestPointersRefused(t *testing.T) {
 		}
 	}()
 	type withString struct {
-		f float32
-		s string
+		_ float32
+		_ string
 	}
 	Alloc[withString](MinBytes)
 }
 
 func TestHasPointers(t *testing.T) {
 	type cand struct {
-		dot float32
-		idx int32
+		_ float32
+		_ int32
 	}
 	type arr [4]cand
-	type ptrs struct{ p *int }
+	type ptrs struct{ _ *int }
 	for _, c := range []struct {
 		got, want bool
 	}{
