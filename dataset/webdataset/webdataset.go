@@ -109,15 +109,15 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 	// Outputs and sibling Parquet files are named after the shard: two tars of one name (a.tar
 	// and a.tar.gz) would share them.
 	byName := map[string]string{}
-	for _, f := range fs {
-		if other, dup := byName[shardName(f)]; dup {
-			return nil, fmt.Errorf("%s and %s are two shards named %q: their outputs would overwrite each other; keep one", other, f, shardName(f))
+	for _, file := range fs {
+		if other, dup := byName[shardName(file)]; dup {
+			return nil, fmt.Errorf("%s and %s are two shards named %q: their outputs would overwrite each other; keep one", other, file, shardName(file))
 		}
-		byName[shardName(f)] = f
+		byName[shardName(file)] = file
 	}
 	read := map[string]bool{}
-	for _, f := range fs {
-		read[f], read[siblingParquet(f)] = true, true
+	for _, file := range fs {
+		read[file], read[siblingParquet(file)] = true, true
 	}
 	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return read[file] }); err != nil {
 		return nil, err
