@@ -180,18 +180,6 @@ func varintBytes(n int64) float64 {
 	return total / float64(n)
 }
 
-// blocks returns how many block files rows cut into shards of the given sizes make.
-func blocks(shards []int64, rows, blockRows int64) int64 {
-	if shards == nil {
-		shards = []int64{rows}
-	}
-	var n int64
-	for _, s := range shards {
-		n += (s + blockRows - 1) / blockRows
-	}
-	return n
-}
-
 // Groups splits rows held in blocks of the given sizes (in order) into consecutive runs of at
 // most limit rows (a block larger than limit is a run of its own). The pipeline cuts real
 // blocks with it and the planner predicted blocks, so both count the same groups.

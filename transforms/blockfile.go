@@ -178,17 +178,8 @@ func blockDim(ctx context.Context, p string) (int, error) {
 	return h.dim, nil
 }
 
-// readBlock reads a whole block file into a new knn.Block, normalised, and returns the bytes read.
-func readBlock(ctx context.Context, p string) (*knn.Block, int64, error) {
-	b := &knn.Block{}
-	n, err := readBlockInto(ctx, p, b, -1, -1)
-	if err != nil {
-		return nil, 0, err
-	}
-	return b, n, nil
-}
-
-// readBlockRaw is readBlock without the normalisation: the vectors as the input held them.
+// readBlockRaw reads a whole block file into a new knn.Block, with the vectors as the input held
+// them (not normalised), and returns the bytes read.
 func readBlockRaw(ctx context.Context, p string) (*knn.Block, int64, error) {
 	b := &knn.Block{}
 	n, err := readBlockFile(ctx, p, b, -1, -1, false)

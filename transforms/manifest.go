@@ -119,8 +119,7 @@ func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresho
 	m := fn.Manifest
 	var st SearchStats
 	searches(&st)
-	m.Search.SearchFigures = SearchFigures{Tasks: st.Tasks, TempReadBytes: st.TempReadBytes, TempWriteBytes: st.TempWriteBytes,
-		ShuffleBytes: st.ShuffleBytes, PeakTaskMemoryBytes: st.PeakTaskMemoryBytes, Flops: st.Flops}
+	m.Search.SearchFigures = SearchFigures(st)
 	m.Counts = ManifestCounts(c)
 	if c.RowsIn != c.Kept+c.Rejected+c.Errors {
 		return fmt.Errorf("internal error: counts do not add up: rows_in %d != kept %d + rejected %d + errors %d", c.RowsIn, c.Kept, c.Rejected, c.Errors)
