@@ -224,6 +224,9 @@ func checkGolden(t *testing.T, c *golden.Case, out string) {
 // memory budgets (forcing many query groups and tiles) and requires identical scores and
 // neighbours.
 func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the sweep over block sizes and shard counts in -short mode")
+	}
 	ctx := context.Background()
 	o := synth.Defaults()
 	o.Rows, o.Dim = 3000, 8
