@@ -180,13 +180,13 @@ func Ext(name string, exts ...string) string {
 }
 
 // listDir lists the files directly in directory dir, sorted, without hidden names
-// (storage.TempName) and subdirectories.
+// (storage.TempName).
 func listDir(ctx context.Context, dir string) ([]string, error) {
 	fs, err := storage.List(ctx, storage.Join(dir, "*"))
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", dir, err)
 	}
-	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") || isLocalDir(f) })
+	fs = slices.DeleteFunc(fs, func(f string) bool { return strings.HasPrefix(storage.Base(f), ".") })
 	sort.Strings(fs)
 	return fs, nil
 }
@@ -237,16 +237,6 @@ func PlanShards(ctx context.Context, files []string, plan func(ctx context.Conte
 	return shards, nil
 }
 
-// isLocalDir reports whether p is a directory on local disk (listings of object stores hold
-// no directories).
-func isLocalDir(p string) bool {
-	if strings.Contains(p, "://") {
-		return false
-	}
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
-}
-
 type notesKey struct{}
 
 // WithNotes returns a context in which Notef calls note instead of printing.
@@ -266,10 +256,13 @@ func Notef(ctx context.Context, format string, args ...any) {
 }
 
 // NoteUnread notes the files directly in directory dir that a format's Plan does not read
-// (reads reports those it does), so that no file is left out without a word; dir may also name
-// a file, which has no files in it. Hidden names are not mentioned: they are other writers'
-// unfinished files.
+// (reads reports those it does), so that no file is left out without a word. dir is what Plan
+// was given: a file the format reads has nothing to note. Hidden names are not mentioned: they
+// are other writers' unfinished files.
 func NoteUnread(ctx context.Context, format, dir string, reads func(path string) bool) error {
+	if reads(dir) {
+		return nil
+	}
 	fs, err := listDir(ctx, dir)
 	if err != nil {
 		return err

@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -190,19 +189,14 @@ func Resolve(csvPath, image string) string {
 // csvPath, comparing cleaned paths: "..", and absolute paths or URLs elsewhere, lead outside.
 // Symbolic links are not followed here (fetch checks where local ones lead).
 func Inside(csvPath, p string) bool {
-	dir, q := cleanPath(storage.Join(csvPath, "..")), cleanPath(p)
-	return q == dir || strings.HasPrefix(q, strings.TrimSuffix(dir, "/")+"/")
+	dir, err1 := storage.Abs(storage.Join(csvPath, ".."))
+	q, err2 := storage.Abs(p)
+	return err1 == nil && err2 == nil && within(dir, q)
 }
 
-// cleanPath is p with "." and ".." elements resolved; local paths are made absolute.
-func cleanPath(p string) string {
-	if i := strings.Index(p, "://"); i > 0 {
-		return p[:i+3] + path.Clean(p[i+3:])
-	}
-	if abs, err := filepath.Abs(p); err == nil {
-		return abs
-	}
-	return filepath.Clean(p)
+// within reports whether cleaned path p is dir or lies under it.
+func within(dir, p string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
 type fetched struct {
@@ -235,7 +229,11 @@ func fetch(ctx context.Context, p, realDir string) fetched {
 			return fetched{err: "image path is not a regular file: " + p}
 		}
 		if realDir != "" {
-			if rp, err := filepath.EvalSymlinks(p); err != nil || !strings.HasPrefix(cleanPath(rp), strings.TrimSuffix(realDir, "/")+"/") {
+			ap, err := storage.Abs(p)
+			if err == nil {
+				ap, err = filepath.EvalSymlinks(ap)
+			}
+			if err != nil || ap == realDir || !within(realDir, ap) {
 				return fetched{err: outsideFault(p, "through a symbolic link")}
 			}
 		}
@@ -269,11 +267,13 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 	// Where local images must lead once symbolic links are followed: into the CSV's folder.
 	var realDir string
 	if !o.AllowOutsidePaths && !strings.Contains(name, "://") {
-		d, err := filepath.EvalSymlinks(cleanPath(storage.Join(name, "..")))
+		d, err := storage.Abs(storage.Join(name, ".."))
+		if err == nil {
+			realDir, err = filepath.EvalSymlinks(d)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: finding its folder: %w", name, err)
 		}
-		realDir = cleanPath(d)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	type pending struct {
