@@ -196,6 +196,16 @@ func RemoveAll(ctx context.Context, dir string) error {
 
 var tempSeq atomic.Int64
 
+// CreateExclusive writes data to p only if no file p exists, atomically with that check: what
+// a lock needs. An existing p gives an error that wraps fs.ErrExist.
+func CreateExclusive(ctx context.Context, p string, data []byte) error {
+	b, err := backend(p)
+	if err != nil {
+		return err
+	}
+	return b.CreateExclusive(ctx, p, data)
+}
+
 // TempName is the name a file is written under before it is renamed to p: hidden (leading dot)
 // and unique, so readers listing a directory never mistake it for a finished file.
 func TempName(p string) string {

@@ -30,6 +30,9 @@ type Driver interface {
 	// List returns the entries directly inside directory dir, sorted by name; a missing
 	// directory has none.
 	List(ctx context.Context, dir string) ([]Entry, error)
+	// CreateExclusive writes data to p only if p does not exist, atomically with the check
+	// (a lock file): an existing p gives an error that wraps fs.ErrExist.
+	CreateExclusive(ctx context.Context, p string, data []byte) error
 }
 
 // Entry is one item of a directory listing.

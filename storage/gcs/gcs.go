@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
 	"sync"
 
 	"cloud.google.com/go/storage"
+	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 
 	"github.com/lemon-curation/lemon/storage/driver"
@@ -128,6 +130,30 @@ func (d *Driver) NewWriter(ctx context.Context, p string) (io.WriteCloser, error
 		return nil, err
 	}
 	return writer{h.NewWriter(ctx), p}, nil
+}
+
+// CreateExclusive uploads with the precondition that no object of that name exists, which the
+// server checks atomically (HTTP 412 when it does).
+func (d *Driver) CreateExclusive(ctx context.Context, p string, data []byte) error {
+	h, err := d.handle(p)
+	if err != nil {
+		return err
+	}
+	w := h.If(storage.Conditions{DoesNotExist: true}).NewWriter(ctx)
+	if _, err := w.Write(data); err != nil {
+		w.Close()
+		return wrapExist(p, err)
+	}
+	return wrapExist(p, w.Close())
+}
+
+// wrapExist is wrap, with a failed DoesNotExist precondition reported as fs.ErrExist.
+func wrapExist(p string, err error) error {
+	var e *googleapi.Error
+	if errors.As(err, &e) && e.Code == http.StatusPreconditionFailed {
+		return fmt.Errorf("%s: %w", p, fs.ErrExist)
+	}
+	return wrap(p, err)
 }
 
 func (d *Driver) Move(ctx context.Context, src, dst string) error {

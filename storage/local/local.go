@@ -78,6 +78,24 @@ func (Driver) NewWriter(ctx context.Context, p string) (io.WriteCloser, error) {
 
 func (Driver) Move(ctx context.Context, src, dst string) error { return os.Rename(src, dst) }
 
+func (Driver) CreateExclusive(ctx context.Context, p string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err // wraps fs.ErrExist when p exists
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+	}
+	return err
+}
+
 func (Driver) Delete(ctx context.Context, p string) error { return os.Remove(p) }
 
 func (Driver) List(ctx context.Context, dir string) ([]driver.Entry, error) {

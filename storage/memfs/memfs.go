@@ -75,6 +75,16 @@ func (d *Driver) NewWriter(ctx context.Context, p string) (io.WriteCloser, error
 	return &writer{ctx: ctx, d: d, p: p}, nil
 }
 
+func (d *Driver) CreateExclusive(ctx context.Context, p string, data []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.files[p]; ok {
+		return fmt.Errorf("%s: %w", p, fs.ErrExist)
+	}
+	d.files[p] = bytes.Clone(data)
+	return nil
+}
+
 // Move copies and deletes, as an object store does: there is no rename.
 func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	d.mu.Lock()

@@ -6,7 +6,10 @@ package storagetest
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 	"testing"
@@ -45,6 +48,34 @@ func Run(t *testing.T, root string) {
 		}
 		if files, _ := storage.List(ctx, storage.Join(root, "a", "*")); !slices.Equal(files, []string{p}) {
 			t.Fatalf("after Commit the directory holds %v, want only %s (no temporary file left)", files, p)
+		}
+	})
+	t.Run("CreateExclusive", func(t *testing.T) {
+		p := storage.Join(root, "lock", ".run.lock")
+		// Several at once: exactly one wins, the others see fs.ErrExist.
+		const n = 8
+		errs := make(chan error, n)
+		for i := range n {
+			go func() { errs <- storage.CreateExclusive(ctx, p, []byte(fmt.Sprint("owner ", i))) }()
+		}
+		won := 0
+		for range n {
+			switch err := <-errs; {
+			case err == nil:
+				won++
+			case !errors.Is(err, fs.ErrExist):
+				t.Fatalf("CreateExclusive of a taken name: %v, want an error wrapping fs.ErrExist", err)
+			}
+		}
+		got, err := storage.ReadFile(ctx, p)
+		if won != 1 || err != nil || !strings.HasPrefix(string(got), "owner ") {
+			t.Fatalf("%d of %d CreateExclusive calls won (want 1); the file holds %q (%v)", won, n, got, err)
+		}
+		if err := storage.Remove(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.CreateExclusive(ctx, p, []byte("again")); err != nil {
+			t.Fatalf("CreateExclusive after removal: %v", err)
 		}
 	})
 	t.Run("AbortLeavesNothing", func(t *testing.T) {
