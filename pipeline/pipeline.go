@@ -26,6 +26,7 @@ import (
 	_ "github.com/lemon-curation/lemon/dataset/webdataset"  // img2dataset webdataset tars
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/knn"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/tiling"
@@ -107,6 +108,9 @@ type Plan struct {
 	Search  tiling.Cost
 	Shapes  []tiling.Cost
 	Profile tiling.Profile
+	// RunID names the run (its temporary folder, its lock); StartedAt is when it was planned.
+	RunID     string
+	StartedAt time.Time
 }
 
 // Check validates a Config and plans its input: shard files, row counts and dimensions are
@@ -134,7 +138,7 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Config: c, Input: in, Rows: rows, RefRows: rows}
+	p := &Plan{Config: c, Input: in, Rows: rows, RefRows: rows, RunID: rundir.NewRunID(), StartedAt: time.Now().UTC()}
 	for _, sh := range in.Shards {
 		if sh.Format == "embdir" && sh.Files["metadata"] == "" {
 			if c.DiscreteText {
@@ -453,10 +457,11 @@ func readBlocks(s beam.Scope, in transforms.Input, ec embed.Config, rc transform
 
 // TempDir is where the job keeps its blocks.
 func (p *Plan) TempDir() string {
-	if p.Config.TempDir != "" {
-		return p.Config.TempDir
+	root := p.Config.TempDir
+	if root == "" {
+		root = storage.Join(p.Config.Output, rundir.TempDirName)
 	}
-	return storage.Join(p.Config.Output, ".lemon-tmp")
+	return rundir.TempDir(root, p.RunID)
 }
 
 // Build adds the scoring job to the pipeline's root scope.
@@ -509,10 +514,11 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	threshold := transforms.RejectThreshold(s, scored, f)
 	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours, SaveLists: c.SaveNeighbourLists}
 	counts := transforms.WriteShards(s, p.Input, out, scored, faults, threshold)
-	transforms.WriteManifest(s, p.manifest(command), sc.TempDir, counts, threshold, beam.Flatten(s, stats...))
+	transforms.WriteManifest(s, p.Manifest(command), counts, threshold, beam.Flatten(s, stats...))
 }
 
-func (p *Plan) manifest(command []string) transforms.Manifest {
+// Manifest is the run's manifest as it starts (status running, no counts yet).
+func (p *Plan) Manifest(command []string) rundir.Manifest {
 	c := p.Config
 	js := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
 	ref := map[string]any{"kind": "self", "rows": p.RefRows}
@@ -540,20 +546,26 @@ func (p *Plan) manifest(command []string) transforms.Manifest {
 			}
 		}
 	}
-	outputs := map[string]string{"dir": c.Output, "scores": "scores/", "kept": "kept/", "rejected": "rejected/", "errors": "errors/"}
-	return transforms.Manifest{
-		Tool: "lemon", Version: Version, Command: command, Input: c.Input, Format: p.Input.Format,
-		Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, Reference: js(ref), Params: js(c.Params),
-		Filter: js(filter), Search: transforms.ManifestSearch{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,
+	outputs := map[string]string{"dir": c.Output}
+	for _, d := range rundir.ScoreDirs {
+		if d != rundir.NeighboursDir || c.SaveNeighbourLists {
+			outputs[d] = d + "/"
+		}
+	}
+	return rundir.Manifest{
+		Tool: "lemon", Version: Version, Status: rundir.Running, RunID: p.RunID, Command: command, Input: c.Input,
+		Format: p.Input.Format, Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, TempDir: p.TempDir(),
+		Reference: js(ref), Params: js(c.Params), Filter: js(filter),
+		Search: rundir.Search{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,
 			KNNBackend: c.KNNBackend, Exact: true, WorkerMemoryMiB: c.WorkerMemoryMiB, Workers: c.Workers,
 			QueryRowsPerTask: p.Search.QueryRowsPerTask, TileRows: p.Search.TileRows, Predicted: Predicted(p.Search)},
-		Outputs: outputs, Versions: versions, StartedAt: time.Now().UTC(),
+		Outputs: outputs, Versions: versions, StartedAt: p.StartedAt,
 	}
 }
 
 // Predicted is a cost's figures under the manifest's names.
-func Predicted(c tiling.Cost) transforms.SearchFigures {
-	return transforms.SearchFigures{Tasks: c.Tasks, TempReadBytes: c.TempReadBytes, TempWriteBytes: c.TempWriteBytes,
+func Predicted(c tiling.Cost) rundir.Figures {
+	return rundir.Figures{Tasks: c.Tasks, TempReadBytes: c.TempReadBytes, TempWriteBytes: c.TempWriteBytes,
 		ShuffleBytes: c.ShuffleBytes, PeakTaskMemoryBytes: c.PeakTaskMemoryBytes, Flops: c.Flops}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset/embdir"
 	"github.com/lemon-curation/lemon/dataset/embparquet"
 	"github.com/lemon-curation/lemon/pipeline"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/synth"
 	"github.com/lemon-curation/lemon/transforms"
@@ -326,7 +327,7 @@ func TestFloat16BlocksKeepPrecision(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var m transforms.Manifest
+		var m rundir.Manifest
 		if err := json.Unmarshal(b, &m); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/internal/npy"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -99,7 +100,7 @@ func (fn *writeEmbeddingsFn) ProcessElement(ctx context.Context, shard int32) (C
 		return Counts{}, err
 	}
 	errs := stringBatch([]string{"key", "caption", "reason"}, [][]string{errIDs, errCaps, reasons}, &int64Column{"row", errRows})
-	err = metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, "errors", ShardFile(int(shard), "parquet")), errs.Schema(), errs)
+	err = metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, rundir.ErrorsDir, rundir.PartFile(int(shard), "parquet")), errs.Schema(), errs)
 	errs.Release()
 	if err != nil {
 		return Counts{}, err
@@ -181,5 +182,5 @@ func (fn *writeEmbedManifestFn) ProcessElement(ctx context.Context, c Counts) er
 	if err != nil {
 		return err
 	}
-	return storage.WriteFile(ctx, storage.Join(fn.Dir, ManifestName), append(b, '\n'))
+	return storage.WriteFile(ctx, storage.Join(fn.Dir, rundir.ManifestFile), append(b, '\n'))
 }

@@ -294,7 +294,7 @@ func (w *blockWriter) flush() error {
 	if w.b == nil || w.b.len() == 0 {
 		return nil
 	}
-	p := storage.Join(w.dir, "blocks", fmt.Sprintf("%s-%06d-%06d.blk", w.side, w.shard, w.chunk))
+	p := storage.Join(w.dir, blocksDir, fmt.Sprintf("%s-%06d-%06d.blk", w.side, w.shard, w.chunk))
 	n, err := writeBlock(w.ctx, p, w.b)
 	if err != nil {
 		return err

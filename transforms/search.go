@@ -747,7 +747,7 @@ func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, emit func(int6
 		stats.PeakTaskMemoryBytes = int64(float64(a.Len())*cfg.QueryRowBytes + float64(b.Len())*cfg.HeldRowBytes)
 	}
 	write := func(tileIndex int64, queries []BlockRef, drop []int64, l knn.Lists) error {
-		p := storage.Join(cfg.TempDir, "partials", fmt.Sprintf("tile-%06d-from-%06d-%06d.lst", tileIndex, t.QueryTile, t.RefTiles[0]))
+		p := storage.Join(cfg.TempDir, partialsDir, fmt.Sprintf("tile-%06d-from-%06d-%06d.lst", tileIndex, t.QueryTile, t.RefTiles[0]))
 		n, err := writePartial(ctx, p, fn.partial(l))
 		if err != nil {
 			return err

@@ -11,14 +11,15 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/img2parquet/pqsplit"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/knn"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -30,8 +31,6 @@ type OutputConfig struct {
 	SaveLists      bool // write neighbours/ with every neighbour's distances
 }
 
-// ShardFile is the name of shard i's file in each output directory.
-func ShardFile(i int, ext string) string { return fmt.Sprintf("part-%05d.%s", i, ext) }
 
 // WriteShards writes, per input shard, its scores, kept, rejected and errors files, and returns
 // each shard's counts. Every input row must arrive exactly once, scored or as a fault; the
@@ -178,14 +177,14 @@ func (fn *writeShardFn) writeShard(ctx context.Context, shard int32, rows []rowO
 }
 
 func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOutcome, threshold float64) error {
-	dir := storage.Join(fn.Out.Dir, "scores")
+	dir := storage.Join(fn.Out.Dir, rundir.ScoresDir)
 	if fn.Out.ScoresFormat == "csv" {
 		var buf bytes.Buffer
 		buf.Grow(csvSize(rows)) // growing by doubling would copy (and fault in) it repeatedly
 		w := csv.NewWriter(&buf)
-		header := []string{"id", "caption", "d_mm", "s_n", "s_m", "score", "flagged"}
+		header := []string{rundir.ColID, rundir.ColCaption, rundir.ColDmm, rundir.ColSn, rundir.ColSm, rundir.ColScore, rundir.ColFlagged}
 		if fn.Out.EmitNeighbours {
-			header = append(header, "image_neighbours", "text_neighbours")
+			header = append(header, rundir.ColImageNeighbours, rundir.ColTextNeighbours)
 		}
 		w.Write(header)
 		f := func(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
@@ -199,17 +198,17 @@ func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOu
 			}
 		}
 		w.Flush()
-		return storage.WriteFile(ctx, storage.Join(dir, ShardFile(shard, "csv")), buf.Bytes())
+		return storage.WriteFile(ctx, storage.Join(dir, rundir.PartFile(shard, "csv")), buf.Bytes())
 	}
 	fields := []arrow.Field{
-		{Name: "id", Type: arrow.BinaryTypes.String}, {Name: "caption", Type: arrow.BinaryTypes.String},
-		{Name: "d_mm", Type: arrow.PrimitiveTypes.Float64}, {Name: "s_n", Type: arrow.PrimitiveTypes.Float64},
-		{Name: "s_m", Type: arrow.PrimitiveTypes.Float64}, {Name: "score", Type: arrow.PrimitiveTypes.Float64},
-		{Name: "flagged", Type: arrow.FixedWidthTypes.Boolean},
+		{Name: rundir.ColID, Type: arrow.BinaryTypes.String}, {Name: rundir.ColCaption, Type: arrow.BinaryTypes.String},
+		{Name: rundir.ColDmm, Type: arrow.PrimitiveTypes.Float64}, {Name: rundir.ColSn, Type: arrow.PrimitiveTypes.Float64},
+		{Name: rundir.ColSm, Type: arrow.PrimitiveTypes.Float64}, {Name: rundir.ColScore, Type: arrow.PrimitiveTypes.Float64},
+		{Name: rundir.ColFlagged, Type: arrow.FixedWidthTypes.Boolean},
 	}
 	if fn.Out.EmitNeighbours {
-		fields = append(fields, arrow.Field{Name: "image_neighbours", Type: arrow.ListOf(arrow.BinaryTypes.String)},
-			arrow.Field{Name: "text_neighbours", Type: arrow.ListOf(arrow.BinaryTypes.String)})
+		fields = append(fields, arrow.Field{Name: rundir.ColImageNeighbours, Type: arrow.ListOf(arrow.BinaryTypes.String)},
+			arrow.Field{Name: rundir.ColTextNeighbours, Type: arrow.ListOf(arrow.BinaryTypes.String)})
 	}
 	schema := arrow.NewSchema(fields, nil)
 	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
@@ -236,7 +235,7 @@ func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOu
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	return metadata.WriteParquet(ctx, storage.Join(dir, ShardFile(shard, "parquet")), schema, rec)
+	return metadata.WriteParquet(ctx, storage.Join(dir, rundir.PartFile(shard, "parquet")), schema, rec)
 }
 
 // csvSize estimates the bytes of rows in a scores CSV file.
@@ -265,17 +264,23 @@ func joinIDs(ids []string) string {
 	return string(bytes.TrimRight(buf.Bytes(), "\n"))
 }
 
-// Extra columns the kept, rejected and errors files carry beside the input's own columns.
-var (
-	scoreColumns = []string{"lemon_d_mm", "lemon_s_n", "lemon_s_m", "lemon_score"}
-	reasonColumn = "reason"
-)
-
-// writeSplits copies the shard's metadata rows into kept/, rejected/ and errors/, in input
-// order, adding the score columns (or the reason).
+// writeSplits copies the shard's rows into kept/, rejected/ and errors/, in input order, with
+// the score columns (or the reason) added: raw formats write their own layout
+// (dataset.SplitWriter), embedding formats their metadata rows as Parquet, through the same
+// Parquet split writer as raw Parquet inputs (which replaces score columns the input already
+// has, as when a run's kept/ is scored again).
 func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows []rowOutcome, threshold float64) error {
+	outcomes := splitOutcomes(rows, threshold)
 	if fn.Input.Raw {
-		return fn.writeNativeSplits(ctx, sh, rows, threshold)
+		f, err := dataset.GetRaw(fn.Input.Format)
+		if err != nil {
+			return err
+		}
+		sw, ok := f.(dataset.SplitWriter)
+		if !ok {
+			return fmt.Errorf("input format %s cannot write kept/rejected outputs", f.Name())
+		}
+		return sw.WriteSplits(ctx, sh, fn.Input.Options, fn.Out.Dir, outcomes)
 	}
 	f, err := dataset.Get(fn.Input.Format)
 	if err != nil {
@@ -286,130 +291,61 @@ func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows 
 		return err
 	}
 	defer rr.Release()
-	base := rr.Schema()
-	reason := reasonColumn
-	if len(base.FieldIndices(reason)) > 0 {
-		reason = "lemon_reason"
+	var paths [3]string
+	for s := range paths {
+		paths[s] = storage.Join(fn.Out.Dir, dataset.Split(s).String(), rundir.PartFile(sh.Index, "parquet"))
 	}
-	scoredSchema := withColumns(base, scoreColumns, arrow.PrimitiveTypes.Float64)
-	errorSchema := withColumns(base, []string{reason}, arrow.BinaryTypes.String)
-	name := ShardFile(sh.Index, "parquet")
-	outs := []struct {
-		dir    string
-		schema *arrow.Schema
-		keep   func(o rowOutcome) bool
-	}{
-		{"kept", scoredSchema, func(o rowOutcome) bool { return o.Scored != nil && o.Scored.Score < threshold }},
-		{"rejected", scoredSchema, func(o rowOutcome) bool { return o.Scored != nil && o.Scored.Score >= threshold }},
-		{"errors", errorSchema, func(o rowOutcome) bool { return o.Fault != nil }},
-	}
-	writers := make([]*metadata.ParquetWriter, len(outs))
-	abort := func() {
-		for _, w := range writers {
-			if w != nil {
-				w.Abort()
-			}
-		}
-	}
-	for i, o := range outs {
-		if writers[i], err = metadata.CreateParquet(ctx, storage.Join(fn.Out.Dir, o.dir, name), o.schema); err != nil {
-			abort()
-			return err
-		}
+	w, err := pqsplit.Create(ctx, paths, rr.Schema(), pqsplit.Options{})
+	if err != nil {
+		return err
 	}
 	var offset int64
 	for rr.Next() {
 		rec := rr.RecordBatch()
 		n := rec.NumRows()
 		if offset+n > sh.Rows {
-			abort()
+			w.Abort()
 			return fmt.Errorf("%s: metadata has more rows than the shard's %d", fn.Input.File(int32(sh.Index)), sh.Rows)
 		}
-		part := rows[offset : offset+n]
-		for i, o := range outs {
-			if err := writeFiltered(ctx, writers[i], o.schema, rec, part, o.keep, o.dir == "errors"); err != nil {
-				abort()
-				return err
-			}
+		part := make([]*dataset.Outcome, n)
+		for i := range part {
+			part[i] = &outcomes[offset+int64(i)]
+		}
+		if err := w.Write(ctx, rec, part); err != nil {
+			w.Abort()
+			return err
 		}
 		offset += n
 	}
 	if err := rr.Err(); err != nil {
-		abort()
+		w.Abort()
 		return fmt.Errorf("%s: %w", fn.Input.File(int32(sh.Index)), err)
 	}
 	if offset != sh.Rows {
-		abort()
+		w.Abort()
 		return fmt.Errorf("%s: metadata has %d rows, the shard %d", fn.Input.File(int32(sh.Index)), offset, sh.Rows)
 	}
-	for i, w := range writers {
-		if err := w.Commit(); err != nil {
-			writers[i] = nil
-			abort()
-			return err
-		}
-		writers[i] = nil
-	}
-	return nil
+	return w.Commit()
 }
 
-func withColumns(base *arrow.Schema, names []string, t arrow.DataType) *arrow.Schema {
-	fields := append([]arrow.Field{}, base.Fields()...)
-	for _, n := range names {
-		fields = append(fields, arrow.Field{Name: n, Type: t})
-	}
-	return arrow.NewSchema(fields, nil)
-}
-
-// writeFiltered writes the rows of rec that keep selects, with the extra columns appended.
-func writeFiltered(ctx context.Context, w *metadata.ParquetWriter, schema *arrow.Schema, rec arrow.RecordBatch, part []rowOutcome, keep func(rowOutcome) bool, isErrors bool) error {
-	mask := array.NewBooleanBuilder(memory.DefaultAllocator)
-	defer mask.Release()
-	var picked []rowOutcome
-	for _, o := range part {
-		k := keep(o)
-		mask.Append(k)
-		if k {
-			picked = append(picked, o)
-		}
-	}
-	if len(picked) == 0 {
-		return nil
-	}
-	m := mask.NewArray()
-	defer m.Release()
-	filtered, err := compute.FilterRecordBatch(ctx, rec, m, compute.DefaultFilterOptions())
-	if err != nil {
-		return err
-	}
-	defer filtered.Release()
-	cols := append([]arrow.Array{}, filtered.Columns()...)
-	var extra []arrow.Array
-	if isErrors {
-		b := array.NewStringBuilder(memory.DefaultAllocator)
-		for _, o := range picked {
-			b.Append(o.Fault.Reason)
-		}
-		extra = append(extra, b.NewArray())
-		b.Release()
-	} else {
-		for c := range scoreColumns {
-			b := array.NewFloat64Builder(memory.DefaultAllocator)
-			for _, o := range picked {
-				s := o.Scored
-				b.Append([]float64{s.Dmm, s.Sn, s.Sm, s.Score}[c])
+// splitOutcomes says where each row of a shard goes: errors for faults, rejected for scores at
+// or above the threshold, kept otherwise.
+func splitOutcomes(rows []rowOutcome, threshold float64) []dataset.Outcome {
+	outcomes := make([]dataset.Outcome, len(rows))
+	for i, r := range rows {
+		switch {
+		case r.Fault != nil:
+			outcomes[i] = dataset.Outcome{Split: dataset.Errors, Reason: r.Fault.Reason}
+		default:
+			s := r.Scored
+			split := dataset.Kept
+			if s.Score >= threshold {
+				split = dataset.Rejected
 			}
-			extra = append(extra, b.NewArray())
-			b.Release()
+			outcomes[i] = dataset.Outcome{Split: split, Dmm: s.Dmm, Sn: s.Sn, Sm: s.Sm, Score: s.Score}
 		}
 	}
-	cols = append(cols, extra...)
-	out := array.NewRecordBatch(schema, cols, int64(len(picked)))
-	defer out.Release()
-	for _, a := range extra {
-		a.Release()
-	}
-	return w.Write(out)
+	return outcomes
 }
 
 // NeighbourListColumns are the list columns of neighbours/ files, per modality prefix
@@ -455,33 +391,8 @@ func (fn *writeShardFn) writeLists(ctx context.Context, shard int, rows []rowOut
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	return metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, "neighbours", ShardFile(shard, "parquet")), schema, rec)
+	return metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, rundir.NeighboursDir, rundir.PartFile(shard, "parquet")), schema, rec)
 }
 
 // writeNativeSplits hands the routing to a format that writes kept/rejected/errors in its own
 // layout (a webdataset input gives webdataset outputs, every member preserved).
-func (fn *writeShardFn) writeNativeSplits(ctx context.Context, sh dataset.Shard, rows []rowOutcome, threshold float64) error {
-	f, err := dataset.GetRaw(fn.Input.Format)
-	if err != nil {
-		return err
-	}
-	sw, ok := f.(dataset.SplitWriter)
-	if !ok {
-		return fmt.Errorf("input format %s cannot write kept/rejected outputs", f.Name())
-	}
-	outcomes := make([]dataset.Outcome, len(rows))
-	for i, r := range rows {
-		switch {
-		case r.Fault != nil:
-			outcomes[i] = dataset.Outcome{Split: dataset.Errors, Reason: r.Fault.Reason}
-		default:
-			s := r.Scored
-			split := dataset.Kept
-			if s.Score >= threshold {
-				split = dataset.Rejected
-			}
-			outcomes[i] = dataset.Outcome{Split: split, Dmm: s.Dmm, Sn: s.Sn, Sm: s.Sm, Score: s.Score}
-		}
-	}
-	return sw.WriteSplits(ctx, sh, fn.Input.Options, fn.Out.Dir, outcomes)
-}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/storage"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/transforms"
 
 	"github.com/lemon-curation/lemon/internal/cli"
@@ -82,10 +83,10 @@ func runEmbed(args []string) error {
 		return fmt.Errorf("the job failed: %w", err)
 	}
 	if isDryRun() || isAsync() {
-		logf("lemon: job built (dry run) or submitted; it writes %s itself", storage.Join(c.Output, transforms.ManifestName))
+		logf("lemon: job built (dry run) or submitted; it writes %s itself", storage.Join(c.Output, rundir.ManifestFile))
 		return nil
 	}
-	b, err := storage.ReadFile(ctx, storage.Join(c.Output, transforms.ManifestName))
+	b, err := storage.ReadFile(ctx, storage.Join(c.Output, rundir.ManifestFile))
 	if err != nil {
 		return fmt.Errorf("the job finished but wrote no manifest: %w", err)
 	}

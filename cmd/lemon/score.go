@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -20,10 +22,10 @@ import (
 
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/pipeline"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/tiling"
-	"github.com/lemon-curation/lemon/transforms"
 
 	"github.com/lemon-curation/lemon/internal/cli"
 )
@@ -195,7 +197,8 @@ func runScore(args []string) error {
 	fs := flag.CommandLine
 	fs.Usage = scoreUsage(fs)
 	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
-	ourFlags["verbose"] = true
+	overwrite := fs.Bool("overwrite", false, "replace the run --output already holds (finished or not): its folders, manifest and temporary files are removed first")
+	ourFlags["verbose"], ourFlags["overwrite"] = true, true
 	defineScoreFlags(fs, &c)
 	if help, err := cli.Parse(fs, args); help || err != nil {
 		return err
@@ -223,8 +226,9 @@ func runScore(args []string) error {
 		plan.Search.Shape, plan.Search.Tasks, tiling.Bytes(float64(plan.Search.PeakTaskMemoryBytes)), c.WorkerMemoryMiB,
 		tiling.Bytes(float64(plan.Search.TempReadBytes)), tiling.Bytes(float64(plan.Search.TempWriteBytes)))
 
+	command := append([]string{"lemon", "score"}, args...)
 	p, s := beam.NewPipelineWithRoot()
-	pipeline.Build(s, plan, append([]string{"lemon", "score"}, args...))
+	pipeline.Build(s, plan, command)
 	dryRun := isDryRun()
 	if dryRun {
 		printDryRun(*verbose)
@@ -232,43 +236,59 @@ func runScore(args []string) error {
 		// Beam and prism log every job-state change at INFO; lemon prints its own progress.
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	}
-	start := time.Now()
-	if err := beamx.Run(ctx, p); err != nil {
-		return fmt.Errorf("the job failed: %w", err)
+	if !dryRun {
+		m := plan.Manifest(command)
+		start := rundir.Start{Out: c.Output, Dirs: rundir.ScoreDirs, Overwrite: *overwrite, Async: isAsync()}
+		if err := rundir.Begin(ctx, start, &m); err != nil {
+			return err
+		}
 	}
+	return runJob(ctx, p, c.Output, plan.RunID, dryRun)
+}
+
+// runJob runs the built job and sees the run to its end: on failure, or when a signal (Ctrl-C,
+// SIGTERM) stops it, the run is marked so (rundir.End), its temporary files removed and its
+// lock released; on success the job has marked it complete itself.
+func runJob(ctx context.Context, p *beam.Pipeline, out, runID string, dryRun bool) error {
+	start := time.Now()
+	runCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := beamx.Run(runCtx, p)
+	interrupted := runCtx.Err() != nil && ctx.Err() == nil // before stop, which cancels runCtx too
+	stop()
 	switch {
 	case dryRun:
+		if err != nil {
+			return fmt.Errorf("the job failed: %w", err)
+		}
 		logf("lemon: dry run: the job above was built, not submitted")
 		return nil
+	case interrupted:
+		logf("lemon: stopped by a signal; marking the run interrupted and removing its temporary files")
+		if endErr := rundir.End(ctx, out, runID, rundir.Interrupted, errors.New("stopped by a signal before it finished")); endErr != nil {
+			logf("lemon: %v", endErr)
+		}
+		return fmt.Errorf("interrupted: %s holds an incomplete run (rerun with --overwrite)", out)
+	case err != nil:
+		if endErr := rundir.End(ctx, out, runID, rundir.Failed, err); endErr != nil {
+			logf("lemon: %v", endErr)
+		}
+		return fmt.Errorf("the job failed: %w", err)
 	case isAsync():
-		logf("lemon: job submitted; it writes %s and removes its temporary blocks itself", storage.Join(c.Output, transforms.ManifestName))
+		logf("lemon: job submitted; it writes %s, removes its temporary files and releases %s itself", storage.Join(out, rundir.ManifestFile), out)
 		return nil
 	}
-	m, err := readManifest(ctx, c.Output)
+	m, err := rundir.RequireComplete(ctx, out)
 	if err != nil {
-		return err
+		return fmt.Errorf("the job returned, but %w", err)
 	}
 	thr := "none (nothing rejected)"
 	if m.Threshold != nil {
 		thr = strconv.FormatFloat(*m.Threshold, 'g', 6, 64)
 	}
 	logf("lemon: done in %s: %d rows in, %d kept, %d rejected (score >= %s), %d errors; see %s",
-		time.Since(start).Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(c.Output, transforms.ManifestName))
+		time.Since(start).Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(out, rundir.ManifestFile))
 	return nil
-}
-
-// readManifest reads the manifest the job wrote as its last stage.
-func readManifest(ctx context.Context, out string) (*transforms.Manifest, error) {
-	p := storage.Join(out, transforms.ManifestName)
-	b, err := storage.ReadFile(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("the job finished but wrote no manifest: %w", err)
-	}
-	var m transforms.Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	return &m, nil
 }
 
 // resolveWorkers fills in --workers when it was not given: one process on prism, else what

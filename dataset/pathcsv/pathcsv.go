@@ -35,6 +35,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -55,7 +56,7 @@ var ImageExtensions = []string{".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp",
 
 // Columns appended to the split files.
 var (
-	ScoreColumns      = []string{"lemon_d_mm", "lemon_s_n", "lemon_s_m", "lemon_score"}
+	ScoreColumns      = rundir.ScoreColumns
 	ReasonColumn      = "reason"
 	LemonReasonColumn = "lemon_reason"
 )

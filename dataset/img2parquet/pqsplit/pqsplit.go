@@ -19,11 +19,12 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/storage"
 )
 
 // ScoreColumns are appended to kept and rejected rows, in this order.
-var ScoreColumns = []string{"lemon_d_mm", "lemon_s_n", "lemon_s_m", "lemon_score"}
+var ScoreColumns = rundir.ScoreColumns
 
 // ReasonColumn is appended to error rows; LemonReasonColumn replaces it when the input has a
 // column of that name already.

@@ -1,0 +1,73 @@
+package rundir
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Manifest is manifest.json: what ran, on what, where it stands, and what came out. The
+// launcher writes it when a run starts (Running), the job's last stage when every shard is
+// written (Complete, with the counts, threshold and search figures), and the launcher again if
+// the job fails or is interrupted.
+type Manifest struct {
+	Tool    string   `json:"tool"`
+	Version string   `json:"version"`
+	Status  Status   `json:"status"`
+	RunID   string   `json:"run_id"`
+	Error   string   `json:"error,omitempty"` // why a run failed or was interrupted
+	Command []string `json:"command,omitempty"`
+	Input   string   `json:"input"`
+	Format  string   `json:"format"`
+	Shards  int      `json:"shards"`
+	Dim     int      `json:"dim"`
+	// TempDir is the run's own temporary folder (removed when the run ends; a later run into
+	// the same output removes it if the run was killed).
+	TempDir    string             `json:"temp_dir"`
+	Reference  json.RawMessage    `json:"reference"`
+	Params     json.RawMessage    `json:"params"`
+	Filter     json.RawMessage    `json:"filter"`
+	Search     Search             `json:"search"`
+	Threshold  *float64           `json:"threshold"` // null when nothing is rejected
+	Counts     Counts             `json:"counts"`
+	Outputs    map[string]string  `json:"outputs"`
+	Versions   map[string]string  `json:"versions"`
+	StartedAt  time.Time          `json:"started_at"`
+	FinishedAt *time.Time         `json:"finished_at"` // null until the run ends
+	Timings    map[string]float64 `json:"timings,omitempty"`
+}
+
+// Search is the manifest's "search": how the search was cut into tasks, what it did (Figures,
+// measured by the job) and what the plan predicted it would do.
+type Search struct {
+	Shape            string `json:"shape"`
+	BlockRows        int64  `json:"block_rows"`
+	KNNBackend       string `json:"knn_backend"`
+	Exact            bool   `json:"exact"`
+	WorkerMemoryMiB  int    `json:"worker_memory_mib"`
+	Workers          int    `json:"workers"`
+	QueryRowsPerTask int64  `json:"query_rows_per_task"`
+	TileRows         int64  `json:"tile_rows"`
+	Figures
+	Predicted Figures `json:"predicted"`
+}
+
+// Figures are the search's costs: tasks run, bytes read from and written to the run's
+// temporary storage, bytes of scored rows handed to the runner's shuffle, the most memory one
+// task held (its embeddings, packed copies, candidate sets and lists, as accounted by the
+// task), and the floating-point operations of the products (2 per multiply-add).
+type Figures struct {
+	Tasks               int64   `json:"tasks"`
+	TempReadBytes       int64   `json:"temp_read_bytes"`
+	TempWriteBytes      int64   `json:"temp_write_bytes"`
+	ShuffleBytes        int64   `json:"shuffle_bytes"`
+	PeakTaskMemoryBytes int64   `json:"peak_task_memory_bytes"`
+	Flops               float64 `json:"flops"`
+}
+
+// Counts proves that every row went somewhere: RowsIn = Kept + Rejected + Errors.
+type Counts struct {
+	RowsIn   int64 `json:"rows_in"`
+	Kept     int64 `json:"kept"`
+	Rejected int64 `json:"rejected"`
+	Errors   int64 `json:"errors"`
+}

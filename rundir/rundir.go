@@ -1,0 +1,115 @@
+// Package rundir owns the run directory: the layout of what `lemon score` writes to its output
+// (folder, part-file and column names), the manifest and the run's status in it, and the
+// lifecycle that keeps a directory truthful: a run locks its output, refuses one that already
+// holds a run unless told to replace it, marks itself running, keeps its temporary files in a
+// folder of its own, and is marked complete by the job's last stage (or failed or interrupted
+// by the launcher). Everything that reads a run (eval, tune, a rerun) goes through this
+// package. It knows nothing of Beam.
+package rundir
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/lemon-curation/lemon/storage"
+)
+
+// Names in a run directory.
+const (
+	ScoresDir     = "scores"     // scores, one part file per input shard
+	KeptDir       = "kept"       // the input's rows that pass, with the score columns
+	RejectedDir   = "rejected"   // the rows that do not
+	ErrorsDir     = "errors"     // rows that could not be scored, with a reason
+	NeighboursDir = "neighbours" // whole neighbour lists (--save-neighbour-lists)
+	ManifestFile  = "manifest.json"
+	LockFile      = ".lemon-run.lock"
+	// TempDirName is the default temporary directory under the output; each run uses a
+	// folder of its own inside it (see TempDir).
+	TempDirName = ".lemon-tmp"
+)
+
+// ScoreDirs are the folders a scoring run writes under its output directory.
+var ScoreDirs = []string{ScoresDir, KeptDir, RejectedDir, ErrorsDir, NeighboursDir}
+
+// PartFile is the name of input shard i's file in an output folder.
+func PartFile(shard int, ext string) string { return fmt.Sprintf("part-%05d.%s", shard, ext) }
+
+// Columns of the scores files.
+const (
+	ColID              = "id"
+	ColCaption         = "caption"
+	ColDmm             = "d_mm"
+	ColSn              = "s_n"
+	ColSm              = "s_m"
+	ColScore           = "score"
+	ColFlagged         = "flagged"
+	ColImageNeighbours = "image_neighbours"
+	ColTextNeighbours  = "text_neighbours"
+)
+
+// ScoreColumns are the columns appended to the input's own rows in kept/ and rejected/: d_mm,
+// s_n, s_m and the score. An input that already has them (a run's kept/ scored again) has them
+// replaced, not repeated.
+var ScoreColumns = []string{"lemon_d_mm", "lemon_s_n", "lemon_s_m", "lemon_score"}
+
+// IsScoreColumn says whether name is one of ScoreColumns.
+func IsScoreColumn(name string) bool { return slices.Contains(ScoreColumns, name) }
+
+// ReasonColumn is the column of errors/ files that says why a row could not be scored.
+const ReasonColumn = "reason"
+
+// Status is where a run stands.
+type Status string
+
+const (
+	Running     Status = "running"     // started; not finished (or killed: see the lock)
+	Complete    Status = "complete"    // every row written and counted
+	Failed      Status = "failed"      // the job failed; Manifest.Error says why
+	Interrupted Status = "interrupted" // stopped by a signal
+)
+
+// ReadManifest reads dir's manifest.
+func ReadManifest(ctx context.Context, dir string) (*Manifest, error) {
+	p := storage.Join(dir, ManifestFile)
+	b, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return &m, nil
+}
+
+// WriteManifest writes m as dir's manifest, atomically.
+func WriteManifest(ctx context.Context, dir string, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return storage.WriteFile(ctx, storage.Join(dir, ManifestFile), append(b, '\n'))
+}
+
+// RequireComplete returns dir's manifest if dir holds a complete run, and otherwise an error
+// that says what is there instead: what eval and tune check before reading a run.
+func RequireComplete(ctx context.Context, dir string) (*Manifest, error) {
+	m, err := ReadManifest(ctx, dir)
+	if err != nil {
+		if !storage.Exists(ctx, storage.Join(dir, ManifestFile)) {
+			return nil, fmt.Errorf("%s holds no finished lemon score run (no %s)", dir, ManifestFile)
+		}
+		return nil, err
+	}
+	switch m.Status {
+	case Complete:
+		return m, nil
+	case Running:
+		return nil, fmt.Errorf("%s holds a run that has not finished (run %s, started %s): it is still running or was killed; its files are incomplete", dir, m.RunID, m.StartedAt.Format("2006-01-02 15:04:05 MST"))
+	case Failed, Interrupted:
+		return nil, fmt.Errorf("%s holds a run that %s (run %s): %s; its files are incomplete", dir, map[Status]string{Failed: "failed", Interrupted: "was interrupted"}[m.Status], m.RunID, m.Error)
+	}
+	return nil, fmt.Errorf("%s: its %s has no status this lemon knows (%q): it was written by another version, or is not a lemon score run", dir, ManifestFile, m.Status)
+}

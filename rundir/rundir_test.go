@@ -1,0 +1,156 @@
+package rundir
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lemon-curation/lemon/storage"
+)
+
+func newRun(out string) *Manifest {
+	id := NewRunID()
+	return &Manifest{Tool: "lemon", RunID: id, TempDir: TempDir(storage.Join(out, TempDirName), id), StartedAt: time.Now().UTC(),
+		Outputs: map[string]string{"dir": out}}
+}
+
+func write(t *testing.T, p, data string) {
+	t.Helper()
+	if err := storage.WriteFile(context.Background(), p, []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantErr(t *testing.T, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one saying %q", parts)
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Fatalf("error %q does not say %q", err, p)
+		}
+	}
+}
+
+// TestLifecycle runs a run from Begin to Finish and a second run into the same output, on local
+// disk and on an object store without directories (memfs).
+func TestLifecycle(t *testing.T) {
+	for _, root := range []string{t.TempDir(), "memfs://lifecycle"} {
+		t.Run(storage.Scheme(root), func(t *testing.T) {
+			ctx := context.Background()
+			out := storage.Join(root, "out")
+			first := newRun(out)
+			start := Start{Out: out, Dirs: ScoreDirs}
+			if err := Begin(ctx, start, first); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := ReadManifest(ctx, out); err != nil || m.Status != Running || m.RunID != first.RunID {
+				t.Fatalf("after Begin the manifest is %+v, %v; want run %s running", m, err, first.RunID)
+			}
+			_, err := RequireComplete(ctx, out)
+			wantErr(t, err, "has not finished", first.RunID)
+
+			// A second run while the first holds the output is refused, even with Overwrite.
+			wantErr(t, Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Overwrite: true}, newRun(out)), "in use by run "+first.RunID)
+
+			write(t, storage.Join(out, ScoresDir, PartFile(0, "csv")), "id\n")
+			write(t, storage.Join(first.TempDir, "blocks", "input-000000-000000.blk"), "x")
+			if err := Finish(ctx, out, first); err != nil {
+				t.Fatal(err)
+			}
+			m, err := RequireComplete(ctx, out)
+			if err != nil || m.FinishedAt == nil {
+				t.Fatalf("after Finish: %+v, %v", m, err)
+			}
+			if storage.Exists(ctx, storage.Join(out, LockFile)) {
+				t.Error("Finish left the lock")
+			}
+			if files, _ := storage.List(ctx, storage.Join(first.TempDir, "blocks", "*")); len(files) > 0 {
+				t.Errorf("Finish left temporary files %v", files)
+			}
+
+			// The output holds a run now: a new one needs Overwrite, which removes it.
+			second := newRun(out)
+			wantErr(t, Begin(ctx, start, second), "already holds a run", first.RunID, "--overwrite")
+			if storage.Exists(ctx, storage.Join(out, LockFile)) {
+				t.Error("a refused Begin left its lock")
+			}
+			write(t, storage.Join(out, KeptDir, PartFile(3, "parquet")), "old")
+			if err := Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Overwrite: true}, second); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range ScoreDirs {
+				if files, _ := storage.List(ctx, storage.Join(out, d, "*")); len(files) > 0 {
+					t.Errorf("--overwrite left the earlier run's %v", files)
+				}
+			}
+			if err := End(ctx, out, second.RunID, Failed, errors.New("the job failed: boom")); err != nil {
+				t.Fatal(err)
+			}
+			_, err = RequireComplete(ctx, out)
+			wantErr(t, err, "failed", "boom")
+			if storage.Exists(ctx, storage.Join(out, LockFile)) {
+				t.Error("End left the lock")
+			}
+		})
+	}
+}
+
+// TestStaleLock: a lock whose process has exited is taken over, as after a kill; locks whose
+// owner may still be running (another host, a job submitted to a cluster) are not.
+func TestStaleLock(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no `true` to make an exited process:", err)
+	}
+	dead := cmd.Process.Pid
+	for _, c := range []struct {
+		name string
+		lock Lock
+		want string // "" means the lock is taken over
+	}{
+		{"exited process", Lock{RunID: "old", Host: hostname(), PID: dead}, ""},
+		{"reused pid", Lock{RunID: "old", Host: hostname(), PID: 1, ProcStart: "no such start"}, ""},
+		{"other host", Lock{RunID: "old", Host: "elsewhere.example", PID: dead}, "host elsewhere.example"},
+		{"async job", Lock{RunID: "old", Host: hostname(), PID: dead, Async: true}, "submitted to a cluster"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.lock.PID == 1 && procStart(1) == "" {
+				t.Skip("no /proc to tell a reused pid")
+			}
+			b, _ := json.Marshal(c.lock)
+			write(t, filepath.Join(out, LockFile), string(b))
+			err := Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Overwrite: true}, newRun(out))
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("a stale lock was not taken over: %v", err)
+				}
+			} else {
+				wantErr(t, err, c.want, LockFile)
+			}
+			storage.Remove(ctx, filepath.Join(out, LockFile))
+			storage.Remove(ctx, filepath.Join(out, ManifestFile))
+		})
+	}
+}
+
+func TestRequireComplete(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, err := RequireComplete(ctx, dir)
+	wantErr(t, err, "no finished lemon score run")
+	write(t, filepath.Join(dir, ManifestFile), `{"tool": "lemon", "counts": {"rows_in": 3}}`)
+	_, err = RequireComplete(ctx, dir)
+	wantErr(t, err, "another version")
+	write(t, filepath.Join(dir, ManifestFile), `{"status": "interrupted", "run_id": "r1", "error": "stopped by a signal"}`)
+	_, err = RequireComplete(ctx, dir)
+	wantErr(t, err, "was interrupted", "r1", "stopped by a signal")
+}
