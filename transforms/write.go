@@ -31,7 +31,6 @@ type OutputConfig struct {
 	SaveLists      bool // write neighbours/ with every neighbour's distances
 }
 
-
 // WriteShards writes, per input shard, its scores, kept, rejected and errors files, and returns
 // each shard's counts. Every input row must arrive exactly once, scored or as a fault; the
 // writer checks that, so the manifest's counts are proof that nothing was dropped.

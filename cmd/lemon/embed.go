@@ -13,8 +13,8 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
 	"github.com/lemon-curation/lemon/pipeline"
-	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/rundir"
+	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/transforms"
 
 	"github.com/lemon-curation/lemon/internal/cli"
