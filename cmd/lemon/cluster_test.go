@@ -17,6 +17,7 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset/embdir"
 	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/synth"
 	"github.com/lemon-curation/lemon/tiling"
@@ -250,9 +251,13 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 			if j.remote == "--async" && !strings.Contains(string(out), "job submitted") {
 				t.Fatalf("an --async launcher did not return at submission:\n%s", out)
 			}
-			for !storage.Exists(ctx, storage.Join(remote, "manifest.json")) { // the job goes on after an --async launcher
+			for { // the job goes on after an --async launcher, and marks its run complete itself
+				m, err := rundir.ReadManifest(ctx, remote)
+				if err == nil && m.Status == rundir.Complete {
+					break
+				}
 				if cctx.Err() != nil {
-					t.Fatal("no manifest from the submitted job")
+					t.Fatalf("the submitted job's run never completed: %+v, %v", m, err)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
@@ -286,6 +291,7 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 				Counts     map[string]int64   `json:"counts"`
 				FinishedAt time.Time          `json:"finished_at"`
 				Timings    map[string]float64 `json:"timings"`
+				TempDir    string             `json:"temp_dir"`
 			}
 			lb, _ := os.ReadFile(filepath.Join(local, "manifest.json"))
 			rb, err := storage.ReadFile(ctx, storage.Join(remote, "manifest.json"))
@@ -298,10 +304,16 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 			if rm.FinishedAt.IsZero() || rm.Timings["wall_seconds"] <= 0 {
 				t.Fatalf("the job did not finish its manifest: finished_at %v, timings %v", rm.FinishedAt, rm.Timings)
 			}
+			if !strings.HasPrefix(rm.TempDir, tmp+"/run-") {
+				t.Fatalf("the run's temporary folder %q is not a folder of its own under --temp-dir %s", rm.TempDir, tmp)
+			}
 			for _, sub := range []string{"blocks", "partials"} {
-				if left, _ := storage.List(ctx, storage.Join(tmp, sub, "*")); len(left) != 0 {
+				if left, _ := storage.List(ctx, storage.Join(rm.TempDir, sub, "*")); len(left) != 0 {
 					t.Fatalf("the job left %d temporary files, e.g. %s", len(left), left[0])
 				}
+			}
+			if storage.Exists(ctx, storage.Join(remote, rundir.LockFile)) {
+				t.Fatal("the job did not release its output's lock")
 			}
 		})
 	}
