@@ -481,7 +481,11 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	in := readBlocks(s, p.Input, c.Embed, rc)
 	dupFaults, dropped := transforms.FindDuplicateIDs(s, p.Input, in.IDs)
 	faults := beam.Flatten(s, in.Faults, dupFaults)
-	queryBlocks := transforms.BlocksOfSide(s, in.Blocks, "input")
+	queryBlocks := in.Blocks
+	if rc.Reference != (transforms.ReferenceRule{}) {
+		// The read stage also wrote the reference's own blocks (a split, a sample's candidates).
+		queryBlocks = transforms.BlocksOfSide(s, in.Blocks, "input")
+	}
 	stats := []beam.PCollection{in.Stats}
 
 	refBlocks, droppedRef := queryBlocks, dropped
