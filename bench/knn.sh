@@ -23,6 +23,7 @@
 #   Exactness: for 300 random rows, lemon's image and text neighbour id sets vs FAISS's top-31
 #          minus the row itself: exact / tie (differing ids within $TIE_TOL cosine distance of
 #          the 30th neighbour, legitimate float32 near-ties) / mismatch.
+# Then this machine's peaks and the tile kernels against them (bench/peak), in the same run.
 # With SCALING=1, also a scaling table at D=512 for N in $SCALING_N (lemon only): wall time,
 # peak RSS, RSS / (3*input + 1 GiB), and time / time(10k) next to (N/10k)^2.
 #
@@ -156,3 +157,11 @@ echo "- data: \`lemon dev make-dataset --shards $SHARDS --concepts $CONCEPTS --m
 echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes the numbers indicative)"
 echo
 $PY "$BENCH/knn_report.py" render "$RESULTS"
+echo
+echo "### This machine's limits, measured in the same run (bench/peak)"
+echo
+echo "The search's products run on the tile kernel; its speed with hot operands, against a"
+echo "register-only loop of the same instruction on every core, shows how far the kernel is from"
+echo "the machine's limit (the whole search adds packing, selection, re-ranking and memory traffic)."
+echo
+(cd "$ROOT" && go run ./bench/peak)

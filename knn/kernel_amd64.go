@@ -79,3 +79,22 @@ func kernelBF16AVX512(a, b []uint32, words int, c []float32, rowThr, colThr []fl
 	checkTile(a, b, words, c, rowThr, colThr)
 	return tileBF16AVX512(&a[0], &b[0], words, &c[0], &rowThr[0], &colThr[0], &masks[0])
 }
+
+//go:noescape
+func peakFMA(iters int)
+
+//go:noescape
+func peakBF16(iters int)
+
+// peakLoop returns the register-only loop for bf16 or float32 arithmetic and the FLOPs of one
+// of its iterations (24 accumulators x 16 lanes x 2 FLOPs, twice that for two bf16 products a
+// lane), or nil where the CPU lacks the instruction.
+func peakLoop(bf16 bool) (func(int), float64) {
+	switch {
+	case bf16 && hasAVX512 && cpu.X86.HasAVX512BF16:
+		return peakBF16, 24 * 16 * 4
+	case !bf16 && hasAVX512:
+		return peakFMA, 24 * 16 * 2
+	}
+	return nil, 0
+}

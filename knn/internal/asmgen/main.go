@@ -41,6 +41,8 @@ func main() {
 	dot64()
 	sqdist64()
 	partition()
+	peak("peakFMA", false)
+	peak("peakBF16", true)
 	if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
@@ -322,6 +324,40 @@ func vdpbf16ps(dst, src1, src2 int) {
 	p("\tBYTE $0x62; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x52; BYTE $0x%02x // VDPBF16PS Z%d, Z%d, Z%d",
 		p0, p1, p2, modrm, src2, src1, dst)
 }
+
+// peak writes a register-only loop that runs the kernels' arithmetic instruction back to back
+// on peakAccumulators independent accumulators (enough to cover the instruction's latency on
+// every pipe): with bf16 false, VFMADD231PS (16 lanes x 2 FLOPs); with bf16 true, VDPBF16PS
+// (16 lanes x 2 bf16 products x 2 FLOPs). It measures the core's peak for the kernels'
+// instruction mix, with no memory traffic.
+//
+// func peakFMA(iters int) / func peakBF16(iters int)
+func peak(name string, bf16 bool) {
+	p("")
+	p("// func %s(iters int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-8", name)
+	p("\tMOVQ iters+0(FP), CX")
+	for r := 0; r < peakAccumulators; r++ {
+		p("\tVPXORD Z%d, Z%d, Z%d", r, r, r)
+	}
+	p("\tVPXORD Z30, Z30, Z30")
+	p("\tVPXORD Z31, Z31, Z31")
+	p("%s_loop:", name)
+	for r := 0; r < peakAccumulators; r++ {
+		if bf16 {
+			vdpbf16ps(r, 30, 31)
+		} else {
+			p("\tVFMADD231PS Z31, Z30, Z%d", r)
+		}
+	}
+	p("\tDECQ CX")
+	p("\tJNZ %s_loop", name)
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// peakAccumulators is how many independent accumulators a peak loop uses.
+const peakAccumulators = 24
 
 func log2(n int) int {
 	k := 0
