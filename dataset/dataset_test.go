@@ -51,3 +51,41 @@ func TestPlanShards(t *testing.T) {
 		t.Fatalf("err = %v, want b's error first and 2 more counted", err)
 	}
 }
+
+// The deprecated --image-column and --text-column become the option they meant for the
+// format, with a note; where they meant nothing, or clash with the new option, it is an error.
+func TestResolveAliases(t *testing.T) {
+	for _, c := range []struct {
+		format string
+		in     dataset.Options
+		want   dataset.Options
+	}{
+		{"parquet", dataset.Options{ImageColumn: "i", TextColumn: "t"}, dataset.Options{ImageEmbeddingColumn: "i", TextEmbeddingColumn: "t"}},
+		{"img2parquet", dataset.Options{ImageColumn: "jpg"}, dataset.Options{ImageBytesColumn: "jpg"}},
+		{"pathcsv", dataset.Options{ImageColumn: "file"}, dataset.Options{ImagePathColumn: "file"}},
+		{"webdataset", dataset.Options{ImageColumn: "png"}, dataset.Options{ImageExtension: "png"}},
+		{"img2parquet", dataset.Options{ImageColumn: "jpg", ImageBytesColumn: "jpg"}, dataset.Options{ImageBytesColumn: "jpg"}},
+	} {
+		got, note, err := c.in.Resolve(c.format)
+		if err != nil || got != c.want || !strings.Contains(note, "deprecated") || !strings.Contains(note, c.format) {
+			t.Errorf("%s: Resolve(%+v) = %+v, note %q, err %v; want %+v and a note", c.format, c.in, got, note, err, c.want)
+		}
+	}
+	if got, note, err := (dataset.Options{ImageBytesColumn: "x"}).Resolve("img2parquet"); err != nil || note != "" || got.ImageBytesColumn != "x" {
+		t.Errorf("no deprecated option: got %+v, note %q, err %v", got, note, err)
+	}
+	for _, c := range []struct {
+		format string
+		in     dataset.Options
+		want   string
+	}{
+		{"embdir", dataset.Options{ImageColumn: "x"}, "--image-column (deprecated) has no meaning for embdir"},
+		{"datacomp", dataset.Options{ImageColumn: "x"}, "has no meaning for datacomp"},
+		{"img2parquet", dataset.Options{TextColumn: "text"}, "--caption-column"},
+		{"parquet", dataset.Options{ImageColumn: "a", ImageEmbeddingColumn: "b"}, "give only --image-embedding-column"},
+	} {
+		if _, _, err := c.in.Resolve(c.format); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Resolve(%+v): err = %v, want one saying %q", c.format, c.in, err, c.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,47 @@ func List(ctx context.Context, glob string) ([]string, error) {
 			out = append(out, e.Path)
 		}
 	}
+	return out, nil
+}
+
+// walkDepth bounds how deep Walk descends: links can make a directory its own descendant.
+const walkDepth = 32
+
+// Walk returns every file under directory dir, at any depth, sorted. Names that start with a
+// dot, files and directories alike, are skipped: they are unfinished writes (TempName) or tools'
+// own state (.git, .cache). A missing directory has no files.
+func Walk(ctx context.Context, dir string) ([]string, error) {
+	d, err := backend(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	var walk func(dir string, depth int) error
+	walk = func(dir string, depth int) error {
+		if depth > walkDepth {
+			return fmt.Errorf("%s: more than %d directories deep (a link loop?)", dir, walkDepth)
+		}
+		ents, err := d.List(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", dir, err)
+		}
+		for _, e := range ents {
+			switch {
+			case strings.HasPrefix(Base(e.Path), "."):
+			case e.Dir:
+				if err := walk(e.Path, depth+1); err != nil {
+					return err
+				}
+			default:
+				out = append(out, e.Path)
+			}
+		}
+		return nil
+	}
+	if err := walk(dir, 0); err != nil {
+		return nil, err
+	}
+	sort.Strings(out)
 	return out, nil
 }
 

@@ -60,7 +60,7 @@ func (Format) Detect(ctx context.Context, p string) bool {
 }
 
 func columns(o dataset.Options) (string, string) {
-	img, txt := o.ImageColumn, o.TextColumn
+	img, txt := o.ImageEmbeddingColumn, o.TextEmbeddingColumn
 	if img == "" {
 		img = ImageColumn
 	}

@@ -4,7 +4,7 @@
 // error_message, width, ...). It writes kept/, rejected/ and errors/ as Parquet with every
 // original column, image bytes included (see WriteSplits).
 //
-// Options: ImageColumn names the image column (default: the first of ImageColumns present that
+// Options: ImageBytesColumn names the image column (default: the first of ImageColumns present that
 // holds bytes: binary, large binary, or a struct with a binary "bytes" field as Hugging Face
 // datasets store images); IDColumn and CaptionColumn as everywhere (dataset.IDColumns and
 // dataset.CaptionColumns). Without an id column a row's id is "<shard name>-<row>".
@@ -124,7 +124,7 @@ func imageColumn(file string, s *arrow.Schema, configured string) (string, error
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("%s: no image bytes column (looked for binary columns %v; columns: %v); name it with --image-column", file, ImageColumns, names)
+	return "", fmt.Errorf("%s: no image bytes column (looked for binary columns %v; columns: %v); name it with --image-bytes-column", file, ImageColumns, names)
 }
 
 // pqFile is an open Parquet file. It streams column chunks through a buffer rather than
@@ -204,7 +204,7 @@ func pick(file string, s *arrow.Schema, o dataset.Options) (columns, error) {
 		names = append(names, f.Name)
 	}
 	var err error
-	if c.image, err = imageColumn(file, s, o.ImageColumn); err != nil {
+	if c.image, err = imageColumn(file, s, o.ImageBytesColumn); err != nil {
 		return c, err
 	}
 	if c.caption, err = dataset.PickColumn(file, names, o.CaptionColumn, dataset.CaptionColumns, "caption"); err != nil {

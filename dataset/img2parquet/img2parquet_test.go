@@ -114,10 +114,10 @@ func TestStructImageNoID(t *testing.T) {
 	if (img2parquet.Format{}).Detect(ctx, dir) {
 		t.Fatal("Detect on a column named picture: want false (not a known image column name)")
 	}
-	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{}); err == nil || !strings.Contains(err.Error(), "--image-column") {
+	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{}); err == nil || !strings.Contains(err.Error(), "--image-bytes-column") {
 		t.Fatalf("Plan without the image column named: err = %v", err)
 	}
-	got := read(t, dir, dataset.Options{ImageColumn: "picture"})
+	got := read(t, dir, dataset.Options{ImageBytesColumn: "picture"})
 	if len(got) != 3 {
 		t.Fatalf("read %d rows", len(got))
 	}
@@ -133,7 +133,7 @@ func TestStructImageNoID(t *testing.T) {
 		t.Errorf("rows = %+v", got)
 	}
 	// Splits keep the struct column whole; the image bytes are stored uncompressed.
-	o := dataset.Options{ImageColumn: "picture"}
+	o := dataset.Options{ImageBytesColumn: "picture"}
 	plan, err := img2parquet.Format{}.Plan(ctx, dir, o)
 	if err != nil {
 		t.Fatal(err)
@@ -180,10 +180,10 @@ func TestStructImageNoID(t *testing.T) {
 		t.Error("no picture.bytes column chunk")
 	}
 
-	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageColumn: "text"}); err == nil || !strings.Contains(err.Error(), "want binary") {
+	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageBytesColumn: "text"}); err == nil || !strings.Contains(err.Error(), "want binary") {
 		t.Errorf("a string column as the image column: err = %v", err)
 	}
-	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageColumn: "picture", IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
+	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageBytesColumn: "picture", IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
 		t.Errorf("a missing id column: err = %v", err)
 	}
 }

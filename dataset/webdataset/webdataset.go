@@ -13,7 +13,7 @@
 // Options: IDColumn names a field of the .json member to use as the row id (default: the key);
 // CaptionColumn names the caption member's extension (default "txt"), falling back to a field
 // of that name in the .json member (a sample with no .txt member but a "caption" in its json
-// uses that); ImageColumn names the image member's extension (default: the first of jpg, jpeg,
+// uses that); ImageExtension names the image member's extension (default: the first of jpg, jpeg,
 // png, webp, gif present).
 //
 // Planning needs the number of samples per tar, which no header holds, so Plan scans each tar's
@@ -476,8 +476,8 @@ func (s *sample) record(o dataset.Options) dataset.RawRecord {
 		r.Caption, capOK = field(capField)
 	}
 	exts := ImageExtensions
-	if o.ImageColumn != "" {
-		exts = []string{strings.ToLower(o.ImageColumn)}
+	if o.ImageExtension != "" {
+		exts = []string{strings.ToLower(o.ImageExtension)}
 	}
 	var img *member
 	for _, e := range exts {

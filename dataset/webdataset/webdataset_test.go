@@ -267,7 +267,7 @@ func TestSamples(t *testing.T) {
 	}
 
 	// Options: ids from the json, captions from another member or json field, the image by extension.
-	got, err = readAll(t, dir, dataset.Options{IDColumn: "uid", CaptionColumn: "alt", ImageColumn: "seg.png"})
+	got, err = readAll(t, dir, dataset.Options{IDColumn: "uid", CaptionColumn: "alt", ImageExtension: "seg.png"})
 	if err != nil {
 		t.Fatal(err)
 	}
