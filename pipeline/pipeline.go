@@ -127,6 +127,10 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	if storage.Clean(c.Input) == storage.Clean(c.Output) {
 		return nil, fmt.Errorf("--output must differ from --input")
 	}
+	if strings.HasPrefix(storage.Clean(c.Output), strings.TrimSuffix(storage.Clean(c.Input), "/")+"/") {
+		// Formats that find their files at any depth would read the outputs as input next time.
+		return nil, fmt.Errorf("--output %s is inside --input %s: put it elsewhere", c.Output, c.Input)
+	}
 	shape, err := checkConfig(&c)
 	if err != nil {
 		return nil, err
