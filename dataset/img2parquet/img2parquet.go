@@ -16,8 +16,8 @@
 // (lemon eval's deep kNN baseline).
 //
 // Per-row faults (RawRecord.Err): a null or empty id, a missing, empty or non-UTF-8 caption, a
-// null image (img2dataset's failed downloads; the status and error_message are quoted) or an
-// empty one. An unreadable file is an error naming it.
+// null image (for img2dataset's failed downloads "download failed", quoting the status and
+// error_message) or an empty one. An unreadable file is an error naming it.
 package img2parquet
 
 import (
@@ -313,7 +313,7 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 			case r.Image == nil:
 				r.Err = "missing image"
 				if status != nil && status[i] != "" && status[i] != "success" {
-					r.Err += fmt.Sprintf(" (status %s", status[i])
+					r.Err = fmt.Sprintf("download failed: missing image (status %s", status[i])
 					if message != nil && message[i] != "" {
 						r.Err += ": " + message[i]
 					}

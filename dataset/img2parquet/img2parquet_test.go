@@ -79,7 +79,7 @@ func TestFailedDownloadReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := read(t, filepath.Join(dir, "00000.parquet"), dataset.Options{})
-	if len(got) != 2 || got[1].Err != "missing image (status failed_to_download: HTTP Error 404: Not Found)" {
+	if len(got) != 2 || got[1].Err != "download failed: missing image (status failed_to_download: HTTP Error 404: Not Found)" {
 		t.Fatalf("got %+v", got)
 	}
 }
