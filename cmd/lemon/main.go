@@ -88,8 +88,7 @@ func main() {
 	case "help", "-h", "--help", "-help":
 		fmt.Print(usage)
 	default:
-		fmt.Fprintf(os.Stderr, "lemon: unknown command %q\n\n%s", cmd, usage)
-		os.Exit(2)
+		err = cli.Usagef("unknown command %q; see 'lemon help' for the commands", cmd)
 	}
 	if err != nil {
 		if errors.As(err, new(cli.UsageError)) {
