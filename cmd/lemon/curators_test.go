@@ -82,20 +82,8 @@ func TestDataCompShards(t *testing.T) {
 
 	rep := filepath.Join(t.TempDir(), "rep")
 	run(t, false, "eval", "--run", out, "--output", rep)
-	b, err := os.ReadFile(filepath.Join(rep, "metrics.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct {
-		Methods map[string]struct {
-			AUROC *float64 `json:"auroc"`
-		} `json:"methods"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	if a := m.Methods["deep_knn"].AUROC; a == nil {
-		t.Errorf("deep kNN not computed on a DataComp run:\n%s", b)
+	if a := evalAUROC(t, rep)["deep_knn"]; a == nil {
+		t.Error("deep kNN not computed on a DataComp run")
 	}
 
 	out2 := filepath.Join(t.TempDir(), "out")
@@ -122,6 +110,9 @@ func TestHuggingFaceParquet(t *testing.T) {
 	root := filepath.Join(dir, "hf")
 	a, b := samples.Make("a", 20, 1), samples.Make("b", 14, 2)
 	a[3].Image = nil // a row without an image
+	for i, s := range append(a, b...) {
+		s.Extra["is_error"] = fmt.Sprint(i%4 == 0) // a truth column for lemon eval
+	}
 	for p, s := range map[string][]samples.Sample{"data/train-00000-of-00002.parquet": a, "data/train-00001-of-00002.parquet": b} {
 		if err := img2parquet.WriteHuggingFace(ctx, filepath.Join(root, p), s); err != nil {
 			t.Fatal(err)
@@ -168,6 +159,33 @@ func TestHuggingFaceParquet(t *testing.T) {
 	if !slices.Equal(ids, want) {
 		t.Errorf("kept/ and rejected/ ids %v, want the scored ids %v", ids, want)
 	}
+	rep := filepath.Join(dir, "rep")
+	run(t, false, "eval", "--run", out, "--output", rep)
+	if a := evalAUROC(t, rep)["deep_knn"]; a == nil {
+		t.Error("deep kNN not computed on a run of Parquet without an id column")
+	}
+}
+
+// evalAUROC reads each method's AUROC from lemon eval's metrics.json (nil where not computed).
+func evalAUROC(t *testing.T, rep string) map[string]*float64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(rep, "metrics.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Methods map[string]struct {
+			AUROC *float64 `json:"auroc"`
+		} `json:"methods"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*float64{}
+	for k, v := range m.Methods {
+		out[k] = v.AUROC
+	}
+	return out
 }
 
 func firstKeys(m map[string]scoreRow) []string {
