@@ -183,19 +183,19 @@ func Open(ctx context.Context, path, name string) (Format, error) {
 	return nil, fmt.Errorf("%s: not a dataset lemon can read: want embeddings (a clip-retrieval folder with img_emb/ and text_emb/, Parquet with embedding columns, DataComp Parquet with .npz beside it) or images and captions (webdataset tars, Parquet with an image column, a CSV of image paths); --input-format names one of %v", path, append(names, rawNames()...))
 }
 
-// CheckExists says "does not exist" when nothing is at path p (no file, and no folder holding
-// files), and "is an empty folder" when a local folder is there but holds no file.
+// CheckExists says "does not exist" when nothing is at path p (no file, no folder), and "is an
+// empty folder" when a local folder is there but holds nothing.
 func CheckExists(ctx context.Context, p string) error {
-	if storage.Exists(ctx, p) {
+	switch {
+	case storage.Exists(ctx, p):
 		return nil
+	case !storage.IsDir(ctx, p):
+		return fmt.Errorf("%s does not exist", p)
 	}
-	if fs, err := storage.Walk(ctx, p); err != nil || len(fs) > 0 {
-		return err
-	}
-	if st, err := os.Stat(p); storage.IsLocal(p) && err == nil && st.IsDir() {
+	if ents, err := os.ReadDir(p); storage.IsLocal(p) && err == nil && len(ents) == 0 {
 		return fmt.Errorf("%s is an empty folder: no dataset files in it", p)
 	}
-	return fmt.Errorf("%s does not exist", p)
+	return nil
 }
 
 // PickColumn returns the column to use: the configured one if set (it must exist), else the

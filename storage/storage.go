@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -155,6 +156,21 @@ func Walk(ctx context.Context, dir string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// IsDir reports whether p is a directory: on local disk one that exists, on object stores a
+// prefix with objects under it.
+func IsDir(ctx context.Context, p string) bool {
+	if IsLocal(p) {
+		st, err := os.Stat(p)
+		return err == nil && st.IsDir()
+	}
+	d, err := backend(p)
+	if err != nil {
+		return false
+	}
+	ents, err := d.List(ctx, p)
+	return err == nil && len(ents) > 0
 }
 
 // Size returns a file's size in bytes.

@@ -154,6 +154,12 @@ func Run(t *testing.T, root string) {
 		if none, err := storage.Walk(ctx, storage.Join(root, "no-such-dir")); err != nil || len(none) != 0 {
 			t.Fatalf("walking a missing directory = %v, %v; want nothing", none, err)
 		}
+		if !storage.IsDir(ctx, dir) || !storage.IsDir(ctx, storage.Join(dir, "a", "deep")) {
+			t.Fatal("IsDir of directories holding files = false")
+		}
+		if storage.IsDir(ctx, storage.Join(dir, "b.txt")) || storage.IsDir(ctx, storage.Join(root, "no-such-dir")) {
+			t.Fatal("IsDir of a file or a missing directory = true")
+		}
 	})
 	t.Run("RemoveAll", func(t *testing.T) {
 		dir := storage.Join(root, "f")
