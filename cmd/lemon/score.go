@@ -204,7 +204,7 @@ var scoreGroups = []cli.Group{
 	{Heading: "Encoder flags (inputs of images and captions)", Flags: []string{"image-model", "text-model", "vocab", "device", "batch-size", "threads"}},
 	{Heading: "LEMoN flags", Flags: []string{"config", "k", "distance", "discrete-text", "beta", "gamma", "tau1n", "tau2n", "tau1m", "tau2m"}},
 	{Heading: "Reference flags", Flags: []string{"reference", "reference-format", "reference-sample", "reference-split", "seed"}},
-	{Heading: "Output flags", Flags: []string{"output", "reject-fraction", "threshold", "scores-format", "emit-neighbours", "save-neighbour-lists", "verbose"}},
+	{Heading: "Output flags", Flags: []string{"output", "overwrite", "reject-fraction", "threshold", "scores-format", "emit-neighbours", "save-neighbour-lists", "verbose"}},
 	{Heading: "Search flags", Flags: []string{"search-shape", "block-rows", "worker-memory-mib", "workers", "cores", "gpu", "knn-backend", "temp-dir"}},
 }
 
