@@ -20,15 +20,67 @@ import (
 )
 
 // Options name the columns a format reads (empty names mean "detect"), and what it may read.
+// Each has one meaning, and the formats it applies to say so; the others ignore it.
 type Options struct {
 	IDColumn      string `yaml:"id_column" json:"id_column,omitempty"`
 	CaptionColumn string `yaml:"caption_column" json:"caption_column,omitempty"`
-	ImageColumn   string `yaml:"image_column" json:"image_column,omitempty"` // embparquet: list<float> image embedding
-	TextColumn    string `yaml:"text_column" json:"text_column,omitempty"`   // embparquet: list<float> text embedding
+	// ImageEmbeddingColumn and TextEmbeddingColumn are the list<float> embedding columns of
+	// Parquet with embeddings (embparquet).
+	ImageEmbeddingColumn string `yaml:"image_embedding_column" json:"image_embedding_column,omitempty"`
+	TextEmbeddingColumn  string `yaml:"text_embedding_column" json:"text_embedding_column,omitempty"`
+	// ImageBytesColumn is the encoded-image column of Parquet with images (img2parquet).
+	ImageBytesColumn string `yaml:"image_bytes_column" json:"image_bytes_column,omitempty"`
+	// ImagePathColumn is the image path column of a path CSV (pathcsv).
+	ImagePathColumn string `yaml:"image_path_column" json:"image_path_column,omitempty"`
+	// ImageExtension is the extension of the image member of webdataset samples (webdataset).
+	ImageExtension string `yaml:"image_extension" json:"image_extension,omitempty"`
+	// EmbeddingModel picks DataComp's embedding arrays: b32 (default) or l14 (datacomp).
+	EmbeddingModel string `yaml:"embedding_model" json:"embedding_model,omitempty"`
+	// ImageColumn and TextColumn are the deprecated --image-column and --text-column, which
+	// meant a different option for each format: Resolve turns them into that option.
+	ImageColumn string `yaml:"image_column" json:"image_column,omitempty"`
+	TextColumn  string `yaml:"text_column" json:"text_column,omitempty"`
 	// SplitColumn is read into Record.Split when set (for --reference-split).
 	SplitColumn string `yaml:"split_column" json:"split_column,omitempty"`
 	// AllowOutsidePaths lets a path CSV name images outside its own folder (pathcsv).
 	AllowOutsidePaths bool `yaml:"allow_outside_paths" json:"allow_outside_paths,omitempty"`
+}
+
+// aliases are what the deprecated --image-column and --text-column mean for each format that
+// had a use for them: the option each stands for there.
+var aliases = map[string][2]string{
+	"parquet":     {"image-embedding-column", "text-embedding-column"},
+	"img2parquet": {"image-bytes-column", ""},
+	"pathcsv":     {"image-path-column", ""},
+	"webdataset":  {"image-extension", ""},
+}
+
+// Resolve returns o with the deprecated ImageColumn and TextColumn moved to the options they
+// mean for the format named format, and a one-line note saying so ("" when neither is set).
+// Where the format has no such option, or the new option is also set to something else, it
+// is an error.
+func (o Options) Resolve(format string) (Options, string, error) {
+	var notes []string
+	for i, old := range []*string{&o.ImageColumn, &o.TextColumn} {
+		if *old == "" {
+			continue
+		}
+		oldFlag := [2]string{"image-column", "text-column"}[i]
+		name := aliases[format][i]
+		if name == "" {
+			return o, "", fmt.Errorf("--%s (deprecated) has no meaning for %s input; the options are --image-embedding-column and --text-embedding-column (Parquet with embeddings), --image-bytes-column (Parquet with images), --image-path-column (CSV of paths), --image-extension (webdataset), and --caption-column for captions", oldFlag, format)
+		}
+		target := map[string]*string{
+			"image-embedding-column": &o.ImageEmbeddingColumn, "text-embedding-column": &o.TextEmbeddingColumn,
+			"image-bytes-column": &o.ImageBytesColumn, "image-path-column": &o.ImagePathColumn, "image-extension": &o.ImageExtension,
+		}[name]
+		if *target != "" && *target != *old {
+			return o, "", fmt.Errorf("--%s %q and --%s %q name the same thing; give only --%s", oldFlag, *old, name, *target, name)
+		}
+		*target, *old = *old, ""
+		notes = append(notes, fmt.Sprintf("--%s is deprecated: for %s input it is --%s; use that", oldFlag, format, name))
+	}
+	return o, strings.Join(notes, "; "), nil
 }
 
 // IDColumns and CaptionColumns are the names tried, in order, when none is given.
@@ -125,7 +177,25 @@ func Open(ctx context.Context, path, name string) (Format, error) {
 			return f, nil
 		}
 	}
-	return nil, fmt.Errorf("%s: not a dataset lemon can read: want a directory with img_emb/ and text_emb/ (clip-retrieval layout) or Parquet files with embedding columns (known formats: %v)", path, names)
+	if err := CheckExists(ctx, path); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%s: not a dataset lemon can read: want embeddings (a clip-retrieval folder with img_emb/ and text_emb/, Parquet with embedding columns, DataComp Parquet with .npz beside it) or images and captions (webdataset tars, Parquet with an image column, a CSV of image paths); --input-format names one of %v", path, append(names, rawNames()...))
+}
+
+// CheckExists says "does not exist" when nothing is at path p (no file, no folder), and "is an
+// empty folder" when a local folder is there but holds nothing.
+func CheckExists(ctx context.Context, p string) error {
+	switch {
+	case storage.Exists(ctx, p):
+		return nil
+	case !storage.IsDir(ctx, p):
+		return fmt.Errorf("%s does not exist", p)
+	}
+	if ents, err := os.ReadDir(p); storage.IsLocal(p) && err == nil && len(ents) == 0 {
+		return fmt.Errorf("%s is an empty folder: no dataset files in it", p)
+	}
+	return nil
 }
 
 // PickColumn returns the column to use: the configured one if set (it must exist), else the
@@ -167,6 +237,31 @@ func ShardFiles(ctx context.Context, p string, exts ...string) ([]string, error)
 		return nil, err
 	}
 	return slices.DeleteFunc(fs, func(f string) bool { return Ext(f, exts...) == "" }), nil
+}
+
+// ShardFilesUnder is ShardFiles at any depth: p itself if it names a file with one of exts,
+// else every such file anywhere under directory p, sorted by path (a Hugging Face dataset root
+// holds data/train-00000-of-00002.parquet). Hidden names, files or folders, are skipped.
+func ShardFilesUnder(ctx context.Context, p string, exts ...string) ([]string, error) {
+	if Ext(p, exts...) != "" {
+		return ShardFiles(ctx, p, exts...)
+	}
+	fs, err := storage.Walk(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(fs, func(f string) bool { return Ext(f, exts...) == "" }), nil
+}
+
+// RelPath is file's path relative to root, the path a format's Plan was given: the file's base
+// name when root is the file itself. Under a dataset root it tells apart files of one name in
+// different folders (train/0.parquet, test/0.parquet).
+func RelPath(root, file string) string {
+	root, file = storage.Clean(root), storage.Clean(file)
+	if rel, ok := strings.CutPrefix(file, strings.TrimSuffix(root, "/")+"/"); ok {
+		return rel
+	}
+	return storage.Base(file)
 }
 
 // Ext returns the first of exts that name ends in, ignoring case, as name spells it; "" if none.
@@ -267,10 +362,27 @@ func NoteUnread(ctx context.Context, format, dir string, reads func(path string)
 	if err != nil {
 		return err
 	}
+	return noteUnread(ctx, format, dir, fs, reads)
+}
+
+// NoteUnreadUnder is NoteUnread for formats that find their files at any depth under dir
+// (ShardFilesUnder): it notes the files under dir, named by their paths relative to it.
+func NoteUnreadUnder(ctx context.Context, format, dir string, reads func(path string) bool) error {
+	if reads(dir) {
+		return nil
+	}
+	fs, err := storage.Walk(ctx, dir)
+	if err != nil {
+		return err
+	}
+	return noteUnread(ctx, format, dir, fs, reads)
+}
+
+func noteUnread(ctx context.Context, format, dir string, fs []string, reads func(path string) bool) error {
 	var names []string
 	for _, f := range fs {
 		if !reads(f) {
-			names = append(names, storage.Base(f))
+			names = append(names, RelPath(dir, f))
 		}
 	}
 	if len(names) == 0 {

@@ -72,19 +72,24 @@ func GetRaw(name string) (RawFormat, error) {
 	return f, nil
 }
 
+// rawNames lists the raw formats' names, sorted.
+func rawNames() []string {
+	mu.Lock()
+	defer mu.Unlock()
+	var names []string
+	for n := range rawFormats {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	return names
+}
+
 // DetectRaw returns the raw format that recognises path, or nil.
 func DetectRaw(ctx context.Context, path, name string) (RawFormat, error) {
 	if name != "" && name != "auto" {
 		return GetRaw(name)
 	}
-	mu.Lock()
-	var names []string
-	for n := range rawFormats {
-		names = append(names, n)
-	}
-	mu.Unlock()
-	sortStrings(names)
-	for _, n := range names {
+	for _, n := range rawNames() {
 		f, _ := GetRaw(n)
 		if f.Detect(ctx, path) {
 			return f, nil

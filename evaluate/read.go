@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -54,7 +55,7 @@ type table struct {
 func (t *table) n() int { return len(t.truth) }
 
 func listFiles(ctx context.Context, dir, sub, ext string) ([]string, error) {
-	files, err := storage.List(ctx, storage.Join(dir, sub, "*."+ext))
+	files, err := dataset.ShardFilesUnder(ctx, storage.Join(dir, sub), "."+ext) // at any depth, as Parquet inputs' outputs mirror them
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", storage.Join(dir, sub), err)
 	}

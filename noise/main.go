@@ -72,8 +72,10 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.WordNet, "wordnet", "", "noun: WordNet dict directory holding index.noun (default: $WNSEARCHDIR, /usr/share/wordnet, third_party/wordnet/usr/share/wordnet)")
 	fs.StringVar(&o.Columns.IDColumn, "id-column", "", "row id column (default: first of key, uid, id)")
 	fs.StringVar(&o.Columns.CaptionColumn, "caption-column", "", "caption column (default: first of caption, text)")
-	fs.StringVar(&o.Columns.ImageColumn, "image-column", "", "parquet: image embedding column (default image_embedding)")
-	fs.StringVar(&o.Columns.TextColumn, "text-column", "", "parquet: text embedding column (default text_embedding)")
+	fs.StringVar(&o.Columns.ImageEmbeddingColumn, "image-embedding-column", "", "parquet: image embedding column (default image_embedding)")
+	fs.StringVar(&o.Columns.TextEmbeddingColumn, "text-embedding-column", "", "parquet: text embedding column (default text_embedding)")
+	fs.StringVar(&o.Columns.ImageEmbeddingColumn, "image-column", "", "deprecated name of --image-embedding-column")
+	fs.StringVar(&o.Columns.TextEmbeddingColumn, "text-column", "", "deprecated name of --text-embedding-column")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		cli.PrintFlags(fs, nil)

@@ -89,7 +89,7 @@ func (e *edits) newColumns() []newColumn {
 // embeddings go last, so a shard whose image file exists is complete.
 func writeShard(ctx context.Context, f dataset.Format, sh dataset.Shard, m shardMeta, o Options, ed *edits) error {
 	if f.Name() == (embparquet.Format{}).Name() {
-		vecCol := o.Columns.TextColumn
+		vecCol := o.Columns.TextEmbeddingColumn
 		if vecCol == "" {
 			vecCol = embparquet.TextColumn
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/dataset"
+	_ "github.com/lemon-curation/lemon/dataset/datacomp"    // DataComp Parquet + npz
 	_ "github.com/lemon-curation/lemon/dataset/embdir"      // clip-retrieval layout
 	_ "github.com/lemon-curation/lemon/dataset/embparquet"  // Parquet with embedding columns
 	_ "github.com/lemon-curation/lemon/dataset/img2parquet" // img2dataset Parquet (image bytes)
@@ -125,6 +126,10 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	}
 	if storage.Clean(c.Input) == storage.Clean(c.Output) {
 		return nil, fmt.Errorf("--output must differ from --input")
+	}
+	if strings.HasPrefix(storage.Clean(c.Output), strings.TrimSuffix(storage.Clean(c.Input), "/")+"/") {
+		// Formats that find their files at any depth would read the outputs as input next time.
+		return nil, fmt.Errorf("--output %s is inside --input %s: put it elsewhere", c.Output, c.Input)
 	}
 	shape, err := checkConfig(&c)
 	if err != nil {
@@ -349,7 +354,13 @@ func (p *Plan) searchJob(text rowSample) tiling.Job {
 
 func planInput(ctx context.Context, path, format string, cols dataset.Options, ec embed.Config) (transforms.Input, int64, error) {
 	var in transforms.Input
+	if err := dataset.CheckExists(ctx, path); err != nil {
+		return in, 0, err
+	}
 	if f, err := dataset.Open(ctx, path, format); err == nil {
+		if cols, err = resolveColumns(ctx, cols, f.Name()); err != nil {
+			return in, 0, err
+		}
 		shards, err := f.Plan(ctx, path, cols)
 		if err != nil {
 			return in, 0, err
@@ -358,6 +369,9 @@ func planInput(ctx context.Context, path, format string, cols dataset.Options, e
 	} else {
 		rf, rerr := dataset.DetectRaw(ctx, path, format)
 		if rerr != nil || rf == nil {
+			return in, 0, err
+		}
+		if cols, err = resolveColumns(ctx, cols, rf.Name()); err != nil {
 			return in, 0, err
 		}
 		shards, err := rf.Plan(ctx, path, cols)
@@ -387,6 +401,16 @@ func planInput(ctx context.Context, path, format string, cols dataset.Options, e
 		rows += sh.Rows
 	}
 	return in, rows, nil
+}
+
+// resolveColumns turns the deprecated --image-column and --text-column into the options they
+// mean for the format, saying so.
+func resolveColumns(ctx context.Context, cols dataset.Options, format string) (dataset.Options, error) {
+	cols, note, err := cols.Resolve(format)
+	if note != "" {
+		dataset.Notef(ctx, "%s", note)
+	}
+	return cols, err
 }
 
 // rowSample is what a look at the input's first rows says: the mean id and caption lengths,

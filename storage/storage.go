@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +115,62 @@ func List(ctx context.Context, glob string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// walkDepth bounds how deep Walk descends: links can make a directory its own descendant.
+const walkDepth = 32
+
+// Walk returns every file under directory dir, at any depth, sorted. Names that start with a
+// dot, files and directories alike, are skipped: they are unfinished writes (TempName) or tools'
+// own state (.git, .cache). A missing directory has no files.
+func Walk(ctx context.Context, dir string) ([]string, error) {
+	d, err := backend(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	var walk func(dir string, depth int) error
+	walk = func(dir string, depth int) error {
+		if depth > walkDepth {
+			return fmt.Errorf("%s: more than %d directories deep (a link loop?)", dir, walkDepth)
+		}
+		ents, err := d.List(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", dir, err)
+		}
+		for _, e := range ents {
+			switch {
+			case strings.HasPrefix(Base(e.Path), "."):
+			case e.Dir:
+				if err := walk(e.Path, depth+1); err != nil {
+					return err
+				}
+			default:
+				out = append(out, e.Path)
+			}
+		}
+		return nil
+	}
+	if err := walk(dir, 0); err != nil {
+		return nil, err
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// IsDir reports whether p is a directory: on local disk one that exists, on object stores a
+// prefix with objects under it.
+func IsDir(ctx context.Context, p string) bool {
+	if IsLocal(p) {
+		st, err := os.Stat(p)
+		return err == nil && st.IsDir()
+	}
+	d, err := backend(p)
+	if err != nil {
+		return false
+	}
+	ents, err := d.List(ctx, p)
+	return err == nil && len(ents) > 0
 }
 
 // Size returns a file's size in bytes.

@@ -59,8 +59,12 @@ func (fn *embedShardFn) ProcessElement(ctx context.Context, shard int32, emitBlo
 	}
 	sink := newRowSink(ctx, in, shard, fn.emb.Dim(), fn.Config, fn.IDBuckets, emitBlock, emitFault)
 	defer sink.release()
+	meter := embedMeter(fn.Config.Side, in.Rows())
+	meter.Begin()
+	defer meter.End()
 	err = fn.emb.Shard(ctx, f, sh, in.Options, func(e embed.Embedded) error {
 		r := e.Record
+		meter.Add(1)
 		return sink.add(r.Index, r.ID, r.Caption, r.Split, e.Image, e.Text, e.Err)
 	})
 	if err != nil {

@@ -66,7 +66,11 @@ func (fn *writeEmbeddingsFn) ProcessElement(ctx context.Context, shard int32) (C
 	var imgs, txts []float32
 	var ids, caps, errIDs, errCaps, reasons []string
 	var errRows []int64
+	meter := embedMeter("", in.Rows())
+	meter.Begin()
+	defer meter.End()
 	err = fn.emb.Shard(ctx, f, sh, in.Options, func(e embed.Embedded) error {
+		meter.Add(1)
 		reason := rowFault(e.Err, e.Image, e.Text)
 		if reason != "" {
 			errIDs, errCaps, reasons, errRows = append(errIDs, e.Record.ID), append(errCaps, e.Record.Caption), append(reasons, reason), append(errRows, e.Record.Index)

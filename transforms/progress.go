@@ -1,10 +1,13 @@
 package transforms
 
 import (
+	"fmt"
 	"log"
 	"os"
 	"sync"
 	"time"
+
+	meter "github.com/lemon-curation/lemon/internal/progress"
 )
 
 // progress reports the neighbour search on stderr: the share of the work done, the rate, and
@@ -62,4 +65,23 @@ func (p *searchProgress) add(total, rowPairs int64, dim int) {
 	eta := time.Duration(float64(elapsed) / float64(p.done) * float64(p.total-p.done))
 	logf("lemon: neighbour search %.0f%% done, elapsed %s, ETA %s, %.1f GFLOP/s effective",
 		100*float64(p.done)/float64(p.total), elapsed.Round(time.Second), eta.Round(time.Second), rate)
+}
+
+// embedMeters holds this process's progress meter of each embedding stage.
+var embedMeters sync.Map
+
+// embedMeter is the progress meter of embedding stage ("input", "reference", or "" for lemon
+// embed) of a job of total rows. $LEMON_PROGRESS_INTERVAL (a Go duration, such as 30s) sets
+// the interval between lines.
+func embedMeter(stage string, total int64) *meter.Meter {
+	what := "embedding"
+	if stage != "" {
+		what += " (" + stage + ")"
+	}
+	m := &meter.Meter{What: what, Total: total, Print: func(line string) { logf("lemon: %s", line) }}
+	if d, err := time.ParseDuration(os.Getenv("LEMON_PROGRESS_INTERVAL")); err == nil && d > 0 {
+		m.First, m.Every = min(d, meter.First), d
+	}
+	got, _ := embedMeters.LoadOrStore(fmt.Sprintf("%s/%d", stage, total), m)
+	return got.(*meter.Meter)
 }

@@ -34,6 +34,15 @@ func (in Input) File(shard int32) string {
 	return sh.Name
 }
 
+// Rows is the number of rows in all shards.
+func (in Input) Rows() int64 {
+	var n int64
+	for _, sh := range in.Shards {
+		n += sh.Rows
+	}
+	return n
+}
+
 // Locate turns a dataset position into its shard and row within the shard.
 func (in Input) Locate(pos int64) (shard int32, index int64) {
 	lo, hi := 0, len(in.Shards)-1

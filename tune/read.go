@@ -43,7 +43,7 @@ type runData struct {
 }
 
 func listFiles(ctx context.Context, dir, sub string) ([]string, error) {
-	files, err := storage.List(ctx, storage.Join(dir, sub, "*.parquet"))
+	files, err := dataset.ShardFilesUnder(ctx, storage.Join(dir, sub), ".parquet") // at any depth, as Parquet inputs' outputs mirror them
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", storage.Join(dir, sub), err)
 	}

@@ -13,15 +13,45 @@ import (
 	"github.com/lemon-curation/lemon/internal/cli"
 )
 
+const devUsage = `Usage: lemon dev make-dataset --out DIR [flags]
+       lemon dev make-encoders --size tiny|vit-b-32 --out DIR [flags]
+
+Tools for trying lemon out and testing it. 'lemon dev COMMAND --help' lists a command's flags.
+`
+
+const makeDatasetUsage = `Usage: lemon dev make-dataset --out DIR [flags]
+
+Writes a synthetic CLIP-like dataset with known label errors: clustered image and caption
+vectors, a share of rows with a swapped caption (is_error=true), in the clip-retrieval layout
+(embdir) or as Parquet with embedding columns. Stand-in data, not from a real encoder.
+`
+
+const makeEncodersUsage = `Usage: lemon dev make-encoders --size tiny|vit-b-32 --out DIR [flags]
+
+Writes stand-in CLIP encoders, DIR/image.onnx and DIR/text.onnx, with the real interface and
+random weights (NOT a trained CLIP): tiny for tests, vit-b-32 with ViT-B/32's shapes and FLOPs
+for benchmarks.
+`
+
 func runDev(args []string) error {
-	if len(args) > 0 && args[0] == "make-encoders" {
+	switch {
+	case len(args) > 0 && args[0] == "make-encoders":
 		return makeEncoders(args[1:])
+	case len(args) > 0 && args[0] == "make-dataset":
+		return makeDataset(args[1:])
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help"):
+		fmt.Print(devUsage)
+		return nil
+	case len(args) == 0:
+		return cli.Usagef("lemon dev needs a command, make-dataset or make-encoders; see 'lemon dev --help'")
 	}
-	if len(args) == 0 || args[0] != "make-dataset" {
-		return cli.Usagef("usage: lemon dev make-dataset --out DIR [flags] | lemon dev make-encoders --size tiny|vit-b-32 --out DIR")
-	}
+	return cli.Usagef("unknown command %q of lemon dev (want make-dataset or make-encoders); see 'lemon dev --help'", args[0])
+}
+
+func makeDataset(args []string) error {
 	o := synth.Defaults()
 	fs := flag.NewFlagSet("lemon dev make-dataset", flag.ContinueOnError)
+	fs.Usage = func() { cli.PrintHelp(fs, makeDatasetUsage, nil) }
 	out := fs.String("out", "", "directory to write (required)")
 	format := fs.String("format", "embdir", "embdir (clip-retrieval layout) or parquet")
 	meta := fs.String("metadata", ".parquet", "embdir metadata files: .parquet, .csv, .jsonl or none")
@@ -38,11 +68,11 @@ func runDev(args []string) error {
 	fs.Float64Var(&o.GroupSpread, "family-spread", 0.5, "distance scale between concepts of one family")
 	fs.BoolVar(&o.Hard, "hard", false, "swap captions only within a family (semantically close swaps, like the paper's cat noise)")
 	fs.BoolVar(&o.Split, "split", false, "add a seeded 80/10/10 split column (train/val/test)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return cli.UsageError{Err: err}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if *out == "" {
-		return cli.Usagef("--out is required")
+		return cli.Usagef("--out is required; see 'lemon dev make-dataset --help'")
 	}
 	rows, err := synth.Generate(o)
 	if err != nil {
@@ -56,7 +86,7 @@ func runDev(args []string) error {
 	case "parquet":
 		err = embparquet.Write(ctx, *out, parts)
 	default:
-		return cli.Usagef("--format must be embdir or parquet")
+		return cli.Usagef("--format must be embdir or parquet; see 'lemon dev make-dataset --help'")
 	}
 	if err != nil {
 		return err
@@ -67,14 +97,15 @@ func runDev(args []string) error {
 
 func makeEncoders(args []string) error {
 	fs := flag.NewFlagSet("lemon dev make-encoders", flag.ContinueOnError)
+	fs.Usage = func() { cli.PrintHelp(fs, makeEncodersUsage, nil) }
 	size := fs.String("size", "tiny", "tiny (fast, for tests) or vit-b-32 (ViT-B/32 shapes and FLOPs, for benchmarks)")
 	out := fs.String("out", "", "directory for image.onnx and text.onnx (required)")
 	seed := fs.Uint64("seed", 1, "weight seed")
-	if err := fs.Parse(args); err != nil {
-		return cli.UsageError{Err: err}
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if *out == "" {
-		return cli.Usagef("--out is required")
+		return cli.Usagef("--out is required; see 'lemon dev make-encoders --help'")
 	}
 	if err := standin.Write(*out, *size, *seed); err != nil {
 		return err

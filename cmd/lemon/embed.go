@@ -22,32 +22,33 @@ import (
 
 const embedUsage = `Usage: lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx [flags]
 
-Embeds images and captions (webdataset tars, img2dataset Parquet, or a CSV of image paths)
-with your CLIP encoders and writes the clip-retrieval layout: DIR/img_emb/img_emb_N.npy,
-DIR/text_emb/text_emb_N.npy (L2-normalised), DIR/metadata/metadata_N.parquet (key, caption),
-DIR/errors/ (rows that could not be embedded, with the reason) and DIR/manifest.json.
-'lemon score --input DIR' then scores it without embedding again.
-
-Flags:
+Embeds images and captions (webdataset tars, Parquet with an image column as img2dataset and
+Hugging Face datasets write it, or a CSV of image paths) with your CLIP encoders and writes the
+clip-retrieval layout: DIR/img_emb/img_emb_N.npy, DIR/text_emb/text_emb_N.npy
+(L2-normalised), DIR/metadata/metadata_N.parquet (key, caption), DIR/errors/ (rows that could
+not be embedded, with the reason) and DIR/manifest.json. 'lemon score --input DIR' then scores
+it without embedding again.
 `
 
 func runEmbed(args []string) error {
 	var c pipeline.EmbedConfig
-	fs := flag.CommandLine
+	fs := flag.CommandLine // Beam's runner flags are defined there
+	fs.Init("lemon embed", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), embedUsage)
-		cli.PrintFlags(fs, []string{"input", "input-format", "output", "dtype", "image-model", "text-model", "vocab", "device", "batch-size", "threads", "id-column", "caption-column", "image-column", "allow-outside-paths"})
+		cli.PrintHelp(fs, embedUsage, func(name string) bool { return ourFlags[name] },
+			cli.Group{Heading: "Input and output flags", Flags: []string{"input", "input-format", "output", "dtype", "id-column", "caption-column", "image-bytes-column", "image-path-column", "image-extension", "allow-outside-paths", "image-column", "verbose"}},
+			cli.Group{Heading: "Encoder flags", Flags: []string{"image-model", "text-model", "vocab", "device", "batch-size", "threads"}})
 		fmt.Fprint(fs.Output(), "\nRunner flags are Beam's, as for 'lemon score' (default --runner prism).\n")
 	}
-	fs.StringVar(&c.Input, "input", "", "raw dataset: webdataset tars, img2dataset Parquet, or a CSV of image paths and captions")
+	fs.StringVar(&c.Input, "input", "", "images and captions: webdataset tars, Parquet with an image column (img2dataset's, or a Hugging Face dataset), or a CSV of image paths and captions")
 	fs.StringVar(&c.InputFormat, "input-format", "auto", "auto, webdataset, img2parquet or pathcsv")
 	fs.StringVar(&c.Output, "output", "", "output directory (clip-retrieval layout)")
 	dtype := fs.String("dtype", "float32", "float32 or float16")
-	fs.StringVar(&c.Columns.IDColumn, "id-column", "", "id column (default: key, uid or id)")
-	fs.StringVar(&c.Columns.CaptionColumn, "caption-column", "", "caption column (default: caption or text)")
-	fs.StringVar(&c.Columns.ImageColumn, "image-column", "", "image bytes or path column (default: detected)")
+	defineColumnFlags(fs, &c.Columns, false)
 	fs.BoolVar(&c.Columns.AllowOutsidePaths, "allow-outside-paths", false, "path CSV input: also read images outside the CSV's folder (absolute paths, .., links out); by default such rows go to errors")
-	ourFlags["input"] = true
+	for _, n := range []string{"input", "input-format", "output", "dtype", "allow-outside-paths", "verbose"} {
+		ourFlags[n] = true
+	}
 	defineEmbedFlags(fs, &c.Embed)
 	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
 	if help, err := cli.Parse(fs, args); help || err != nil {

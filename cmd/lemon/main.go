@@ -29,14 +29,15 @@ const usage = `lemon finds mislabelled image-caption pairs (LEMoN, ICML 2025) an
 
 Usage:
   lemon score --input DIR --output OUT [--config FILE] [flags]
-      Score every pair from precomputed CLIP embeddings and write scores plus kept/rejected
-      shards. 'lemon score --help' lists the flags.
+      Score every pair (CLIP embeddings: clip-retrieval/LAION folders, embedding Parquet,
+      DataComp Parquet + npz; or images and captions, embedded first) and write scores plus
+      kept/rejected shards. 'lemon score --help' lists the layouts and flags.
   lemon plan [--input DIR | --rows N --dim D] [score's flags] [--json]
       Price the neighbour search before it runs: tasks, temporary storage, shuffle, memory per
       task, FLOPs and hours for each search shape, and which one 'lemon score' would run.
   lemon embed --input RAW --output DIR --image-model IMG.onnx --text-model TXT.onnx
-      Embed images and captions (webdataset, img2dataset Parquet, CSV of paths) with your CLIP
-      encoders into the clip-retrieval layout. 'lemon score' also takes RAW inputs directly.
+      Embed images and captions (webdataset, img2dataset or Hugging Face Parquet, CSV of paths)
+      with your CLIP encoders into the clip-retrieval layout. 'lemon score' also takes them.
   lemon noise --input DIR --output DIR --kind random|noun|cat|symmetric|asymmetric [--level 0.4]
       Inject known label errors into a clean embedding dataset (adds is_error, original_caption).
   lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split]
@@ -51,6 +52,8 @@ Usage:
       Write stand-in CLIP encoders (random weights, the real interface) for tests and benchmarks.
   lemon version
       Print the version.
+
+'lemon COMMAND --help' prints a command's help.
 `
 
 func main() {
@@ -88,8 +91,7 @@ func main() {
 	case "help", "-h", "--help", "-help":
 		fmt.Print(usage)
 	default:
-		fmt.Fprintf(os.Stderr, "lemon: unknown command %q\n\n%s", cmd, usage)
-		os.Exit(2)
+		err = cli.Usagef("unknown command %q; see 'lemon help' for the commands", cmd)
 	}
 	if err != nil {
 		if errors.As(err, new(cli.UsageError)) {

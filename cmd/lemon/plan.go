@@ -26,9 +26,8 @@ shape 'lemon score' would run with the same flags. With --input it reads only fi
 and a few rows; with --rows and --dim it plans a dataset that need not exist.
 
 The memory, shuffle and byte counts are what the job itself records in its manifest's
-"search" (measured), beside these predictions ("search.predicted").
-
-plan flags:
+"search" (measured), beside these predictions ("search.predicted"). lemon score's flags have
+the same meaning here; --output is not needed.
 `
 
 func runPlan(args []string) error {
@@ -55,21 +54,17 @@ func runPlan(args []string) error {
 	// Beam's runner flags are not defined here: plan submits nothing. --workers stands for
 	// what a runner would give (default 1).
 	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprint(out, planUsage)
-		var plan, score []string
-		fs.VisitAll(func(f *flag.Flag) {
-			if planFlags[f.Name] {
-				plan = append(plan, f.Name)
-			} else {
-				score = append(score, f.Name)
-			}
-		})
+		var plan []string
+		for n := range planFlags {
+			plan = append(plan, n)
+		}
 		sort.Strings(plan)
-		sort.Strings(score)
-		cli.PrintFlags(fs, plan)
-		fmt.Fprintf(out, "\nlemon score's flags (the same meaning; --output is not needed):\n")
-		cli.PrintFlags(fs, score)
+		groups := []cli.Group{{Heading: "Plan flags", Flags: plan}}
+		for _, g := range scoreGroups {
+			g.Heading = "lemon score: " + g.Heading
+			groups = append(groups, g)
+		}
+		cli.PrintHelp(fs, planUsage, nil, groups...)
 	}
 	if help, err := cli.Parse(fs, args); help || err != nil {
 		return err

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 	"github.com/goccy/go-yaml"
 
+	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/rundir"
@@ -99,18 +99,42 @@ func (f distanceFlag) Set(s string) error {
 // ourFlags are lemon's own flags, for the help text; the rest of flag.CommandLine is Beam's.
 var ourFlags = map[string]bool{}
 
+// inputFormats are the names --input-format takes besides auto.
+const inputFormats = "embdir, parquet, datacomp (embeddings), webdataset, img2parquet, pathcsv (images and captions)"
+
+// defineColumnFlags adds the flags that say where a format finds ids, captions and images, one
+// flag per meaning, and the deprecated --image-column and --text-column, which meant a
+// different one for each format (dataset.Options.Resolve maps them once the format is known).
+// Without embeddings, only the flags of inputs of images and captions are defined.
+func defineColumnFlags(fs *flag.FlagSet, o *dataset.Options, embeddings bool) {
+	str := func(p *string, name, usage string) { fs.StringVar(p, name, *p, usage); ourFlags[name] = true }
+	str(&o.IDColumn, "id-column", "column (webdataset: .json field) holding row ids (default: first of key, uid, id; DataComp: uid); Parquet of images without one gets ids FILE:ROW")
+	str(&o.CaptionColumn, "caption-column", "column holding captions (default: first of caption, text; DataComp: text; webdataset: the .txt member)")
+	if embeddings {
+		str(&o.ImageEmbeddingColumn, "image-embedding-column", "Parquet with embeddings: list<float> image embedding column (default image_embedding)")
+		str(&o.TextEmbeddingColumn, "text-embedding-column", "Parquet with embeddings: list<float> text embedding column (default text_embedding)")
+		str(&o.EmbeddingModel, "embedding-model", "DataComp input: which .npz arrays to read, b32 (b32_img, b32_txt) or l14 (l14_img, l14_txt) (default b32)")
+	}
+	str(&o.ImageBytesColumn, "image-bytes-column", "Parquet with images: the encoded-image column, binary or Hugging Face's struct{bytes, path} (default: first of jpg, jpeg, png, webp, image, img, image_bytes, bytes)")
+	str(&o.ImagePathColumn, "image-path-column", "CSV of image paths: the image path column (default: first of image, image_path, path, filepath, file_name)")
+	str(&o.ImageExtension, "image-extension", "webdataset: the image member's extension (default: first of jpg, jpeg, png, webp, gif)")
+	if embeddings {
+		str(&o.ImageColumn, "image-column", "deprecated, by input format: --image-embedding-column (parquet), --image-bytes-column (img2parquet), --image-path-column (pathcsv) or --image-extension (webdataset)")
+		str(&o.TextColumn, "text-column", "deprecated: --text-embedding-column (parquet)")
+	} else {
+		str(&o.ImageColumn, "image-column", "deprecated, by input format: --image-bytes-column (img2parquet), --image-path-column (pathcsv) or --image-extension (webdataset)")
+	}
+}
+
 func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	str := func(p *string, name, usage string) { fs.StringVar(p, name, *p, usage); ourFlags[name] = true }
 	num := func(p *float64, name, usage string) { fs.Float64Var(p, name, *p, usage); ourFlags[name] = true }
 	fs.String("config", "", "YAML config (e.g. configs/lemon-fix.yaml); flags given explicitly override it")
 	ourFlags["config"] = true
-	str(&c.Input, "input", "input dataset: embeddings (a clip-retrieval directory img_emb/ text_emb/ metadata/, or Parquet with embedding columns) or images and captions (webdataset tars, img2dataset Parquet, a CSV of image paths; these need --image-model and --text-model)")
-	str(&c.InputFormat, "input-format", "input format: auto, embdir, parquet, webdataset, img2parquet or pathcsv")
+	str(&c.Input, "input", "input dataset: embeddings (a clip-retrieval directory img_emb/ text_emb/ metadata/, Parquet with embedding columns, or DataComp Parquet + .npz shards) or images and captions (webdataset tars, Parquet with an image column as img2dataset and Hugging Face write it, a CSV of image paths; these need --image-model and --text-model); Parquet is found at any depth under the folder")
+	str(&c.InputFormat, "input-format", "input format: auto, "+inputFormats)
 	str(&c.Output, "output", "output directory (local path or gs://...)")
-	str(&c.Columns.IDColumn, "id-column", "metadata column holding row ids (default: first of key, uid, id)")
-	str(&c.Columns.CaptionColumn, "caption-column", "metadata column holding captions (default: first of caption, text)")
-	str(&c.Columns.ImageColumn, "image-column", "Parquet input: list<float> image embedding column (default image_embedding)")
-	str(&c.Columns.TextColumn, "text-column", "Parquet input: list<float> text embedding column (default text_embedding)")
+	defineColumnFlags(fs, &c.Columns, true)
 	fs.BoolVar(&c.Columns.AllowOutsidePaths, "allow-outside-paths", c.Columns.AllowOutsidePaths, "path CSV input: also read images outside the CSV's folder (absolute paths, .., links out); by default such rows go to errors")
 	ourFlags["allow-outside-paths"] = true
 	fs.IntVar(&c.K, "k", c.K, "neighbours per modality")
@@ -126,7 +150,7 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	num(&c.Tau1m, "tau1m", "s_m: discount of far caption neighbours")
 	num(&c.Tau2m, "tau2m", "s_m: discount of neighbours that look mislabelled themselves")
 	str(&c.Reference, "reference", "reference dataset to find neighbours in (default: the input itself); a reference row with the query's id is the query and is excluded")
-	str(&c.ReferenceFormat, "reference-format", "reference format: auto, embdir or parquet")
+	str(&c.ReferenceFormat, "reference-format", "reference format: auto, "+inputFormats)
 	fs.IntVar(&c.ReferenceSample, "reference-sample", c.ReferenceSample, "use a seeded random sample of N input rows as the reference set (the paper caps it at 50000)")
 	ourFlags["reference-sample"] = true
 	fs.Int64Var(&c.Seed, "seed", c.Seed, "seed for --reference-sample")
@@ -156,34 +180,47 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	str(&c.TempDir, "temp-dir", "where search blocks are kept during the run (default OUTPUT/.lemon-tmp); on a cluster it must be shared storage such as gs://")
 }
 
-func scoreUsage(fs *flag.FlagSet) func() {
-	return func() {
-		out := fs.Output()
-		fmt.Fprintf(out, `Usage: lemon score --input DIR --output OUT [--config FILE] [flags]
+const scoreText = `Usage: lemon score --input DIR --output OUT [--config FILE] [flags]
 
 Scores every image-caption pair with LEMoN: score = d_mm + beta*s_n + gamma*s_m, higher meaning
 more likely mislabelled (defaults: LEMoN_fix, k=30, cosine, beta=gamma=5, tau1=0.1, tau2=5).
-Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one part-NNNNN file per input shard)
-and OUT/manifest.json.
+Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one file per input shard, in the
+input's own layout for images and captions) and OUT/manifest.json.
 
-lemon flags:
-`)
-		var names []string
-		fs.VisitAll(func(f *flag.Flag) {
-			if ourFlags[f.Name] {
-				names = append(names, f.Name)
-			}
-		})
-		sort.Strings(names)
-		cli.PrintFlags(fs, names)
-		fmt.Fprintf(out, `
+Input layouts (detected; --input-format names one):
+  embdir       clip-retrieval / LAION: img_emb/img_emb_N.npy, text_emb/text_emb_N.npy, metadata/
+  parquet      Parquet with list<float> embedding columns
+  datacomp     DataComp: NNNNNNNN.parquet (uid, text, ...) beside NNNNNNNN.npz (b32_img, ...)
+  webdataset   img2dataset tars (NNNNN.tar, .tar.gz) with NNNNN.parquet beside them
+  img2parquet  Parquet with an image column: img2dataset's, or a Hugging Face dataset
+               (image struct{bytes, path}, text), files at any depth (data/train-*.parquet)
+  pathcsv      a CSV of image paths and captions
+The last three are images and captions: give --image-model and --text-model to embed them.
+`
+
+// scoreGroups are score's flags under headings; plan's help shows them too.
+var scoreGroups = []cli.Group{
+	{Heading: "Input flags", Flags: []string{"input", "input-format", "id-column", "caption-column", "image-embedding-column", "text-embedding-column", "embedding-model", "image-bytes-column", "image-path-column", "image-extension", "allow-outside-paths", "split-column", "image-column", "text-column"}},
+	{Heading: "Encoder flags (inputs of images and captions)", Flags: []string{"image-model", "text-model", "vocab", "device", "batch-size", "threads"}},
+	{Heading: "LEMoN flags", Flags: []string{"config", "k", "distance", "discrete-text", "beta", "gamma", "tau1n", "tau2n", "tau1m", "tau2m"}},
+	{Heading: "Reference flags", Flags: []string{"reference", "reference-format", "reference-sample", "reference-split", "seed"}},
+	{Heading: "Output flags", Flags: []string{"output", "overwrite", "reject-fraction", "threshold", "scores-format", "emit-neighbours", "save-neighbour-lists", "verbose"}},
+	{Heading: "Search flags", Flags: []string{"search-shape", "block-rows", "worker-memory-mib", "workers", "cores", "gpu", "knn-backend", "temp-dir"}},
+}
+
+const runnerText = `
 Runner flags (Apache Beam's own, passed through):
   --runner prism (default, in-process) | universal | flink | spark | dataflow
   --endpoint HOST:PORT       job server for universal, flink and spark
   --project, --region, --staging_location, --temp_location, --worker_binary
                              Dataflow; see the README's "Running on a cluster"
   --dry_run                  Dataflow: print the job instead of submitting it
-`)
+`
+
+func scoreUsage(fs *flag.FlagSet) func() {
+	return func() {
+		cli.PrintHelp(fs, scoreText, func(name string) bool { return ourFlags[name] }, scoreGroups...)
+		fmt.Fprint(fs.Output(), runnerText)
 	}
 }
 
@@ -194,7 +231,8 @@ func runScore(args []string) error {
 			return cli.UsageError{Err: err}
 		}
 	}
-	fs := flag.CommandLine
+	fs := flag.CommandLine // Beam's runner flags are defined there
+	fs.Init("lemon score", flag.ContinueOnError)
 	fs.Usage = scoreUsage(fs)
 	verbose := fs.Bool("verbose", false, "also print Beam's and the runner's own log lines")
 	overwrite := fs.Bool("overwrite", false, "replace the run --output already holds (finished or not): its folders, manifest and temporary files are removed first")

@@ -1,5 +1,5 @@
-// Package embparquet reads Parquet files (one file, or a directory of *.parquet shards) whose
-// rows carry an id, a caption and the two embeddings as list<float> columns (by default
+// Package embparquet reads Parquet files (one file, or a dataset root with .parquet shards at
+// any depth, in path order) whose rows carry an id, a caption and the two embeddings as list<float> columns (by default
 // image_embedding and text_embedding).
 //
 // The dataset's dimension is the size the schema gives the embedding columns where it fixes
@@ -39,7 +39,7 @@ func (Format) Name() string { return "parquet" }
 // Detect wants Parquet whose first file has the default embedding columns, so Parquet of raw
 // images (img2dataset) is not mistaken for it.
 func (Format) Detect(ctx context.Context, p string) bool {
-	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
+	fs, err := dataset.ShardFilesUnder(ctx, p, ".parquet")
 	if err != nil || len(fs) == 0 {
 		return false
 	}
@@ -60,7 +60,7 @@ func (Format) Detect(ctx context.Context, p string) bool {
 }
 
 func columns(o dataset.Options) (string, string) {
-	img, txt := o.ImageColumn, o.TextColumn
+	img, txt := o.ImageEmbeddingColumn, o.TextEmbeddingColumn
 	if img == "" {
 		img = ImageColumn
 	}
@@ -71,14 +71,14 @@ func columns(o dataset.Options) (string, string) {
 }
 
 func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]dataset.Shard, error) {
-	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
+	fs, err := dataset.ShardFilesUnder(ctx, p, ".parquet")
 	if err != nil {
 		return nil, err
 	}
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .parquet files", p)
 	}
-	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".parquet") != "" }); err != nil {
+	if err := dataset.NoteUnreadUnder(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".parquet") != "" }); err != nil {
 		return nil, err
 	}
 	imgCol, txtCol := columns(o)
@@ -117,7 +117,7 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 			schemas[name] = schema
 			mu.Unlock()
 		}
-		return dataset.Shard{Format: f.Name(), Rows: pf.Rows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), dataset.Ext(name, ".parquet"))}, err
+		return dataset.Shard{Format: f.Name(), Rows: pf.Rows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(dataset.RelPath(p, name), dataset.Ext(name, ".parquet"))}, err
 	})
 	if err != nil {
 		return nil, err

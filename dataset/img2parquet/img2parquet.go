@@ -1,17 +1,23 @@
-// Package img2parquet reads img2dataset's Parquet output (one .parquet file, or a directory of
-// them, each a shard): rows with a key, a caption and the encoded image in a binary column named
-// by the encode format ("jpg", "png", "webp"), beside img2dataset's own metadata (url, status,
-// error_message, width, ...). It writes kept/, rejected/ and errors/ as Parquet with every
-// original column, image bytes included (see WriteSplits).
+// Package img2parquet reads Parquet of encoded images and captions, one file or a dataset
+// root with .parquet files at any depth (each a shard): img2dataset's Parquet output (a key, a
+// caption and the image in a binary column named by the encode format, "jpg", "png", "webp",
+// beside img2dataset's own metadata: url, status, error_message, width, ...) and Hugging Face
+// datasets (an image struct column {bytes, path} and a text column, in files such as
+// data/train-00000-of-00002.parquet). It writes kept/, rejected/ and errors/ as Parquet with
+// every original column, image bytes included, each file at the input file's path below the
+// root (see WriteSplits).
 //
-// Options: ImageColumn names the image column (default: the first of ImageColumns present that
-// holds bytes: binary, large binary, or a struct with a binary "bytes" field as Hugging Face
-// datasets store images); IDColumn and CaptionColumn as everywhere (dataset.IDColumns and
-// dataset.CaptionColumns). Without an id column a row's id is "<shard name>-<row>".
+// Options: ImageBytesColumn names the image column (default: the first of ImageColumns present
+// that holds bytes: binary, large binary, or a struct with a binary "bytes" field as Hugging
+// Face datasets store images); IDColumn and CaptionColumn as everywhere (dataset.IDColumns and
+// dataset.CaptionColumns). Without an id column a row's id is FILE:ROW, the file's path below
+// the root and the row's number in it ("data/train-00000-of-00002.parquet:17"), unique across
+// the dataset; the outputs then carry it in an added column "id", so runs can be joined on it
+// (lemon eval's deep kNN baseline).
 //
 // Per-row faults (RawRecord.Err): a null or empty id, a missing, empty or non-UTF-8 caption, a
-// null image (img2dataset's failed downloads; the status and error_message are quoted) or an
-// empty one. An unreadable file is an error naming it.
+// null image (for img2dataset's failed downloads "download failed", quoting the status and
+// error_message) or an empty one. An unreadable file is an error naming it.
 package img2parquet
 
 import (
@@ -52,7 +58,7 @@ const batchRows = 64
 // Detect wants Parquet whose first file has an image bytes column and no list<float> column,
 // so neither embedding Parquet nor the metadata Parquet beside webdataset tars is taken for it.
 func (Format) Detect(ctx context.Context, p string) bool {
-	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
+	fs, err := dataset.ShardFilesUnder(ctx, p, ".parquet")
 	if err != nil || len(fs) == 0 {
 		return false
 	}
@@ -124,7 +130,7 @@ func imageColumn(file string, s *arrow.Schema, configured string) (string, error
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("%s: no image bytes column (looked for binary columns %v; columns: %v); name it with --image-column", file, ImageColumns, names)
+	return "", fmt.Errorf("%s: no image bytes column (looked for binary columns %v; columns: %v); name it with --image-bytes-column", file, ImageColumns, names)
 }
 
 // pqFile is an open Parquet file. It streams column chunks through a buffer rather than
@@ -204,7 +210,7 @@ func pick(file string, s *arrow.Schema, o dataset.Options) (columns, error) {
 		names = append(names, f.Name)
 	}
 	var err error
-	if c.image, err = imageColumn(file, s, o.ImageColumn); err != nil {
+	if c.image, err = imageColumn(file, s, o.ImageBytesColumn); err != nil {
 		return c, err
 	}
 	if c.caption, err = dataset.PickColumn(file, names, o.CaptionColumn, dataset.CaptionColumns, "caption"); err != nil {
@@ -218,16 +224,17 @@ func pick(file string, s *arrow.Schema, o dataset.Options) (columns, error) {
 	return c, nil
 }
 
-// Plan reads each file's footer: its columns and row count.
+// Plan reads each file's footer: its columns and row count. A shard's name is its file's path
+// below the root, without the extension.
 func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]dataset.Shard, error) {
-	fs, err := dataset.ShardFiles(ctx, p, ".parquet")
+	fs, err := dataset.ShardFilesUnder(ctx, p, ".parquet")
 	if err != nil {
 		return nil, err
 	}
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("%s: no .parquet files", p)
 	}
-	if err := dataset.NoteUnread(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".parquet") != "" }); err != nil {
+	if err := dataset.NoteUnreadUnder(ctx, f.Name(), p, func(file string) bool { return dataset.Ext(file, ".parquet") != "" }); err != nil {
 		return nil, err
 	}
 	return dataset.PlanShards(ctx, fs, func(ctx context.Context, name string) (dataset.Shard, error) {
@@ -237,7 +244,7 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 		}
 		defer pf.close()
 		_, err = pick(name, pf.schema, o)
-		return dataset.Shard{Format: f.Name(), Rows: pf.rd.NumRows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(storage.Base(name), dataset.Ext(name, ".parquet"))}, err
+		return dataset.Shard{Format: f.Name(), Rows: pf.rd.NumRows(), Files: map[string]string{"data": name}, Name: strings.TrimSuffix(dataset.RelPath(p, name), dataset.Ext(name, ".parquet"))}, err
 	})
 }
 
@@ -292,7 +299,7 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 			if c.id != "" {
 				r.ID = ids[i]
 			} else {
-				r.ID = sh.Name + "-" + strconv.FormatInt(index, 10)
+				r.ID = rowID(sh, index)
 			}
 			switch {
 			case c.id != "" && (!idOK[i] || ids[i] == ""):
@@ -306,7 +313,7 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 			case r.Image == nil:
 				r.Err = "missing image"
 				if status != nil && status[i] != "" && status[i] != "success" {
-					r.Err += fmt.Sprintf(" (status %s", status[i])
+					r.Err = fmt.Sprintf("download failed: missing image (status %s", status[i])
 					if message != nil && message[i] != "" {
 						r.Err += ": " + message[i]
 					}
@@ -328,6 +335,31 @@ func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options
 		return fmt.Errorf("%s: read %d rows, the footer says %d", name, index, sh.Rows)
 	}
 	return nil
+}
+
+// IDColumn is the column the outputs gain, holding the rows' ids, when the input has no id
+// column.
+const IDColumn = "id"
+
+// relPath is the shard's file's path below the dataset root.
+func relPath(sh dataset.Shard) string { return sh.Name + dataset.Ext(sh.Files["data"], ".parquet") }
+
+// rowID is the id of row index of a shard without an id column: FILE:ROW.
+func rowID(sh dataset.Shard, index int64) string {
+	return relPath(sh) + ":" + strconv.FormatInt(index, 10)
+}
+
+// withIDs is rec, rows n.. of shard sh, with the IDColumn of their ids appended (schema being
+// rec's schema with it).
+func withIDs(rec arrow.RecordBatch, schema *arrow.Schema, sh dataset.Shard, n int64) arrow.RecordBatch {
+	b := array.NewStringBuilder(memory.DefaultAllocator)
+	defer b.Release()
+	for i := int64(0); i < rec.NumRows(); i++ {
+		b.Append(rowID(sh, n+i))
+	}
+	ids := b.NewArray()
+	defer ids.Release()
+	return array.NewRecordBatch(schema, append(slices.Clone(rec.Columns()), ids), rec.NumRows())
 }
 
 // images copies each row's image bytes out of the batch (nil for a null), since the batch's
@@ -362,11 +394,12 @@ func images(file string, rec arrow.RecordBatch, name string) ([][]byte, error) {
 	return out, nil
 }
 
-// WriteSplits writes outDir/kept/NAME.parquet, outDir/rejected/NAME.parquet and
-// outDir/errors/NAME.parquet (NAME.parquet being the input file's name) with every column of
-// the rows routed there, in input order, plus lemon_d_mm, lemon_s_n, lemon_s_m and lemon_score
-// (kept, rejected) or reason (errors). The image column is stored uncompressed and without
-// statistics, in row groups of 1024 rows.
+// WriteSplits writes outDir/kept/FILE, outDir/rejected/FILE and outDir/errors/FILE (FILE being
+// the input file's path below the dataset root, data/train-00000-of-00002.parquet, or its name
+// when the input is one file) with every column of the rows routed there, in input order, plus
+// the id column (IDColumn) when the input has none, and lemon_d_mm, lemon_s_n, lemon_s_m and
+// lemon_score (kept, rejected) or reason (errors). The image column is stored uncompressed and
+// without statistics, in row groups of 1024 rows.
 func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Options, outDir string, outcomes []dataset.Outcome) error {
 	name := sh.Files["data"]
 	if int64(len(outcomes)) != sh.Rows {
@@ -388,9 +421,13 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 	defer rr.Release()
 	var paths [3]string
 	for s := range paths {
-		paths[s] = storage.Join(outDir, dataset.Split(s).String(), storage.Base(name))
+		paths[s] = storage.Join(outDir, dataset.Split(s).String(), relPath(sh))
 	}
-	w, err := pqsplit.Create(ctx, paths, rr.Schema(), pqsplit.Options{RowGroupRows: 1024, Raw: []string{c.image}})
+	schema := rr.Schema()
+	if c.id == "" {
+		schema = arrow.NewSchema(append(slices.Clone(schema.Fields()), arrow.Field{Name: IDColumn, Type: arrow.BinaryTypes.String}), nil)
+	}
+	w, err := pqsplit.Create(ctx, paths, schema, pqsplit.Options{RowGroupRows: 1024, Raw: []string{c.image}})
 	if err != nil {
 		return err
 	}
@@ -406,7 +443,12 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 		for i := range route {
 			route[i] = &outcomes[n+int64(i)]
 		}
-		if err := w.Write(ctx, rec, route); err != nil {
+		if c.id != "" {
+			err = w.Write(ctx, rec, route)
+		} else {
+			err = w.Write(ctx, withIDs(rec, schema, sh, n), route)
+		}
+		if err != nil {
 			w.Abort()
 			return err
 		}

@@ -79,13 +79,14 @@ func TestFailedDownloadReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := read(t, filepath.Join(dir, "00000.parquet"), dataset.Options{})
-	if len(got) != 2 || got[1].Err != "missing image (status failed_to_download: HTTP Error 404: Not Found)" {
+	if len(got) != 2 || got[1].Err != "download failed: missing image (status failed_to_download: HTTP Error 404: Not Found)" {
 		t.Fatalf("got %+v", got)
 	}
 }
 
-// Hugging Face stores images as struct<bytes, path>; a file without an id column gets
-// positional ids; the image column can be named.
+// Hugging Face stores images as struct<bytes, path>; a file without an id column gets ids
+// FILE:ROW, which its outputs carry in an added id column (so reading them back gives the same
+// ids); the image column can be named.
 func TestStructImageNoID(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -114,15 +115,15 @@ func TestStructImageNoID(t *testing.T) {
 	if (img2parquet.Format{}).Detect(ctx, dir) {
 		t.Fatal("Detect on a column named picture: want false (not a known image column name)")
 	}
-	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{}); err == nil || !strings.Contains(err.Error(), "--image-column") {
+	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{}); err == nil || !strings.Contains(err.Error(), "--image-bytes-column") {
 		t.Fatalf("Plan without the image column named: err = %v", err)
 	}
-	got := read(t, dir, dataset.Options{ImageColumn: "picture"})
+	got := read(t, dir, dataset.Options{ImageBytesColumn: "picture"})
 	if len(got) != 3 {
 		t.Fatalf("read %d rows", len(got))
 	}
 	for i, r := range got {
-		if want := "train-0-" + string(rune('0'+i)); r.ID != want {
+		if want := "train-0.parquet:" + string(rune('0'+i)); r.ID != want {
 			t.Errorf("row %d id %q, want %q", i, r.ID, want)
 		}
 		if string(r.Image) != string(imgs[i]) {
@@ -133,7 +134,7 @@ func TestStructImageNoID(t *testing.T) {
 		t.Errorf("rows = %+v", got)
 	}
 	// Splits keep the struct column whole; the image bytes are stored uncompressed.
-	o := dataset.Options{ImageColumn: "picture"}
+	o := dataset.Options{ImageBytesColumn: "picture"}
 	plan, err := img2parquet.Format{}.Plan(ctx, dir, o)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +144,7 @@ func TestStructImageNoID(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept := read(t, filepath.Join(out, "kept"), o)
-	if len(kept) != 2 || string(kept[1].Image) != string(imgs[2]) || kept[1].Caption != "three" || kept[1].ID != "train-0-1" {
+	if len(kept) != 2 || string(kept[1].Image) != string(imgs[2]) || kept[1].Caption != "three" || kept[1].ID != "train-0.parquet:2" {
 		t.Fatalf("kept = %+v", kept)
 	}
 	pf, err := metadata.OpenParquet(ctx, filepath.Join(out, "kept", "train-0.parquet"))
@@ -152,7 +153,7 @@ func TestStructImageNoID(t *testing.T) {
 	}
 	cols, _ := pf.Columns()
 	pf.Close()
-	if strings.Join(cols, ",") != "text,picture,lemon_d_mm,lemon_s_n,lemon_s_m,lemon_score" {
+	if strings.Join(cols, ",") != "text,picture,id,lemon_d_mm,lemon_s_n,lemon_s_m,lemon_score" {
 		t.Errorf("kept columns = %v", cols)
 	}
 	raw, err := os.Open(filepath.Join(out, "kept", "train-0.parquet"))
@@ -180,10 +181,10 @@ func TestStructImageNoID(t *testing.T) {
 		t.Error("no picture.bytes column chunk")
 	}
 
-	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageColumn: "text"}); err == nil || !strings.Contains(err.Error(), "want binary") {
+	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageBytesColumn: "text"}); err == nil || !strings.Contains(err.Error(), "want binary") {
 		t.Errorf("a string column as the image column: err = %v", err)
 	}
-	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageColumn: "picture", IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
+	if _, err := (img2parquet.Format{}).Plan(ctx, dir, dataset.Options{ImageBytesColumn: "picture", IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
 		t.Errorf("a missing id column: err = %v", err)
 	}
 }
@@ -206,5 +207,85 @@ func TestDetectSkipsEmbeddings(t *testing.T) {
 	}
 	if (img2parquet.Format{}).Detect(ctx, dir) {
 		t.Fatal("Detect on Parquet with embeddings = true")
+	}
+}
+
+// A Hugging Face dataset root: Parquet files at any depth (data/, nested folders), found in
+// path order; files of one name in two folders stay apart (ids FILE:ROW, outputs at the
+// input's path below the root); other files are noted.
+func TestHuggingFaceRoot(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	files := map[string][]samples.Sample{
+		"data/train-00000-of-00002.parquet": samples.Make("a", 3, 1),
+		"data/train-00001-of-00002.parquet": samples.Make("b", 2, 2),
+		"extra/test/0.parquet":              samples.Make("c", 2, 3),
+		"extra/val/0.parquet":               samples.Make("d", 1, 4),
+	}
+	for rel, rows := range files {
+		if err := img2parquet.WriteHuggingFace(ctx, filepath.Join(root, rel), rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "README.md"), []byte("---\nlicense: cc\n---\n"), 0o644)
+	os.MkdirAll(filepath.Join(root, ".cache", "huggingface"), 0o755)
+	os.WriteFile(filepath.Join(root, ".cache", "huggingface", "x.parquet"), []byte("not parquet"), 0o644)
+	if !(img2parquet.Format{}).Detect(ctx, root) {
+		t.Fatal("Detect(dataset root) = false")
+	}
+	var notes []string
+	plan, err := img2parquet.Format{}.Plan(dataset.WithNotes(ctx, func(m string) { notes = append(notes, m) }), root, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, sh := range plan {
+		names = append(names, sh.Name)
+	}
+	if want := []string{"data/train-00000-of-00002", "data/train-00001-of-00002", "extra/test/0", "extra/val/0"}; strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Fatalf("shards %v, want %v", names, want)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "README.md") || strings.Contains(notes[0], ".cache") {
+		t.Errorf("notes = %q, want one naming README.md (and nothing hidden)", notes)
+	}
+	got := read(t, root, dataset.Options{})
+	var ids []string
+	for _, r := range got {
+		if r.Err != "" {
+			t.Errorf("row %s: %s", r.ID, r.Err)
+		}
+		ids = append(ids, r.ID)
+	}
+	want := "data/train-00000-of-00002.parquet:0 data/train-00000-of-00002.parquet:1 data/train-00000-of-00002.parquet:2 data/train-00001-of-00002.parquet:0 data/train-00001-of-00002.parquet:1 extra/test/0.parquet:0 extra/test/0.parquet:1 extra/val/0.parquet:0"
+	if strings.Join(ids, " ") != want {
+		t.Fatalf("ids %v\nwant %s", ids, want)
+	}
+	// Outputs mirror the input's paths; reading them back gives the same ids.
+	out := t.TempDir()
+	for _, sh := range plan {
+		outcomes := make([]dataset.Outcome, sh.Rows)
+		for i := range outcomes {
+			outcomes[i] = dataset.Outcome{Split: dataset.Split(i % 3), Reason: "r"}
+		}
+		if err := (img2parquet.Format{}).WriteSplits(ctx, sh, dataset.Options{}, out, outcomes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for rel := range files {
+		for _, split := range []string{"kept", "rejected", "errors"} {
+			if !storage.Exists(ctx, filepath.Join(out, split, rel)) {
+				t.Errorf("no %s/%s", split, rel)
+			}
+		}
+	}
+	var back []string
+	for _, split := range []string{"kept", "rejected"} {
+		for _, r := range read(t, filepath.Join(out, split), dataset.Options{}) {
+			back = append(back, r.ID)
+		}
+	}
+	sort.Strings(back)
+	if w := "data/train-00000-of-00002.parquet:0 data/train-00000-of-00002.parquet:1 data/train-00001-of-00002.parquet:0 data/train-00001-of-00002.parquet:1 extra/test/0.parquet:0 extra/test/0.parquet:1 extra/val/0.parquet:0"; strings.Join(back, " ") != w {
+		t.Errorf("kept and rejected read back with ids %v, want %s", back, w)
 	}
 }

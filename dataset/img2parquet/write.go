@@ -71,3 +71,44 @@ func Write(ctx context.Context, dir string, shards [][]samples.Sample) error {
 	}
 	return nil
 }
+
+// WriteHuggingFace writes samples as one Parquet file of a Hugging Face image dataset, for
+// tests: columns image (struct<bytes: binary, path: string>, null when Image is nil), text
+// (the caption) and the Extra fields (as strings, sorted by name), no id column, as `datasets`
+// pushes them (data/train-00000-of-00002.parquet).
+func WriteHuggingFace(ctx context.Context, p string, rows []samples.Sample) error {
+	var extra []string
+	for _, s := range rows {
+		for k := range s.Extra {
+			if !slices.Contains(extra, k) {
+				extra = append(extra, k)
+			}
+		}
+	}
+	slices.Sort(extra)
+	st := arrow.StructOf(arrow.Field{Name: "bytes", Type: arrow.BinaryTypes.Binary, Nullable: true}, arrow.Field{Name: "path", Type: arrow.BinaryTypes.String, Nullable: true})
+	fields := []arrow.Field{{Name: "image", Type: st, Nullable: true}, {Name: "text", Type: arrow.BinaryTypes.String}}
+	for _, e := range extra {
+		fields = append(fields, arrow.Field{Name: e, Type: arrow.BinaryTypes.String})
+	}
+	schema := arrow.NewSchema(fields, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, s := range rows {
+		for i, e := range extra {
+			b.Field(2 + i).(*array.StringBuilder).Append(s.Extra[e])
+		}
+		sb := b.Field(0).(*array.StructBuilder)
+		if s.Image == nil {
+			sb.AppendNull()
+		} else {
+			sb.Append(true)
+			sb.FieldBuilder(0).(*array.BinaryBuilder).Append(s.Image)
+			sb.FieldBuilder(1).(*array.StringBuilder).Append(s.ID + "." + samples.Ext(s.Image))
+		}
+		b.Field(1).(*array.StringBuilder).Append(s.Caption)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	return metadata.WriteParquet(ctx, p, schema, rec)
+}

@@ -1,6 +1,6 @@
 // Package pathcsv reads a CSV of image paths and captions (one .csv file, or a directory of
 // them, each a shard): a header row, an image path column (the first of ImageColumns, or
-// Options.ImageColumn), a caption column (dataset.CaptionColumns, or Options.CaptionColumn) and
+// Options.ImagePathColumn), a caption column (dataset.CaptionColumns, or Options.CaptionColumn) and
 // optionally an id column (dataset.IDColumns, or Options.IDColumn; without one a row's id is
 // "<shard name>-<row>"). Relative image paths resolve against the CSV's own directory; any path
 // storage reads (local, gs://, memfs://) may be given. It writes kept/, rejected/ and errors/ as
@@ -76,7 +76,7 @@ func (Format) Detect(ctx context.Context, p string) bool {
 		return false
 	}
 	defer c.close()
-	_, err = dataset.PickColumn(fs[0], c.header, "", ImageColumns, "image")
+	_, err = dataset.PickColumn(fs[0], c.header, "", ImageColumns, "image-path")
 	return err == nil
 }
 
@@ -125,7 +125,7 @@ type columns struct{ id, caption, image int }
 
 func pick(c *csvFile, o dataset.Options) (columns, error) {
 	idx := func(name string) int { return slices.Index(c.header, name) }
-	img, err := dataset.PickColumn(c.path, c.header, o.ImageColumn, ImageColumns, "image")
+	img, err := dataset.PickColumn(c.path, c.header, o.ImagePathColumn, ImageColumns, "image-path")
 	if err != nil {
 		return columns{}, err
 	}

@@ -117,7 +117,7 @@ func TestPathsAndIDs(t *testing.T) {
 	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{IDColumn: "uid", AllowOutsidePaths: true}); err == nil || !strings.Contains(err.Error(), `"uid"`) {
 		t.Errorf("missing id column: err = %v", err)
 	}
-	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{ImageColumn: "picture", AllowOutsidePaths: true}); err == nil || !strings.Contains(err.Error(), `"picture"`) {
+	if _, err := read(t, filepath.Join(dir, "sub"), dataset.Options{ImagePathColumn: "picture", AllowOutsidePaths: true}); err == nil || !strings.Contains(err.Error(), `"picture"`) {
 		t.Errorf("missing image column: err = %v", err)
 	}
 }

@@ -22,13 +22,16 @@ import (
 // (NAME.tar being the input tar's name; a .tar.gz or .tgz input gives gzip-compressed outputs
 // of its own name), each holding the samples routed there, in input order, with every member
 // copied byte for byte under its own header (name, mode, owner, times). No member is added: a
-// sample's scores go in the Parquet beside the tar, not into the tar. outDir/errors/SHARD.reasons.csv
-// (ReasonsFile) says why each sample of the errors tar is there: key and reason, in tar order.
+// sample's scores go in the Parquet beside the tar, not into the tar.
+// outDir/errors/SHARD.reasons.csv (ReasonsFile) says why each error row is there: key and
+// reason, for the errors tar's samples in tar order, then for the rows without a sample.
 // When the input tar has its Parquet, SHARD.parquet is written beside each output tar with the
 // rows of that split's samples (matched by the key column, in the Parquet's order) and the
-// columns lemon_d_mm, lemon_s_n, lemon_s_m and lemon_score, or reason for errors; Parquet rows
-// whose key is no sample of the tar (img2dataset's failed downloads) belong to no split and are
-// dropped. All files are written, empty ones included, and appear only once complete.
+// columns lemon_d_mm, lemon_s_n, lemon_s_m and lemon_score, or reason for errors. Parquet rows
+// whose key is no sample of the tar (img2dataset's failed downloads) are rows of their own, the
+// shard's last (their outcomes follow the samples'), always errors: they go to
+// errors/SHARD.parquet and the reasons file. All files are written, empty ones included, and
+// appear only once complete.
 func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Options, outDir string, outcomes []dataset.Outcome) error {
 	in := sh.Files["tar"]
 	if int64(len(outcomes)) != sh.Rows {
@@ -89,8 +92,28 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 		n++
 		return nil
 	})
-	if err == nil && n != len(outcomes) {
-		err = fmt.Errorf("%s has %d samples, %d planned: it changed since the job was planned", in, n, sh.Rows)
+	var listed []listedRow
+	var extra []int // the listed rows that are no sample, each a row of the shard after them
+	if err == nil && sh.Files["parquet"] != "" {
+		listed, err = readListed(ctx, sh.Files["parquet"], in)
+		keys := map[string]bool{}
+		for k := range byKey {
+			keys[k] = true
+		}
+		extra = unmatched(listed, keys)
+	}
+	if err == nil && n+len(extra) != len(outcomes) {
+		err = fmt.Errorf("%s has %d samples and %d rows without one, %d planned: it changed since the job was planned", in, n, len(extra), sh.Rows)
+	}
+	for j, i := range extra {
+		if err != nil {
+			break
+		}
+		o := outcomes[n+j]
+		if o.Split != dataset.Errors {
+			err = fmt.Errorf("internal error: %s: row %d (%q, no sample in the tar) routed to %s, want errors", in, n+j, listed[i].key, o.Split)
+		}
+		rw.Write([]string{listed[i].key, o.Reason})
 	}
 	if err != nil {
 		abort()
@@ -105,7 +128,18 @@ func (f Format) WriteSplits(ctx context.Context, sh dataset.Shard, o dataset.Opt
 	rw.Flush()
 	var pw *pqsplit.Writer
 	if pq := sh.Files["parquet"]; pq != "" {
-		if pw, err = splitParquet(ctx, pq, outDir, shardName(in)+".parquet", byKey); err != nil {
+		// Each Parquet row's outcome: its sample's, or its own after the samples'.
+		route := make([]*dataset.Outcome, len(listed))
+		j := 0
+		for i, l := range listed {
+			if o := byKey[l.key]; l.keyOK && o != nil {
+				route[i] = o
+			} else {
+				route[i] = &outcomes[n+j]
+				j++
+			}
+		}
+		if pw, err = splitParquet(ctx, pq, outDir, shardName(in)+".parquet", route); err != nil {
 			abort()
 			return err
 		}
@@ -157,9 +191,9 @@ func (t *tarOut) finish() error {
 // sample of its errors tar is there: a CSV of key and reason, in the tar's order.
 func ReasonsFile(shard string) string { return shard + ".reasons.csv" }
 
-// splitParquet routes the rows of the Parquet beside a tar by their samples' splits; the caller
-// commits or aborts the writer.
-func splitParquet(ctx context.Context, pq, outDir, name string, byKey map[string]*dataset.Outcome) (*pqsplit.Writer, error) {
+// splitParquet routes the rows of the Parquet beside a tar, row i where route[i] says; the
+// caller commits or aborts the writer.
+func splitParquet(ctx context.Context, pq, outDir, name string, route []*dataset.Outcome) (*pqsplit.Writer, error) {
 	pf, err := metadata.OpenParquet(ctx, pq)
 	if err != nil {
 		return nil, err
@@ -178,32 +212,31 @@ func splitParquet(ctx context.Context, pq, outDir, name string, byKey map[string
 	if err != nil {
 		return nil, err
 	}
-	if err := routeRows(ctx, pq, rr, pw, byKey); err != nil {
+	if err := routeRows(ctx, pq, rr, pw, route); err != nil {
 		pw.Abort()
 		return nil, err
 	}
 	return pw, nil
 }
 
-func routeRows(ctx context.Context, pq string, rr array.RecordReader, pw *pqsplit.Writer, byKey map[string]*dataset.Outcome) error {
+func routeRows(ctx context.Context, pq string, rr array.RecordReader, pw *pqsplit.Writer, route []*dataset.Outcome) error {
+	var n int
 	for rr.Next() {
 		rec := rr.RecordBatch()
-		keys, valid, err := metadata.StringColumn(pq, rec, KeyColumn)
-		if err != nil {
+		k := int(rec.NumRows())
+		if n+k > len(route) {
+			return fmt.Errorf("%s has more rows than the %d read before: it changed while being read", pq, len(route))
+		}
+		if err := pw.Write(ctx, rec, route[n:n+k]); err != nil {
 			return err
 		}
-		route := make([]*dataset.Outcome, len(keys))
-		for i, k := range keys {
-			if valid[i] {
-				route[i] = byKey[k]
-			}
-		}
-		if err := pw.Write(ctx, rec, route); err != nil {
-			return err
-		}
+		n += k
 	}
 	if err := rr.Err(); err != nil {
 		return fmt.Errorf("%s: %w", pq, err)
+	}
+	if n != len(route) {
+		return fmt.Errorf("%s has %d rows, %d read before: it changed while being read", pq, n, len(route))
 	}
 	return nil
 }

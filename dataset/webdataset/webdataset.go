@@ -6,6 +6,11 @@
 // directory are not read, and Plan says which (dataset.NoteUnread). It writes kept/, rejected/
 // and errors/ as webdataset too (see WriteSplits).
 //
+// A shard's rows are its tar's samples, in tar order, then the rows of its Parquet that no
+// sample matches by key, in Parquet order: img2dataset lists failed downloads there (status
+// failed_to_download, with error_message) and writes nothing into the tar for them. Those rows
+// are errors whose reason quotes the status and message, so they are counted like any other.
+//
 // Keys and members follow webdataset's own rule: a member's key is its name up to the first dot
 // of its last path element, the rest is its extension. Only regular files are members;
 // directories, links and __meta__ files are not samples, are not counted and are not copied.
@@ -13,7 +18,7 @@
 // Options: IDColumn names a field of the .json member to use as the row id (default: the key);
 // CaptionColumn names the caption member's extension (default "txt"), falling back to a field
 // of that name in the .json member (a sample with no .txt member but a "caption" in its json
-// uses that); ImageColumn names the image member's extension (default: the first of jpg, jpeg,
+// uses that); ImageExtension names the image member's extension (default: the first of jpg, jpeg,
 // png, webp, gif present).
 //
 // Planning needs the number of samples per tar, which no header holds, so Plan scans each tar's
@@ -128,38 +133,152 @@ func (f Format) Plan(ctx context.Context, p string, o dataset.Options) ([]datase
 func planTar(ctx context.Context, name string) (dataset.Shard, error) {
 	files := map[string]string{"tar": name}
 	if pq := siblingParquet(name); storage.Exists(ctx, pq) {
-		pf, err := metadata.OpenParquet(ctx, pq)
-		if err != nil {
-			return dataset.Shard{}, err
-		}
-		cols, err := pf.Columns()
-		pf.Close()
-		if err != nil {
-			return dataset.Shard{}, err
-		}
-		if !slices.Contains(cols, KeyColumn) {
-			return dataset.Shard{}, fmt.Errorf("%s: no %q column to match its rows to the samples of %s (columns: %v)", pq, KeyColumn, name, cols)
-		}
 		files["parquet"] = pq
 	}
 	var rows int64
-	if err := scan(ctx, name, false, func(*sample) error { rows++; return nil }); err != nil {
+	keys := map[string]bool{}
+	if err := scan(ctx, name, false, func(s *sample) error { rows++; keys[s.key] = true; return nil }); err != nil {
 		return dataset.Shard{}, err
+	}
+	if pq := files["parquet"]; pq != "" {
+		listed, err := readListed(ctx, pq, name)
+		if err != nil {
+			return dataset.Shard{}, err
+		}
+		rows += int64(len(unmatched(listed, keys)))
 	}
 	return dataset.Shard{Format: "webdataset", Rows: rows, Files: files, Name: shardName(name)}, nil
 }
 
 func (f Format) ReadRaw(ctx context.Context, sh dataset.Shard, o dataset.Options, emit func(dataset.RawRecord) error) error {
 	var index int64
-	return scan(ctx, sh.Files["tar"], true, func(s *sample) error {
+	keys := map[string]bool{}
+	err := scan(ctx, sh.Files["tar"], true, func(s *sample) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		r := s.record(o)
 		r.Index = index
 		index++
+		keys[s.key] = true
 		return emit(r)
 	})
+	if err != nil || sh.Files["parquet"] == "" {
+		return err
+	}
+	listed, err := readListed(ctx, sh.Files["parquet"], sh.Files["tar"])
+	if err != nil {
+		return err
+	}
+	for _, i := range unmatched(listed, keys) {
+		l := listed[i]
+		if err := emit(dataset.RawRecord{Index: index, ID: l.key, Caption: l.caption, Err: l.reason(sh.Files["tar"])}); err != nil {
+			return err
+		}
+		index++
+	}
+	return nil
+}
+
+// listedRow is a row of the Parquet beside a tar, as far as matching it to a sample goes.
+type listedRow struct {
+	key                      string
+	keyOK                    bool
+	status, message, caption string
+}
+
+// reason is why a row of the Parquet beside tar that no sample matches is an error.
+func (l listedRow) reason(tar string) string {
+	switch {
+	case !l.keyOK:
+		return fmt.Sprintf("listed in %s without a key: no sample of %s matches it", storage.Base(siblingParquet(tar)), storage.Base(tar))
+	case l.status != "" && l.status != "success":
+		r := fmt.Sprintf("download failed: no sample in %s (status %s", storage.Base(tar), l.status)
+		if l.message != "" {
+			r += ": " + l.message
+		}
+		return r + ")"
+	}
+	r := fmt.Sprintf("no sample in %s, although %s lists it", storage.Base(tar), storage.Base(siblingParquet(tar)))
+	if l.status != "" {
+		r += " (status " + l.status + ")"
+	}
+	return r
+}
+
+// readListed reads the key column, and img2dataset's status, error_message and caption columns
+// where present, of the Parquet pq beside tar.
+func readListed(ctx context.Context, pq, tar string) ([]listedRow, error) {
+	pf, err := metadata.OpenParquet(ctx, pq)
+	if err != nil {
+		return nil, err
+	}
+	cols, err := pf.Columns()
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
+	if !slices.Contains(cols, KeyColumn) {
+		pf.Close()
+		return nil, fmt.Errorf("%s: no %q column to match its rows to the samples of %s (columns: %v)", pq, KeyColumn, tar, cols)
+	}
+	want := []string{KeyColumn}
+	for _, c := range []string{"status", "error_message", "caption"} {
+		if slices.Contains(cols, c) {
+			want = append(want, c)
+		}
+	}
+	rr, err := pf.Records(ctx, want) // closes pf when released
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
+	defer rr.Release()
+	var out []listedRow
+	for rr.Next() {
+		rec := rr.RecordBatch()
+		keys, keyOK, err := metadata.StringColumn(pq, rec, KeyColumn)
+		if err != nil {
+			return nil, err
+		}
+		col := func(name string) []string {
+			if !slices.Contains(want, name) {
+				return nil
+			}
+			v, _, _ := metadata.StringColumn(pq, rec, name)
+			return v
+		}
+		status, message, caption := col("status"), col("error_message"), col("caption")
+		for i := range keys {
+			l := listedRow{key: keys[i], keyOK: keyOK[i]}
+			if status != nil {
+				l.status = status[i]
+			}
+			if message != nil {
+				l.message = message[i]
+			}
+			if caption != nil {
+				l.caption = caption[i]
+			}
+			out = append(out, l)
+		}
+	}
+	if err := rr.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", pq, err)
+	}
+	return out, nil
+}
+
+// unmatched lists, in order, the listed rows that no sample key of the tar matches: the rows a
+// shard has beyond its samples.
+func unmatched(listed []listedRow, keys map[string]bool) []int {
+	var out []int
+	for i, l := range listed {
+		if !l.keyOK || !keys[l.key] {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // member is one regular file of a tar.
@@ -476,8 +595,8 @@ func (s *sample) record(o dataset.Options) dataset.RawRecord {
 		r.Caption, capOK = field(capField)
 	}
 	exts := ImageExtensions
-	if o.ImageColumn != "" {
-		exts = []string{strings.ToLower(o.ImageColumn)}
+	if o.ImageExtension != "" {
+		exts = []string{strings.ToLower(o.ImageExtension)}
 	}
 	var img *member
 	for _, e := range exts {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -267,7 +268,7 @@ func TestSamples(t *testing.T) {
 	}
 
 	// Options: ids from the json, captions from another member or json field, the image by extension.
-	got, err = readAll(t, dir, dataset.Options{IDColumn: "uid", CaptionColumn: "alt", ImageColumn: "seg.png"})
+	got, err = readAll(t, dir, dataset.Options{IDColumn: "uid", CaptionColumn: "alt", ImageExtension: "seg.png"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,19 +356,22 @@ func TestEmitErrorStops(t *testing.T) {
 	}
 }
 
-// Parquet rows that are no sample of the tar (img2dataset's failed downloads) are in no split;
-// a single .tar path is a dataset of one shard; outputs are named after the input.
+// Parquet rows that are no sample of the tar (img2dataset's failed downloads) are rows of the
+// shard after its samples, errors whose reason quotes the download status and error message:
+// counted, and written to errors/ (Parquet and reasons file). A single .tar path is a dataset
+// of one shard; outputs are named after the input.
 func TestParquetFailedRowsAndSingleFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	tarPath := filepath.Join(dir, "00042.tar")
 	writeTar(t, tarPath, []member{{name: "a.jpg", data: png}, {name: "a.txt", data: "A"}, {name: "c.jpg", data: png}, {name: "c.txt", data: "C"}})
-	rows := []dataset.Row{{ID: "a", Caption: "A"}, {ID: "b", Caption: "B"}, {ID: "c", Caption: "C"}}
+	rows := []dataset.Row{{ID: "a", Caption: "A"}, {ID: "b", Caption: "B"}, {ID: "c", Caption: "C"}, {ID: "d", Caption: "D"}, {ID: "e", Caption: "E"}}
 	for i := range rows {
-		rows[i].Extra = map[string]string{"status": "success"}
+		rows[i].Extra = map[string]string{"status": "success", "error_message": ""}
 	}
-	rows[1].Extra["status"] = "failed_to_download"
-	rec := dataset.MetadataBatch(rows, "key", "caption", []string{"status"})
+	rows[1].Extra = map[string]string{"status": "failed_to_download", "error_message": "HTTP Error 404: Not Found"}
+	rows[3].Extra = map[string]string{"status": "failed_to_resize", "error_message": ""}
+	rec := dataset.MetadataBatch(rows, "key", "caption", []string{"error_message", "status"})
 	if err := metadata.WriteParquet(ctx, filepath.Join(dir, "00042.parquet"), rec.Schema(), rec); err != nil {
 		t.Fatal(err)
 	}
@@ -376,15 +380,45 @@ func TestParquetFailedRowsAndSingleFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plan) != 1 || plan[0].Rows != 2 || plan[0].Files["parquet"] == "" || plan[0].Name != "00042" {
-		t.Fatalf("plan = %+v", plan)
+	if len(plan) != 1 || plan[0].Rows != 5 || plan[0].Files["parquet"] == "" || plan[0].Name != "00042" {
+		t.Fatalf("plan = %+v, want 5 rows: 2 samples and 3 Parquet rows without one", plan)
 	}
-	out := t.TempDir()
-	err = webdataset.Format{}.WriteSplits(ctx, plan[0], dataset.Options{}, out, []dataset.Outcome{{Split: dataset.Rejected, Score: 2}, {Split: dataset.Kept, Score: 1}})
+	var got []string
+	err = webdataset.Format{}.ReadRaw(ctx, plan[0], dataset.Options{}, func(r dataset.RawRecord) error {
+		got = append(got, fmt.Sprintf("%d %s %s %q", r.Index, r.ID, r.Caption, r.Err))
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for split, want := range map[string]string{"kept": "c", "rejected": "a", "errors": ""} {
+	want := []string{
+		`0 a A ""`, `1 c C ""`,
+		`2 b B "download failed: no sample in 00042.tar (status failed_to_download: HTTP Error 404: Not Found)"`,
+		`3 d D "download failed: no sample in 00042.tar (status failed_to_resize)"`,
+		`4 e E "no sample in 00042.tar, although 00042.parquet lists it (status success)"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("ReadRaw:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	out := t.TempDir()
+	outcomes := []dataset.Outcome{{Split: dataset.Rejected, Score: 2}, {Split: dataset.Kept, Score: 1}, {Split: dataset.Errors, Reason: "rb"}, {Split: dataset.Errors, Reason: "rd"}, {Split: dataset.Errors, Reason: "re"}}
+	if err := (webdataset.Format{}).WriteSplits(ctx, plan[0], dataset.Options{}, out, outcomes[:4]); err == nil {
+		t.Error("WriteSplits with an outcome missing succeeded")
+	}
+	bad := slices.Clone(outcomes)
+	bad[3] = dataset.Outcome{Split: dataset.Kept}
+	if err := (webdataset.Format{}).WriteSplits(ctx, plan[0], dataset.Options{}, out, bad); err == nil || !strings.Contains(err.Error(), `"d"`) {
+		t.Errorf("WriteSplits with a row without a sample kept: err = %v", err)
+	}
+	err = webdataset.Format{}.WriteSplits(ctx, plan[0], dataset.Options{}, out, outcomes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons, err := readReasons(ctx, filepath.Join(out, "errors", "00042.reasons.csv"))
+	if err != nil || fmt.Sprint(reasons) != "[[b rb] [d rd] [e re]]" {
+		t.Errorf("reasons = %v, %v", reasons, err)
+	}
+	for split, want := range map[string]string{"kept": "c", "rejected": "a", "errors": "b,d,e"} {
 		rr, err := metadata.Open(ctx, filepath.Join(out, split, "00042.parquet"))
 		if err != nil {
 			t.Fatal(err)
@@ -396,6 +430,9 @@ func TestParquetFailedRowsAndSingleFile(t *testing.T) {
 		var keys []string
 		for _, r := range got {
 			keys = append(keys, string(r["key"]))
+			if split == "errors" && string(r["reason"]) != "r"+string(r["key"]) {
+				t.Errorf("errors row %s: reason %q", r["key"], r["reason"])
+			}
 		}
 		if strings.Join(keys, ",") != want {
 			t.Errorf("%s parquet keys = %v, want %q", split, keys, want)

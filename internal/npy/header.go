@@ -1,6 +1,7 @@
 // Package npy reads and writes NumPy .npy files holding 2-D float16 or
 // float32 matrices, the format of LAION / clip-retrieval embedding shards
-// (img_emb/img_emb_N.npy: N rows of D-dimensional embeddings).
+// (img_emb/img_emb_N.npy: N rows of D-dimensional embeddings), and their arrays inside .npz
+// archives (OpenNPZ), as DataComp ships its embeddings.
 //
 // Shards can be many GB and may live on cloud storage, so the Reader works
 // on any io.ReaderAt, never loads the whole file, and reads batches of rows

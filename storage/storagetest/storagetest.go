@@ -136,6 +136,31 @@ func Run(t *testing.T, root string) {
 			t.Fatal("a wildcard before the last element was accepted")
 		}
 	})
+	t.Run("Walk", func(t *testing.T) {
+		dir := storage.Join(root, "w")
+		for _, n := range []string{"b.txt", "a/1.txt", "a/deep/er/2.txt", ".hidden/3.txt", "a/.tmp-4", "c/5.txt"} {
+			if err := storage.WriteFile(ctx, storage.Join(dir, n), []byte(n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := storage.Walk(ctx, dir)
+		var want []string
+		for _, n := range []string{"a/1.txt", "a/deep/er/2.txt", "b.txt", "c/5.txt"} {
+			want = append(want, storage.Join(dir, n))
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("Walk = %v, %v; want %v (every file at any depth, sorted, no hidden names)", got, err, want)
+		}
+		if none, err := storage.Walk(ctx, storage.Join(root, "no-such-dir")); err != nil || len(none) != 0 {
+			t.Fatalf("walking a missing directory = %v, %v; want nothing", none, err)
+		}
+		if !storage.IsDir(ctx, dir) || !storage.IsDir(ctx, storage.Join(dir, "a", "deep")) {
+			t.Fatal("IsDir of directories holding files = false")
+		}
+		if storage.IsDir(ctx, storage.Join(dir, "b.txt")) || storage.IsDir(ctx, storage.Join(root, "no-such-dir")) {
+			t.Fatal("IsDir of a file or a missing directory = true")
+		}
+	})
 	t.Run("RemoveAll", func(t *testing.T) {
 		dir := storage.Join(root, "f")
 		for _, n := range []string{"1", "x/2", "x/y/3"} {

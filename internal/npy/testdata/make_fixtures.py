@@ -69,3 +69,15 @@ r = np.array(vals, dtype=np.float32).reshape(-1, 1)
 np.save("round_f4.npy", r)
 with np.errstate(over="ignore"):  # 65520 and 1e9 overflow to inf on purpose
     np.save("round_f2.npy", r.astype("<f2"))
+
+# .npz archives as DataComp ships its embeddings (float16 arrays named b32_img, b32_txt,
+# l14_img, l14_txt): np.savez stores the members, np.savez_compressed deflates them. The
+# arrays are mat() of other shapes and orders, so every member is told apart.
+arrays = dict(b32_img=a.astype("<f2"), b32_txt=(-a).astype("<f2"),
+              l14_img=np.asfortranarray(mat(3, 6).astype("<f2")), l14_txt=mat(3, 6).astype(">f4"))
+np.savez("datacomp_stored.npz", **arrays)
+np.savez_compressed("datacomp_deflated.npz", **arrays)
+with open("datacomp_stored.npz", "rb") as f:
+    full = f.read()
+with open("datacomp_truncated.npz", "wb") as f:
+    f.write(full[:len(full) // 2])
