@@ -13,7 +13,6 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
-	"github.com/lemon-curation/lemon/evaluate"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -148,7 +147,7 @@ func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo,
 			ids, idOK, err := metadata.StringColumn(p, rec, r.idColumn)
 			if err == nil {
 				var truth []bool
-				if truth, err = evaluate.TruthColumn(p, rec, o.TruthColumn, offset); err == nil {
+				if truth, err = metadata.TruthColumn(p, rec, o.TruthColumn, offset); err == nil {
 					var split []string
 					var splitOK []bool
 					if split, splitOK, err = metadata.StringColumn(p, rec, o.SplitColumn); err == nil {
