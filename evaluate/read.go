@@ -39,7 +39,7 @@ type table struct {
 	caption   []string // nil when there is no caption column
 	// scoreCaptions maps id to caption from scores/, read when kept/ has no caption column.
 	scoreCaptions map[string]string
-	deepKNNNote   string // a caveat on the deep kNN numbers
+	cleanLabel    []string // Options.CleanLabelColumn, read for the downstream experiment
 	idColumn      string
 	capColumn     string
 	schema        *arrow.Schema // the first file's, for finding an image column
@@ -49,6 +49,7 @@ type table struct {
 
 	kept, rejected, unscored int
 	evalIdx, thrIdx          []int // rows evaluated, rows choosing the F1 threshold
+	otherIdx                 []int // rows of other splits (train), with a split column
 }
 
 func (t *table) n() int { return len(t.truth) }
@@ -160,7 +161,11 @@ func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool
 			return fmt.Errorf("%s: no column %q: not a kept/rejected file written by `lemon score`", p, c)
 		}
 	}
-	for _, c := range []struct{ name, flag string }{{o.SplitColumn, "split-column"}, {t.idColumn, "id-column"}, {t.capColumn, "caption-column"}} {
+	cleanCol := ""
+	if o.Downstream {
+		cleanCol = o.CleanLabelColumn
+	}
+	for _, c := range []struct{ name, flag string }{{o.SplitColumn, "split-column"}, {t.idColumn, "id-column"}, {t.capColumn, "caption-column"}, {cleanCol, "clean-label-column"}} {
 		if c.name == "" {
 			continue
 		}
@@ -200,7 +205,7 @@ func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool
 		for _, c := range []struct {
 			name string
 			dst  *[]string
-		}{{o.SplitColumn, &t.split}, {t.idColumn, &t.id}, {t.capColumn, &t.caption}} {
+		}{{o.SplitColumn, &t.split}, {t.idColumn, &t.id}, {t.capColumn, &t.caption}, {cleanCol, &t.cleanLabel}} {
 			if c.name == "" {
 				continue
 			}
@@ -359,105 +364,4 @@ func neighbourColumn(file string, rec arrow.RecordBatch) ([][]string, error) {
 		return nil, fmt.Errorf("%s: image_neighbours is %s, want list<string>", file, col.DataType())
 	}
 	return out, nil
-}
-
-// deepKNN computes the deep kNN baseline for every table row: the share of its image
-// neighbours whose caption differs from its own. When it cannot (no neighbours in the run, no
-// id to join on, neighbours outside the run), it returns nil and the reason.
-func deepKNN(ctx context.Context, o Options, t *table) (vals []float64, reason string, err error) {
-	pq, err := listFiles(ctx, o.RunDir, "scores", "parquet")
-	if err != nil {
-		return nil, "", err
-	}
-	cs, err := listFiles(ctx, o.RunDir, "scores", "csv")
-	if err != nil {
-		return nil, "", err
-	}
-	files := append(pq, cs...)
-	if len(files) == 0 {
-		return nil, "the run has no scores/ files, which hold the neighbour ids", nil
-	}
-	if t.id == nil {
-		return nil, fmt.Sprintf("kept/ and rejected/ have no id column (looked for %v) to join the scores' neighbours on; name it with --id-column", idColumns), nil
-	}
-	// Pass 1: every scored row's caption. Pass 2: each row's share of disagreeing neighbours.
-	// Two passes keep only one string per row in memory, not k neighbour ids.
-	captions := map[string]string{}
-	var dup string
-	_, err = readScores(ctx, files, false, func(r scoresRow) error {
-		if _, ok := captions[r.id]; ok && dup == "" {
-			dup = r.id
-		}
-		captions[r.id] = r.caption
-		return nil
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	if dup != "" {
-		return nil, fmt.Sprintf("id %q appears more than once in scores/, so neighbours cannot be matched to rows", dup), nil
-	}
-	share := make(map[string]float64, len(captions))
-	var missing string
-	var empty string
-	noNeighbours, err := readScores(ctx, files, true, func(r scoresRow) error {
-		if len(r.neighbours) == 0 {
-			if empty == "" {
-				empty = r.id
-			}
-			return nil
-		}
-		differ := 0
-		for _, n := range r.neighbours {
-			c, ok := captions[n]
-			if !ok {
-				if missing == "" {
-					missing = n
-				}
-				return nil
-			}
-			if c != r.caption {
-				differ++
-			}
-		}
-		share[r.id] = float64(differ) / float64(len(r.neighbours))
-		return nil
-	})
-	switch {
-	case err != nil:
-		return nil, "", err
-	case noNeighbours:
-		return nil, "the run was made without --emit-neighbours: its scores files have no image_neighbours column", nil
-	case missing != "":
-		return nil, fmt.Sprintf("neighbour id %q is not among the run's scored rows (was a separate --reference used?); deep kNN needs every neighbour's caption", missing), nil
-	case empty != "":
-		return nil, fmt.Sprintf("row %q has no image neighbours in scores/", empty), nil
-	}
-	out := make([]float64, t.n())
-	for i, id := range t.id {
-		v, ok := share[id]
-		if !ok {
-			return nil, fmt.Sprintf("row %q of %s has no row in scores/ (is --id-column right?)", id, storage.Base(t.files[t.file[i]])), nil
-		}
-		out[i] = v
-	}
-	if t.caption == nil {
-		t.scoreCaptions = captions
-	}
-	// Deep kNN compares caption strings exactly: a baseline for class labels. Say so when most
-	// captions are unique, where nearly every neighbour "disagrees" whatever it shows.
-	seen := make(map[string]int, len(captions))
-	for _, c := range captions {
-		seen[c]++
-	}
-	unique := 0
-	for _, n := range seen {
-		if n == 1 {
-			unique++
-		}
-	}
-	if 2*unique > len(captions) {
-		t.deepKNNNote = fmt.Sprintf("%.0f%% of captions are unique, so nearly every neighbour's caption differs: deep kNN compares caption strings exactly and is meant for class-label captions", 100*float64(unique)/float64(len(captions)))
-	}
-	return out, "", nil
 }

@@ -1,0 +1,149 @@
+package evaluate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/lemon-curation/lemon/evaluate/logreg"
+)
+
+// DownstreamC is the downstream classifier's penalty (scikit-learn's C; its default).
+const DownstreamC = 1.0
+
+// Downstream is what filtering buys a model trained on the data (classification data): a
+// classifier trained on the training split's image embeddings with the noisy labels, on all
+// rows and on the rows each filter keeps, scored on the test split's clean labels.
+type Downstream struct {
+	Classifier       string     `json:"classifier"`
+	TrainSplit       string     `json:"train_split"`
+	TestSplit        string     `json:"test_split"`
+	CleanLabelColumn string     `json:"clean_label_column"`
+	TrainRows        int        `json:"train_rows"`
+	TestRows         int        `json:"test_rows"`
+	TrainSets        []TrainSet `json:"train_sets"`
+}
+
+// TrainSet is one training set and how its classifier did.
+type TrainSet struct {
+	Name        string  `json:"name"` // all, lemon, clip_similarity, clean
+	Label       string  `json:"label"`
+	Rows        int     `json:"train_rows"`
+	LabelErrors int     `json:"train_label_errors"` // rows of the set whose label is wrong
+	Classes     int     `json:"classes"`            // distinct labels in the set
+	Accuracy    float64 `json:"accuracy"`           // on the test split's clean labels
+	Iterations  int     `json:"solver_iterations"`
+	Converged   bool    `json:"solver_converged"`
+}
+
+// downstream runs the experiment: multinomial logistic regression (logreg, C = DownstreamC) on
+// the L2-normalised image embeddings of the training split, with the noisy labels (the
+// captions), trained on (a) all training rows, (b) those the run kept (its own filter:
+// rejected/ versus kept/), (c) as many as (b) with the lowest CLIP-similarity distance d_mm
+// (ties by id), and (d) the rows whose label is right (an oracle, the ceiling), each tested on
+// the clean labels (CleanLabelColumn, `lemon noise`'s original_caption) of the test split.
+func (r *Report) downstream(ctx context.Context, o Options) (*Downstream, error) {
+	t := r.table
+	v, why, err := r.vectors(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, fmt.Errorf("--downstream needs the image embeddings of the run's input, but %s", why)
+	}
+	var train []int
+	for i, s := range t.split {
+		if strings.EqualFold(strings.TrimSpace(s), o.TrainSplit) {
+			train = append(train, i)
+		}
+	}
+	if len(train) == 0 {
+		return nil, fmt.Errorf("--downstream: no rows of the training split (%s = %q); name it with --train-split", o.SplitColumn, o.TrainSplit)
+	}
+	d := &Downstream{
+		Classifier: fmt.Sprintf("multinomial logistic regression, L2 penalty C = %g (scikit-learn's objective), on L2-normalised image embeddings", DownstreamC),
+		TrainSplit: o.TrainSplit, TestSplit: o.TestSplit, CleanLabelColumn: o.CleanLabelColumn,
+		TrainRows: len(train), TestRows: len(t.evalIdx),
+	}
+	var kept, clean []int
+	for _, i := range train {
+		if !t.isRejected[i] {
+			kept = append(kept, i)
+		}
+		if !t.truth[i] {
+			clean = append(clean, i)
+		}
+	}
+	byDmm := append([]int(nil), train...)
+	sort.Slice(byDmm, func(a, b int) bool {
+		x, y := byDmm[a], byDmm[b]
+		if t.dmm[x] != t.dmm[y] {
+			return t.dmm[x] < t.dmm[y]
+		}
+		return t.id[x] < t.id[y]
+	})
+	sets := []struct {
+		name, label string
+		rows        []int
+	}{
+		{"all", "all training rows, noisy labels", train},
+		{"lemon", fmt.Sprintf("rows the run kept (its own filter: %d of %d)", len(kept), len(train)), kept},
+		{"clip_similarity", fmt.Sprintf("the %d rows with the lowest d_mm (CLIP similarity at the same fraction)", len(kept)), byDmm[:len(kept)]},
+		{"clean", "rows whose label is right (oracle)", clean},
+	}
+	for _, s := range sets {
+		ts, err := fitAndTest(v, v.caption, t.cleanLabel, s.rows, t.evalIdx)
+		if err != nil {
+			return nil, fmt.Errorf("downstream %s: %w", s.name, err)
+		}
+		ts.Name, ts.Label = s.name, s.label
+		for _, i := range s.rows {
+			if t.truth[i] {
+				ts.LabelErrors++
+			}
+		}
+		d.TrainSets = append(d.TrainSets, *ts)
+	}
+	return d, nil
+}
+
+// fitAndTest trains on rows (labels: their noisy labels) and returns the accuracy on test
+// against the clean labels. A test row whose clean label is no class of the training set
+// counts as wrong.
+func fitAndTest(v *vectors, labels, cleanLabels []string, rows, test []int) (*TrainSet, error) {
+	names := map[string]int{}
+	for _, i := range rows {
+		names[labels[i]] = 0
+	}
+	if len(names) < 2 {
+		return nil, errors.New("the training set has fewer than 2 distinct labels")
+	}
+	order := make([]string, 0, len(names))
+	for n := range names {
+		order = append(order, n)
+	}
+	sort.Strings(order)
+	for k, n := range order {
+		names[n] = k
+	}
+	x := make([]float64, 0, len(rows)*v.dim)
+	y := make([]int, len(rows))
+	for a, i := range rows {
+		x = append(x, v.img(i)...)
+		y[a] = names[labels[i]]
+	}
+	m, err := logreg.Fit(x, v.dim, y, len(order), DownstreamC)
+	if err != nil {
+		return nil, err
+	}
+	right := 0
+	for _, i := range test {
+		if order[m.Predict(v.img(i))] == cleanLabels[i] {
+			right++
+		}
+	}
+	return &TrainSet{Rows: len(rows), Classes: len(order), Accuracy: float64(right) / float64(len(test)),
+		Iterations: m.Iterations, Converged: m.Converged}, nil
+}
