@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -39,7 +40,7 @@ type TrainSet struct {
 }
 
 // downstream runs the experiment: multinomial logistic regression (logreg, C = DownstreamC) on
-// the L2-normalised image embeddings of the training split, with the noisy labels (the
+// the L2-normalised, then standardised (scaler) image embeddings of the training split, with the noisy labels (the
 // captions), trained on (a) all training rows, (b) those the run kept (its own filter:
 // rejected/ versus kept/), (c) as many as (b) with the lowest CLIP-similarity distance d_mm
 // (ties by id), and (d) the rows whose label is right (an oracle, the ceiling), each tested on
@@ -134,16 +135,63 @@ func fitAndTest(v *vectors, labels, cleanLabels []string, rows, test []int) (*Tr
 		x = append(x, v.img(i)...)
 		y[a] = names[labels[i]]
 	}
+	sc := newScaler(x, v.dim)
+	sc.apply(x)
 	m, err := logreg.Fit(x, v.dim, y, len(order), DownstreamC)
 	if err != nil {
 		return nil, err
 	}
 	right := 0
+	row := make([]float64, v.dim)
 	for _, i := range test {
-		if order[m.Predict(v.img(i))] == cleanLabels[i] {
+		copy(row, v.img(i))
+		sc.apply(row)
+		if order[m.Predict(row)] == cleanLabels[i] {
 			right++
 		}
 	}
 	return &TrainSet{Rows: len(rows), Classes: len(order), Accuracy: float64(right) / float64(len(test)),
 		Iterations: m.Iterations, Converged: m.Converged}, nil
+}
+
+// scaler standardises features with the training rows' mean and standard deviation per
+// dimension, as scikit-learn's StandardScaler does (population deviation; a constant dimension
+// keeps scale 1). Without it the penalty's strength would depend on the embeddings' spread:
+// unit vectors from a weak encoder differ by little, and C = 1 would then forbid the large
+// weights that separate them.
+type scaler struct{ mean, scale []float64 }
+
+func newScaler(x []float64, dim int) *scaler {
+	n := len(x) / dim
+	s := &scaler{mean: make([]float64, dim), scale: make([]float64, dim)}
+	for i := 0; i < n; i++ {
+		for j, v := range x[i*dim : (i+1)*dim] {
+			s.mean[j] += v
+		}
+	}
+	for j := range s.mean {
+		s.mean[j] /= float64(n)
+	}
+	for i := 0; i < n; i++ {
+		for j, v := range x[i*dim : (i+1)*dim] {
+			d := v - s.mean[j]
+			s.scale[j] += d * d
+		}
+	}
+	for j := range s.scale {
+		if s.scale[j] = math.Sqrt(s.scale[j] / float64(n)); s.scale[j] == 0 {
+			s.scale[j] = 1
+		}
+	}
+	return s
+}
+
+// apply standardises rows of len(s.mean) values in place.
+func (s *scaler) apply(x []float64) {
+	dim := len(s.mean)
+	for i := 0; i+dim <= len(x); i += dim {
+		for j := 0; j < dim; j++ {
+			x[i+j] = (x[i+j] - s.mean[j]) / s.scale[j]
+		}
+	}
 }

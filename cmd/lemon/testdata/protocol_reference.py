@@ -6,8 +6,9 @@ CLIP Logits: with t_c the text embedding of caption c among the dataset's distin
 score_i = -log softmax_c(cos(img_i, t_c) / T)[y_i], by scipy's logsumexp in float64. AUROC on
 the test split against is_error; F1 on the test split at the threshold that flags round(rate *
 n_val) validation rows, rate being the validation split's share of errors.
-Downstream: LogisticRegression (C = 1, multinomial) on the training split's L2-normalised image
-embeddings with the noisy captions as labels; accuracy on the test split's original_caption."""
+Downstream: StandardScaler then LogisticRegression (C = 1, multinomial) on the training split's
+L2-normalised image embeddings with the noisy captions as labels; accuracy on the test split's
+original_caption."""
 import csv
 import glob
 import json
@@ -20,6 +21,7 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
 root, T = sys.argv[1], float(sys.argv[2])
 shard = lambda p: int(re.search(r"_(\d+)\.", os.path.basename(p)).group(1))
@@ -64,7 +66,8 @@ with warnings.catch_warnings():
         clf = LogisticRegression(multi_class="multinomial", **kw)
     except TypeError:
         clf = LogisticRegression(**kw)
-    clf.fit(img[train], np.array(cap)[train])
-pred = clf.predict(img[test])
+    scaler = StandardScaler().fit(img[train])
+    clf.fit(scaler.transform(img[train]), np.array(cap)[train])
+pred = clf.predict(scaler.transform(img[test]))
 out["downstream_all_accuracy"] = float(np.mean(pred == np.array([m["original_caption"] for m in meta])[test]))
 json.dump(out, sys.stdout)
