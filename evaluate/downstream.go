@@ -39,12 +39,13 @@ type TrainSet struct {
 	Converged   bool    `json:"solver_converged"`
 }
 
-// downstream runs the experiment: multinomial logistic regression (logreg, C = DownstreamC) on
-// the L2-normalised, then standardised (scaler) image embeddings of the training split, with the noisy labels (the
-// captions), trained on (a) all training rows, (b) those the run kept (its own filter:
-// rejected/ versus kept/), (c) as many as (b) with the lowest CLIP-similarity distance d_mm
-// (ties by id), and (d) the rows whose label is right (an oracle, the ceiling), each tested on
-// the clean labels (CleanLabelColumn, `lemon noise`'s original_caption) of the test split.
+// downstream runs the experiment: multinomial logistic regression (logreg, C = DownstreamC)
+// on the training split's L2-normalised image embeddings, standardised (scaler), with the
+// noisy labels (the captions), trained on (a) all training rows, (b) those the run kept (its
+// own filter: rejected/ versus kept/), (c) as many as (b) with the lowest CLIP-similarity
+// distance d_mm (ties by id), and (d) the rows whose label is right (an oracle, the ceiling),
+// each tested on the clean labels (CleanLabelColumn, `lemon noise`'s original_caption) of the
+// test split.
 func (r *Report) downstream(ctx context.Context, o Options) (*Downstream, error) {
 	t := r.table
 	v, why, err := r.vectors(ctx, o)
@@ -64,7 +65,7 @@ func (r *Report) downstream(ctx context.Context, o Options) (*Downstream, error)
 		return nil, fmt.Errorf("--downstream: no rows of the training split (%s = %q); name it with --train-split", o.SplitColumn, o.TrainSplit)
 	}
 	d := &Downstream{
-		Classifier: fmt.Sprintf("multinomial logistic regression, L2 penalty C = %g (scikit-learn's objective), on L2-normalised image embeddings", DownstreamC),
+		Classifier: fmt.Sprintf("multinomial logistic regression, L2 penalty C = %g (scikit-learn's objective), on L2-normalised image embeddings standardised with the training rows' mean and deviation", DownstreamC),
 		TrainSplit: o.TrainSplit, TestSplit: o.TestSplit, CleanLabelColumn: o.CleanLabelColumn,
 		TrainRows: len(train), TestRows: len(t.evalIdx),
 	}
