@@ -106,7 +106,8 @@ func deref(p *float64) any {
 }
 
 // TestPaperProtocolClassification runs the paper's protocol on classification data through the
-// CLI (noise, score, eval --downstream) and checks it against independent computations:
+// CLI (noise, score against the training split, eval --downstream) and checks it against
+// independent computations:
 //   - CLIP Logits' AUROC and prevalence-matched F1 against numpy/scikit-learn from the noisy
 //     dataset's own files (testdata/protocol_reference.py), AUROC to 1e-6;
 //   - the downstream classifier trained on all training rows against scikit-learn's;
@@ -128,9 +129,10 @@ func TestPaperProtocolClassification(t *testing.T) {
 	run(t, false, "noise", "--input", clean, "--output", noisy, "--kind", "symmetric", "--level", "0.4", "--seed", "3")
 
 	lists, fix, abl := filepath.Join(dir, "lists"), filepath.Join(dir, "fix"), filepath.Join(dir, "abl")
-	run(t, false, "score", "--input", noisy, "--output", lists, "--discrete-text", "--k", "50", "--save-neighbour-lists", "--emit-neighbours", "--reject-fraction", "0.4")
-	run(t, false, "score", "--input", noisy, "--output", fix, "--discrete-text")
-	run(t, false, "score", "--input", noisy, "--output", abl, "--discrete-text", "--gamma", "0", "--tau1n", "0", "--tau2n", "0", "--tau1m", "0", "--tau2m", "0")
+	score := []string{"score", "--input", noisy, "--discrete-text", "--reference-split", "train"} // the paper's reference: the training split
+	run(t, false, append(score, "--output", lists, "--k", "50", "--save-neighbour-lists", "--emit-neighbours", "--reject-fraction", "0.4")...)
+	run(t, false, append(score, "--output", fix)...)
+	run(t, false, append(score, "--output", abl, "--gamma", "0", "--tau1n", "0", "--tau2n", "0", "--tau1m", "0", "--tau2m", "0")...)
 	for _, r := range []string{lists, fix, abl} {
 		msg := run(t, false, "eval", "--run", r, "--split-column", "split", "--output", r+"-report", "--downstream")
 		if r == lists && (!strings.Contains(msg, "clip_logits") || !strings.Contains(msg, "downstream")) {
