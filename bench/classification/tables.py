@@ -49,16 +49,19 @@ for (ds, kind), dirs in runs.items():
               f"{cell(dirs, report, method, 'auprc')} | {cell(dirs, report, method, 'f1')} | {f1p} |")
 
 print("\nDownstream: logistic regression on the training split's image embeddings with the noisy labels, "
-      "test accuracy (%) on the clean labels; filters reject the noise level's share of all rows "
-      "(--reject-fraction), CLIP similarity keeps as many training rows as LEMoN_fix:\n")
+      "test accuracy (%) on the clean labels, and in brackets the training rows used (mean). LEMoN_fix "
+      "rejects the noise level's share of all rows (--reject-fraction); LEMoN_opt rejects the rows at or "
+      "above its tuned threshold (tuned.yaml's, chosen for validation F1, which a config's threshold sets "
+      "over --reject-fraction); CLIP similarity keeps as many training rows as LEMoN_fix:\n")
 print("| Dataset | Noise | all rows | LEMoN_fix keeps | LEMoN_opt keeps | CLIP similarity keeps | clean rows (oracle) |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for (ds, kind), dirs in runs.items():
     def acc(report, name):
-        vals = []
+        vals, rows = [], []
         for d in dirs:
             sets = {s["name"]: s for s in metrics(d, report)["downstream"]["train_sets"]}
             vals.append(sets[name]["accuracy"])
-        return ms(vals)
+            rows.append(sets[name]["train_rows"])
+        return f"{ms(vals)} ({statistics.mean(rows):.0f})"
     print(f"| {ds} | {kind} | {acc('fix-report', 'all')} | {acc('fix-report', 'lemon')} | {acc('opt-report', 'lemon')} | "
           f"{acc('fix-report', 'clip_similarity')} | {acc('fix-report', 'clean')} |")
