@@ -152,3 +152,43 @@ func TestCaptionClusters(t *testing.T) {
 		t.Errorf("%d classes seen", len(byClass))
 	}
 }
+
+// TestFitAndTestDegenerate: a training set with one label predicts it for every test row, and
+// an empty one has no accuracy, rather than failing the evaluation.
+func TestFitAndTestDegenerate(t *testing.T) {
+	v, _, caps, _ := testVectors(40, 6, 3, 0.1, 8)
+	var one []int
+	for i, c := range caps {
+		if c == caps[0] && i < 30 {
+			one = append(one, i)
+		}
+	}
+	test := []int{30, 31, 32, 33, 34, 35, 36, 37, 38, 39}
+	want := 0
+	for _, i := range test {
+		if caps[i] == caps[0] {
+			want++
+		}
+	}
+	ts, err := fitAndTest(v, caps, caps, one, test)
+	if err != nil || ts.Accuracy == nil || *ts.Accuracy != float64(want)/10 || ts.Classes != 1 || ts.Note == "" {
+		t.Errorf("one label: %+v, %v; want accuracy %v", ts, err, float64(want)/10)
+	}
+	ts, err = fitAndTest(v, caps, caps, nil, test)
+	if err != nil || ts.Accuracy != nil || ts.Reason == "" {
+		t.Errorf("no rows: %+v, %v", ts, err)
+	}
+	ts, err = fitAndTest(v, caps, caps, test[:0:0], test)
+	if err != nil || ts.Accuracy != nil {
+		t.Errorf("empty rows: %+v, %v", ts, err)
+	}
+	// All rows: a real fit, well above chance on these separated classes.
+	all := make([]int, 30)
+	for i := range all {
+		all[i] = i
+	}
+	ts, err = fitAndTest(v, caps, caps, all, test)
+	if err != nil || ts.Accuracy == nil || *ts.Accuracy < 0.8 || !ts.Converged {
+		t.Errorf("all rows: %+v, %v", ts, err)
+	}
+}

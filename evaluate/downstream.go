@@ -2,7 +2,6 @@ package evaluate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -29,14 +28,17 @@ type Downstream struct {
 
 // TrainSet is one training set and how its classifier did.
 type TrainSet struct {
-	Name        string  `json:"name"` // all, lemon, clip_similarity, clean
-	Label       string  `json:"label"`
-	Rows        int     `json:"train_rows"`
-	LabelErrors int     `json:"train_label_errors"` // rows of the set whose label is wrong
-	Classes     int     `json:"classes"`            // distinct labels in the set
-	Accuracy    float64 `json:"accuracy"`           // on the test split's clean labels
-	Iterations  int     `json:"solver_iterations"`
-	Converged   bool    `json:"solver_converged"`
+	Name        string `json:"name"` // all, lemon, clip_similarity, clean
+	Label       string `json:"label"`
+	Rows        int    `json:"train_rows"`
+	LabelErrors int    `json:"train_label_errors"` // rows of the set whose label is wrong
+	Classes     int    `json:"classes"`            // distinct labels in the set
+	// Accuracy on the test split's clean labels; null (with Reason) when the set is empty.
+	Accuracy   *float64 `json:"accuracy"`
+	Reason     string   `json:"reason,omitempty"`
+	Note       string   `json:"note,omitempty"`
+	Iterations int      `json:"solver_iterations"`
+	Converged  bool     `json:"solver_converged"`
 }
 
 // downstream runs the experiment: multinomial logistic regression (logreg, C = DownstreamC)
@@ -113,14 +115,27 @@ func (r *Report) downstream(ctx context.Context, o Options) (*Downstream, error)
 
 // fitAndTest trains on rows (labels: their noisy labels) and returns the accuracy on test
 // against the clean labels. A test row whose clean label is no class of the training set
-// counts as wrong.
+// counts as wrong. A set with one label predicts it for every row; an empty set has no
+// accuracy.
 func fitAndTest(v *vectors, labels, cleanLabels []string, rows, test []int) (*TrainSet, error) {
 	names := map[string]int{}
 	for _, i := range rows {
 		names[labels[i]] = 0
 	}
-	if len(names) < 2 {
-		return nil, errors.New("the training set has fewer than 2 distinct labels")
+	switch len(names) {
+	case 0:
+		return &TrainSet{Reason: "no training rows"}, nil
+	case 1:
+		only := labels[rows[0]]
+		right := 0
+		for _, i := range test {
+			if cleanLabels[i] == only {
+				right++
+			}
+		}
+		acc := float64(right) / float64(len(test))
+		return &TrainSet{Rows: len(rows), Classes: 1, Accuracy: &acc, Converged: true,
+			Note: fmt.Sprintf("one label in the training rows (%q): every test row is predicted as it", only)}, nil
 	}
 	order := make([]string, 0, len(names))
 	for n := range names {
@@ -151,8 +166,8 @@ func fitAndTest(v *vectors, labels, cleanLabels []string, rows, test []int) (*Tr
 			right++
 		}
 	}
-	return &TrainSet{Rows: len(rows), Classes: len(order), Accuracy: float64(right) / float64(len(test)),
-		Iterations: m.Iterations, Converged: m.Converged}, nil
+	acc := float64(right) / float64(len(test))
+	return &TrainSet{Rows: len(rows), Classes: len(order), Accuracy: &acc, Iterations: m.Iterations, Converged: m.Converged}, nil
 }
 
 // scaler standardises features with the training rows' mean and standard deviation per

@@ -206,7 +206,11 @@ func (r *Report) htmlDownstream(b *strings.Builder) {
 		esc(d.Classifier), esc(d.TrainSplit), d.TrainRows, esc(d.CleanLabelColumn), esc(d.TestSplit), d.TestRows)
 	w("<table><thead><tr><th>Training rows</th><th>Rows</th><th>Wrong labels</th><th>Test accuracy (%%)</th></tr></thead><tbody>\n")
 	for _, s := range d.TrainSets {
-		w("<tr><td>%s</td><td>%d</td><td>%d</td><td>%.1f</td></tr>\n", esc(s.Label), s.Rows, s.LabelErrors, 100*s.Accuracy)
+		note := ""
+		if why := s.Reason + s.Note; why != "" {
+			note = "<small>" + esc(why) + "</small>"
+		}
+		w("<tr><td>%s%s</td><td>%d</td><td>%d</td><td>%s</td></tr>\n", esc(s.Label), note, s.Rows, s.LabelErrors, pct(s.Accuracy))
 	}
 	w("</tbody></table>\n")
 }

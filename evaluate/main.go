@@ -139,7 +139,12 @@ func Summary(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "downstream: %s; trained on split %q (%d rows), accuracy on the clean labels (%s) of %q (%d rows)\n",
 			d.Classifier, d.TrainSplit, d.TrainRows, d.CleanLabelColumn, d.TestSplit, d.TestRows)
 		for _, s := range d.TrainSets {
-			fmt.Fprintf(w, "  %-16s %6.2f%%  %6d rows, %5d wrong labels  (%s)\n", s.Name, 100*s.Accuracy, s.Rows, s.LabelErrors, s.Label)
+			fmt.Fprintf(w, "  %-16s %7s%%  %6d rows, %5d wrong labels  (%s)\n", s.Name, pct(s.Accuracy), s.Rows, s.LabelErrors, s.Label)
+			for _, why := range []string{s.Reason, s.Note} {
+				if why != "" {
+					fmt.Fprintf(w, "  %-16s %s\n", "", why)
+				}
+			}
 		}
 	}
 	for _, warn := range r.Warnings {

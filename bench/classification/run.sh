@@ -40,7 +40,8 @@
 #               classifiers)
 #   lemon score --discrete-text --reference-split train --save-neighbour-lists --k 50
 #   lemon tune --split-column split                               (LEMoN_opt)
-#   lemon score --config tuned.yaml --reference-split train --reject-fraction $LEVEL --emit-neighbours
+#   lemon score --config tuned-weights.yaml (tuned.yaml less its threshold) --reference-split train
+#               --reject-fraction $LEVEL --emit-neighbours
 #   lemon eval --split-column split --downstream
 #
 # Usage:  bench/classification/run.sh
@@ -139,7 +140,10 @@ for ds in $DATASETS; do
       run "$L" eval --run "$d/fix" --split-column split --output "$d/fix-report" --downstream
       run "$L" score --input "$d/noisy" --output "$d/lists" --discrete-text "${REF[@]}" --save-neighbour-lists --k 50
       run "$L" tune --run "$d/lists" --split-column split --output "$d/tuned.yaml" --report "$d/tune.json"
-      run "$L" score --input "$d/noisy" --output "$d/opt" --config "$d/tuned.yaml" "${REF[@]}" --reject-fraction "$LEVEL" --emit-neighbours
+      # The tuned weights without the tuned threshold (a config's threshold would override
+      # --reject-fraction): LEMoN_opt filters the same share of rows as LEMoN_fix downstream.
+      grep -v '^threshold:' "$d/tuned.yaml" >"$d/tuned-weights.yaml"
+      run "$L" score --input "$d/noisy" --output "$d/opt" --config "$d/tuned-weights.yaml" "${REF[@]}" --reject-fraction "$LEVEL" --emit-neighbours
       run "$L" eval --run "$d/opt" --split-column split --output "$d/opt-report" --downstream
       RUNS+=("$ds|$kind|$seed|$d")
     done
@@ -183,7 +187,8 @@ bin/lemon score --input NOISY --output FIX --discrete-text --reference-split tra
 bin/lemon eval --run FIX --split-column split --output FIX-REPORT --downstream
 bin/lemon score --input NOISY --output LISTS --discrete-text --reference-split train --save-neighbour-lists --k 50
 bin/lemon tune --run LISTS --split-column split --output tuned.yaml
-bin/lemon score --input NOISY --output OPT --config tuned.yaml --reference-split train --reject-fraction $LEVEL --emit-neighbours
+grep -v '^threshold:' tuned.yaml >tuned-weights.yaml
+bin/lemon score --input NOISY --output OPT --config tuned-weights.yaml --reference-split train --reject-fraction $LEVEL --emit-neighbours
 bin/lemon eval --run OPT --split-column split --output OPT-REPORT --downstream
 \`\`\`
 REPORT

@@ -50,9 +50,8 @@ for (ds, kind), dirs in runs.items():
 
 print("\nDownstream: logistic regression on the training split's image embeddings with the noisy labels, "
       "test accuracy (%) on the clean labels, and in brackets the training rows used (mean). LEMoN_fix "
-      "rejects the noise level's share of all rows (--reject-fraction); LEMoN_opt rejects the rows at or "
-      "above its tuned threshold (tuned.yaml's, chosen for validation F1, which a config's threshold sets "
-      "over --reject-fraction); CLIP similarity keeps as many training rows as LEMoN_fix:\n")
+      "and LEMoN_opt (the tuned weights) each reject the noise level's share of all rows "
+      "(--reject-fraction); CLIP similarity keeps as many training rows as LEMoN_fix:\n")
 print("| Dataset | Noise | all rows | LEMoN_fix keeps | LEMoN_opt keeps | CLIP similarity keeps | clean rows (oracle) |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for (ds, kind), dirs in runs.items():
@@ -60,6 +59,8 @@ for (ds, kind), dirs in runs.items():
         vals, rows = [], []
         for d in dirs:
             sets = {s["name"]: s for s in metrics(d, report)["downstream"]["train_sets"]}
+            if sets[name]["accuracy"] is None:
+                return "n/a"
             vals.append(sets[name]["accuracy"])
             rows.append(sets[name]["train_rows"])
         return f"{ms(vals)} ({statistics.mean(rows):.0f})"

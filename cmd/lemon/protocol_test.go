@@ -64,7 +64,7 @@ type evalReport struct {
 			Name        string
 			Rows        int `json:"train_rows"`
 			LabelErrors int `json:"train_label_errors"`
-			Accuracy    float64
+			Accuracy    *float64
 		} `json:"train_sets"`
 	}
 }
@@ -204,7 +204,10 @@ func TestPaperProtocolClassification(t *testing.T) {
 	}
 	acc := map[string]float64{}
 	for _, s := range ds.TrainSets {
-		acc[s.Name] = s.Accuracy
+		if s.Accuracy == nil {
+			t.Fatalf("downstream %s: no accuracy", s.Name)
+		}
+		acc[s.Name] = *s.Accuracy
 		if s.Rows == 0 || s.Rows > ds.TrainRows {
 			t.Errorf("downstream %s: %d training rows of %d", s.Name, s.Rows, ds.TrainRows)
 		}
