@@ -1,15 +1,21 @@
 // Package evaluate measures how well a `lemon score` run found the label errors of a dataset
-// whose errors are known (spec/lemon.md, "Evaluation protocol"). It reads the run's kept/ and
-// rejected/ files (the input's columns plus lemon_d_mm, lemon_s_n, lemon_s_m, lemon_score),
-// takes the truth from a column such as is_error, and scores five detectors side by side:
-// LEMoN itself, CLIP similarity (d_mm alone), each neighbour term alone, and the deep kNN
-// baseline (the share of a row's image neighbours whose caption differs). It writes
-// metrics.json and report.html, one self-contained page with the plots, the table and the most
-// suspect pairs.
+// whose errors are known (spec/lemon.md, "Evaluation protocol"), the way the LEMoN paper does.
+// It reads the run's kept/ and rejected/ files (the input's columns plus lemon_d_mm, lemon_s_n,
+// lemon_s_m, lemon_score), takes the truth from a column such as is_error, and scores the
+// detectors side by side: the run's own LEMoN score; LEMoN_fix (k = 30 and the published fixed
+// weights, re-scored from the run's saved neighbour lists when the run used other settings);
+// the paper's ablations (d_mm + beta*s_n and d_mm + gamma*s_m with the taus at 0); and the
+// baselines CLIP similarity, CLIP Logits and deep kNN (with caption clusters on captioning
+// data). Baselines that need embeddings read them back from the run's input. With Downstream
+// it also trains a classifier on the training split with and without filtering (classification
+// data). It writes metrics.json and report.html, one self-contained page with the plots, the
+// table and the most suspect pairs.
 //
 // The protocol: AUROC and AUPRC with "error" as the positive class, on the test split; F1 at the
-// threshold that maximises F1 on the validation split, applied to the test split. Without a
-// split column every number is computed on all rows, and the JSON says so.
+// threshold that maximises F1 on the validation split, applied to the test split; and, when the
+// noise rate is known, F1 at the label-free prevalence-matched threshold (the paper's LEMoN_fix
+// F1): the threshold that flags the noise rate's share of validation rows. Without a split
+// column every number is computed on all rows, and the JSON says so.
 package evaluate
 
 import (
@@ -22,6 +28,8 @@ import (
 	"strings"
 
 	"github.com/lemon-curation/lemon/metrics"
+	"github.com/lemon-curation/lemon/noise"
+	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -37,17 +45,37 @@ type Options struct {
 	IDColumn       string  // row id column; "" = first of key, uid, id (as `lemon score`)
 	CaptionColumn  string  // caption column; "" = first of caption, text
 	ImageColumn    string  // image bytes or local paths, for thumbnails; "" = detect, "-" = none
+
+	// Input is the dataset the run scored, for the baselines that need embeddings; "" = the
+	// manifest's input.
+	Input string
+	// NoiseRate is the known share of label errors, for the prevalence-matched threshold;
+	// nil = read it from the input's noise.json (`lemon noise`), if there is one.
+	NoiseRate *float64
+	// LogitTemperature is CLIP Logits' softmax temperature (0 = DefaultLogitTemperature).
+	LogitTemperature float64
+	// ClipLogits computes CLIP Logits even when the run did not use --discrete-text.
+	ClipLogits bool
+	// CaptionClusters is the number of caption clusters deep kNN labels captioning data with
+	// (0 = DefaultCaptionClusters).
+	CaptionClusters int
+	// Downstream trains the downstream classifiers (classification data); see downstream.go.
+	Downstream       bool
+	TrainSplit       string // training split's name; "" = "train"
+	CleanLabelColumn string // the clean label column; "" = "original_caption" (`lemon noise`)
 }
 
 // MethodNames are the detectors compared, in report order.
-var MethodNames = []string{"lemon", "clip_similarity", "s_n", "s_m", "deep_knn"}
+var MethodNames = []string{"lemon", "lemon_fix", "clip_similarity", "clip_logits", "deep_knn", "ablation_s_n", "ablation_s_m"}
 
 var methodInfo = map[string]struct{ label, source string }{
-	"lemon":           {"LEMoN", "lemon_score = d_mm + beta*s_n + gamma*s_m"},
-	"clip_similarity": {"CLIP similarity", "lemon_d_mm, the image-caption distance alone"},
-	"s_n":             {"s_n only", "lemon_s_n, caption disagreement of image neighbours"},
-	"s_m":             {"s_m only", "lemon_s_m, image disagreement of caption neighbours"},
-	"deep_knn":        {"Deep kNN", "share of a row's image neighbours whose caption differs from its own"},
+	"lemon":           {"LEMoN (this run)", "lemon_score = d_mm + beta*s_n + gamma*s_m with the run's parameters"},
+	"lemon_fix":       {"LEMoN_fix", "k = 30, cosine, beta = gamma = 5, tau1 = 0.1, tau2 = 5 (Zhang et al. 2025, the fixed setting)"},
+	"clip_similarity": {"CLIP similarity", "d_mm, the image-caption distance alone"},
+	"clip_logits":     {"CLIP Logits", "-log softmax over the dataset's distinct captions of cos(image, caption)/T, at the row's caption (Feng et al. 2024; Liang et al. 2023)"},
+	"deep_knn":        {"Deep kNN", "share of the row's 10 nearest image neighbours whose label differs (Bahri et al. 2020)"},
+	"ablation_s_n":    {"d_mm + β·s_n (τ = 0)", "ablation: LEMoN_fix without s_m and without the tau weights (k = 30, beta = 5)"},
+	"ablation_s_m":    {"d_mm + γ·s_m (τ = 0)", "ablation: LEMoN_fix without s_n and without the tau weights (k = 30, gamma = 5)"},
 }
 
 // Method holds one detector's numbers. Pointers are null in JSON when the detector is unavailable.
@@ -66,6 +94,10 @@ type Method struct {
 	F1Threshold       *float64 `json:"f1_threshold"`
 	F1ThresholdFrom   string   `json:"f1_threshold_from"`
 	F1OnThresholdRows *float64 `json:"f1_on_threshold_rows"`
+	// F1Prevalence is F1 at the prevalence-matched threshold: PrevalenceThreshold flags the
+	// noise rate's share of the threshold rows (no labels used). Null without a noise rate.
+	F1Prevalence        *float64 `json:"f1_prevalence"`
+	PrevalenceThreshold *float64 `json:"prevalence_threshold"`
 
 	RejectFraction float64 `json:"reject_fraction"`
 	// RejectThreshold is the round(fraction*n)-th highest score of the evaluated rows (null when
@@ -131,6 +163,16 @@ type Report struct {
 	RejectFraction  float64   `json:"reject_fraction"`
 	Counts          Counts    `json:"counts"`
 	RunFilter       RunFilter `json:"run_filter"`
+	// NoiseRate is the known share of label errors that sets every method's prevalence-matched
+	// threshold (null: unknown), and NoiseRateFrom where it came from.
+	NoiseRate     *float64 `json:"noise_rate"`
+	NoiseRateFrom string   `json:"noise_rate_from"`
+	// Settings of the baselines.
+	LogitTemperature float64 `json:"logit_temperature"`
+	CaptionClusters  int     `json:"caption_clusters"`
+	DeepKNNK         int     `json:"deep_knn_k"`
+	// Downstream is the downstream classification experiment, when asked for.
+	Downstream *Downstream `json:"downstream,omitempty"`
 	// Params are the run's LEMoN parameters from manifest.json, as written there.
 	Params   json.RawMessage `json:"run_params,omitempty"`
 	Warnings []string        `json:"warnings,omitempty"`
@@ -141,8 +183,12 @@ type Report struct {
 		ReportHTML  string `json:"report_html"`
 	} `json:"outputs"`
 
-	table *table
-	input string // the run's input, from manifest.json: relative image paths may be under it
+	table     *table
+	input     string        // the run's input, from manifest.json: relative image paths may be under it
+	runParams *score.Params // parsed Params; nil when the manifest has none
+	vec       *vectors      // the input's embeddings, read on first use (see vectors)
+	vecReason string        // why vec is nil after a read
+	vecRead   bool
 }
 
 // GallerySize is how many of the most suspect pairs the report shows.
@@ -164,6 +210,30 @@ func (o *Options) defaults() error {
 	if !(o.RejectFraction >= 0 && o.RejectFraction <= 1) {
 		return fmt.Errorf("reject fraction %v is outside [0, 1]", o.RejectFraction)
 	}
+	if o.NoiseRate != nil && !(*o.NoiseRate >= 0 && *o.NoiseRate <= 1) {
+		return fmt.Errorf("noise rate %v is outside [0, 1]", *o.NoiseRate)
+	}
+	if o.LogitTemperature == 0 {
+		o.LogitTemperature = DefaultLogitTemperature
+	}
+	if !(o.LogitTemperature > 0) || math.IsInf(o.LogitTemperature, 0) {
+		return fmt.Errorf("logit temperature %v must be positive", o.LogitTemperature)
+	}
+	if o.CaptionClusters == 0 {
+		o.CaptionClusters = DefaultCaptionClusters
+	}
+	if o.CaptionClusters < 2 {
+		return fmt.Errorf("caption clusters %d: want at least 2", o.CaptionClusters)
+	}
+	if o.TrainSplit == "" {
+		o.TrainSplit = "train"
+	}
+	if o.CleanLabelColumn == "" {
+		o.CleanLabelColumn = "original_caption"
+	}
+	if o.Downstream && o.SplitColumn == "" {
+		return errors.New("the downstream experiment trains on the training split and tests on the test split: it needs a split column (--split-column)")
+	}
 	return nil
 }
 
@@ -182,6 +252,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{
 		Methods: map[string]*Method{}, MethodOrder: MethodNames, RunDir: o.RunDir,
 		TruthColumn: o.TruthColumn, SplitColumn: o.SplitColumn, RejectFraction: o.RejectFraction,
+		LogitTemperature: o.LogitTemperature, CaptionClusters: o.CaptionClusters, DeepKNNK: DefaultDeepKNNK,
 	}
 	r.readManifest(ctx, o)
 	t, err := readTable(ctx, o)
@@ -192,24 +263,46 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := r.count(o); err != nil {
 		return nil, err
 	}
-	dk, reason, err := deepKNN(ctx, o, t)
+	r.noiseRate(ctx, o)
+
+	// Each detector's score for every table row, or why there is none.
+	columns := map[string][]float64{"lemon": t.score, "clip_similarity": t.dmm}
+	reasons, notes := map[string]string{}, map[string]string{}
+	fixed, reason, err := r.fixedScores(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	columns := map[string][]float64{"lemon": t.score, "clip_similarity": t.dmm, "s_n": t.sn, "s_m": t.sm, "deep_knn": dk}
+	for _, name := range []string{"lemon_fix", "ablation_s_n", "ablation_s_m"} {
+		columns[name], reasons[name] = fixed[name], reason
+	}
+	if columns["clip_logits"], notes["clip_logits"], reasons["clip_logits"], err = r.clipLogits(ctx, o); err != nil {
+		return nil, err
+	}
+	if columns["deep_knn"], notes["deep_knn"], reasons["deep_knn"], err = r.deepKNN(ctx, o); err != nil {
+		return nil, err
+	}
 	for _, name := range MethodNames {
-		m := &Method{Label: methodInfo[name].label, Source: methodInfo[name].source, F1ThresholdFrom: r.F1ThresholdFrom, RejectFraction: o.RejectFraction}
+		m := &Method{Label: methodInfo[name].label, Source: methodInfo[name].source, F1ThresholdFrom: r.F1ThresholdFrom,
+			RejectFraction: o.RejectFraction, Note: notes[name]}
+		if name == "lemon" && r.runParams != nil {
+			p := r.runParams
+			m.Source = fmt.Sprintf("lemon_score with the run's parameters: k = %d, %s, beta = %g, gamma = %g, tau1n = %g, tau2n = %g, tau1m = %g, tau2m = %g", p.K, p.Distance, p.Beta, p.Gamma, p.Tau1n, p.Tau2n, p.Tau1m, p.Tau2m)
+		}
 		r.Methods[name] = m
 		if columns[name] == nil {
-			m.Reason = reason
+			m.Reason = reasons[name]
 			continue
 		}
-		if err := m.compute(columns[name], t, r.Counts); err != nil {
+		if err := m.compute(columns[name], t, r.NoiseRate); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	r.Methods["deep_knn"].Note = t.deepKNNNote
 	r.runFilter()
+	if o.Downstream {
+		if r.Downstream, err = r.downstream(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.gallery(ctx, o); err != nil {
 		return nil, err
 	}
@@ -217,6 +310,58 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// vectors returns the input's embeddings of the table rows, reading them on first use, or nil
+// and why they cannot be had.
+func (r *Report) vectors(ctx context.Context, o Options) (*vectors, string, error) {
+	if !r.vecRead {
+		var err error
+		if r.vec, r.vecReason, err = r.readVectors(ctx, o); err != nil {
+			return nil, "", err
+		}
+		r.vecRead = true
+	}
+	return r.vec, r.vecReason, nil
+}
+
+// noiseRate sets the noise rate: --noise-rate, else the validation split's share of errors in
+// the input's noise.json (what the authors use: the validation prevalence), else its overall
+// share.
+func (r *Report) noiseRate(ctx context.Context, o Options) {
+	if o.NoiseRate != nil {
+		rate := *o.NoiseRate
+		r.NoiseRate, r.NoiseRateFrom = &rate, "given (--noise-rate)"
+		return
+	}
+	in := r.inputPath(o)
+	if in == "" {
+		r.NoiseRateFrom = "unknown: no --noise-rate and no input in manifest.json"
+		return
+	}
+	p := storage.Join(in, noise.ReportFile)
+	b, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		r.NoiseRateFrom = fmt.Sprintf("unknown: no --noise-rate, and the input has no %s (it was not made by `lemon noise`)", noise.ReportFile)
+		return
+	}
+	var nr noise.Report
+	if err := json.Unmarshal(b, &nr); err != nil {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s is unreadable (%v): no noise rate", p, err))
+		r.NoiseRateFrom = "unknown: " + p + " is unreadable"
+		return
+	}
+	for _, s := range nr.Splits {
+		if o.SplitColumn != "" && matchesAny(s.Name, r.ValSplits) && s.Rows > 0 {
+			rate := float64(s.Errors) / float64(s.Rows)
+			r.NoiseRate = &rate
+			r.NoiseRateFrom = fmt.Sprintf("%s: validation split %q, %d errors of %d rows", p, s.Name, s.Errors, s.Rows)
+			return
+		}
+	}
+	rate := nr.Achieved
+	r.NoiseRate = &rate
+	r.NoiseRateFrom = fmt.Sprintf("%s: all splits, %d errors of %d rows", p, nr.Errors, nr.Rows-nr.BadRows)
 }
 
 func (r *Report) readManifest(ctx context.Context, o Options) {
@@ -235,6 +380,10 @@ func (r *Report) readManifest(ctx context.Context, o Options) {
 		return
 	}
 	r.Params, r.RunFilter.Threshold, r.input = m.Params, m.Threshold, m.Input
+	var p score.Params
+	if len(m.Params) > 0 && json.Unmarshal(m.Params, &p) == nil && p.K > 0 {
+		r.runParams = &p
+	}
 }
 
 // count fills Counts and decides which rows choose the F1 threshold and which are evaluated.
@@ -268,6 +417,7 @@ func (r *Report) count(o Options) error {
 				t.thrIdx = append(t.thrIdx, i)
 			default:
 				c.OtherSplitRows++
+				t.otherIdx = append(t.otherIdx, i)
 			}
 		}
 		c.ValidationRows, c.TestRows = len(t.thrIdx), len(t.evalIdx)
@@ -350,7 +500,7 @@ func ptr(x float64) *float64 {
 	return &x
 }
 
-func (m *Method) compute(scores []float64, t *table, c Counts) error {
+func (m *Method) compute(scores []float64, t *table, noiseRate *float64) error {
 	m.scores = scores
 	es, et := pick(scores, t.evalIdx), pickBool(t.truth, t.evalIdx)
 	ts, tt := pick(scores, t.thrIdx), pickBool(t.truth, t.thrIdx)
@@ -373,6 +523,14 @@ func (m *Method) compute(scores []float64, t *table, c Counts) error {
 	at, err := metrics.PrecisionRecallAtFraction(es, et, m.RejectFraction)
 	if err != nil {
 		return err
+	}
+	if noiseRate != nil {
+		pthr := metrics.ThresholdAtFraction(ts, *noiseRate)
+		f1p, err := metrics.F1At(es, et, pthr)
+		if err != nil {
+			return err
+		}
+		m.F1Prevalence, m.PrevalenceThreshold = ptr(f1p), ptr(pthr)
 	}
 	m.Available = true
 	m.AUROC, m.AUPRC, m.F1, m.F1Threshold, m.F1OnThresholdRows = ptr(auroc), ptr(auprc), ptr(f1), ptr(thr), ptr(f1thr)

@@ -36,7 +36,7 @@ type fixture struct {
 	threshold             float64
 }
 
-const fixtureK = 5
+const fixtureK = 10
 
 var classes = []string{"cat", "dog", "car", "tree", "boat", "bird"}
 
@@ -291,14 +291,16 @@ func pick[T any](x []T, keep func(i int) bool) []T {
 }
 
 type methodJSON struct {
-	Available         bool
-	Reason            string
-	AUROC, AUPRC, F1  *float64
-	F1Threshold       *float64 `json:"f1_threshold"`
-	F1ThresholdFrom   string   `json:"f1_threshold_from"`
-	PrecisionAtReject *float64 `json:"precision_at_reject_fraction"`
-	RecallAtReject    *float64 `json:"recall_at_reject_fraction"`
-	Rejected          int
+	Available           bool
+	Reason              string
+	AUROC, AUPRC, F1    *float64
+	F1Prevalence        *float64 `json:"f1_prevalence"`
+	PrevalenceThreshold *float64 `json:"prevalence_threshold"`
+	F1Threshold         *float64 `json:"f1_threshold"`
+	F1ThresholdFrom     string   `json:"f1_threshold_from"`
+	PrecisionAtReject   *float64 `json:"precision_at_reject_fraction"`
+	RecallAtReject      *float64 `json:"recall_at_reject_fraction"`
+	Rejected            int
 }
 
 type reportJSON struct {
@@ -385,25 +387,33 @@ func TestRunWithSplits(t *testing.T) {
 	got, raw := readJSON(t, rep)
 	test := func(i int) bool { return f.splits[i] == "test" }
 	val := func(i int) bool { return f.splits[i] == "val" }
-	cols := map[string][]float64{"lemon": f.score, "clip_similarity": f.dmm, "s_n": f.sn, "s_m": f.sm, "deep_knn": f.deepKNN()}
+	cols := map[string][]float64{"lemon": f.score, "clip_similarity": f.dmm, "deep_knn": f.deepKNN()}
 	for name, s := range cols {
 		checkMethod(t, name, got.Methods[name], expect(t, s, f.truth, test, val, 0.15))
 		if !strings.Contains(got.Methods[name].F1ThresholdFrom, "validation") {
 			t.Errorf("%s: f1_threshold_from %q", name, got.Methods[name].F1ThresholdFrom)
 		}
 	}
-	// The JSON's shape: methods.<name>.{auroc, auprc, f1} for the five methods.
+	// The JSON's shape: methods.<name>.{auroc, auprc, f1} for every method; numbers for those
+	// the fixture can serve, null with a reason for the rest (no lists, no input embeddings).
 	methods := raw["methods"].(map[string]any)
-	if len(methods) != 5 {
+	if len(methods) != len(evaluate.MethodNames) {
 		t.Errorf("methods: %v", methods)
 	}
 	for _, name := range evaluate.MethodNames {
 		m := methods[name].(map[string]any)
+		_, computed := cols[name]
 		for _, k := range []string{"auroc", "auprc", "f1"} {
-			if _, ok := m[k].(float64); !ok {
+			if _, ok := m[k].(float64); ok != computed {
 				t.Errorf("methods.%s.%s = %v", name, k, m[k])
 			}
 		}
+		if !computed && m["reason"] == "" {
+			t.Errorf("methods.%s: unavailable without a reason", name)
+		}
+	}
+	if !strings.Contains(got.Methods["lemon_fix"].Reason, "--save-neighbour-lists") {
+		t.Errorf("lemon_fix: reason %q should ask for saved neighbour lists", got.Methods["lemon_fix"].Reason)
 	}
 	nTest, nVal := len(pick(f.ids, test)), len(pick(f.ids, val))
 	if got.Counts["test_rows"] != nTest || got.Counts["validation_rows"] != nVal || got.Counts["scored"] != 400 ||
@@ -487,7 +497,7 @@ func TestRunWithoutSplitsOrNeighbours(t *testing.T) {
 	}
 	got, raw := readJSON(t, rep)
 	all := func(int) bool { return true }
-	for name, s := range map[string][]float64{"lemon": f.score, "clip_similarity": f.dmm, "s_n": f.sn, "s_m": f.sm} {
+	for name, s := range map[string][]float64{"lemon": f.score, "clip_similarity": f.dmm} {
 		checkMethod(t, name, got.Methods[name], expect(t, s, f.truth, all, all, 0.1))
 		if got.Methods[name].F1ThresholdFrom != "all rows" {
 			t.Errorf("%s: f1_threshold_from %q, want \"all rows\"", name, got.Methods[name].F1ThresholdFrom)
@@ -604,4 +614,61 @@ func TestMainCommand(t *testing.T) {
 	if err := evaluate.Main([]string{"--run", run, "--output", rep, "extra"}); !errors.As(err, &ue) {
 		t.Errorf("stray argument: err = %v, want a UsageError", err)
 	}
+}
+
+// TestPrevalenceMatchedF1: with a noise rate (given, or the validation split's level in the
+// input's noise.json) every method also reports F1 at the threshold that flags that share of the
+// validation rows, and without one the field is null.
+func TestPrevalenceMatchedF1(t *testing.T) {
+	f := newFixture(500)
+	run := t.TempDir()
+	f.write(t, run, runOpts{neighbours: true, shards: 2})
+	test := func(i int) bool { return f.splits[i] == "test" }
+	val := func(i int) bool { return f.splits[i] == "val" }
+	check := func(rep string, rate float64) {
+		t.Helper()
+		got, _ := readJSON(t, rep)
+		for name, s := range map[string][]float64{"lemon": f.score, "clip_similarity": f.dmm, "deep_knn": f.deepKNN()} {
+			thr := metrics.ThresholdAtFraction(pick(s, val), rate)
+			want, err := metrics.F1At(pick(s, test), pick(f.truth, test), thr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := got.Methods[name]
+			if m.F1Prevalence == nil || *m.F1Prevalence != want || m.PrevalenceThreshold == nil || *m.PrevalenceThreshold != thr {
+				t.Errorf("%s at rate %v: f1_prevalence %v at %v, want %v at %v", name, rate, deref(m.F1Prevalence), deref(m.PrevalenceThreshold), want, thr)
+			}
+		}
+	}
+	rate := 0.35
+	rep := t.TempDir()
+	if _, err := evaluate.Run(context.Background(), evaluate.Options{RunDir: run, OutDir: rep, SplitColumn: "split", NoiseRate: &rate}); err != nil {
+		t.Fatal(err)
+	}
+	check(rep, rate)
+
+	// No rate known: null.
+	rep = t.TempDir()
+	if _, err := evaluate.Run(context.Background(), evaluate.Options{RunDir: run, OutDir: rep, SplitColumn: "split"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readJSON(t, rep); got.Methods["lemon"].F1Prevalence != nil {
+		t.Errorf("no noise rate, yet f1_prevalence %v", *got.Methods["lemon"].F1Prevalence)
+	}
+
+	// noise.json in the input (here the run directory, the fixture manifest's input): the
+	// validation split's level, not the overall one.
+	nj := `{"rows": 500, "bad_rows": 0, "errors": 200, "achieved_level": 0.4, "splits": [{"name": "train", "rows": 300, "errors": 120}, {"name": "val", "rows": 100, "errors": 30}, {"name": "test", "rows": 100, "errors": 50}]}`
+	if err := os.WriteFile(filepath.Join(run, "noise.json"), []byte(nj), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep = t.TempDir()
+	r, err := evaluate.Run(context.Background(), evaluate.Options{RunDir: run, OutDir: rep, SplitColumn: "split"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.NoiseRate == nil || *r.NoiseRate != 0.3 || !strings.Contains(r.NoiseRateFrom, `validation split "val"`) {
+		t.Errorf("noise rate %v from %q, want 0.3 from the validation split", deref(r.NoiseRate), r.NoiseRateFrom)
+	}
+	check(rep, 0.3)
 }

@@ -15,10 +15,12 @@ import (
 // Colours: the Okabe-Ito palette, which stays distinct under the common colour-vision deficiencies.
 var methodColour = map[string]string{
 	"lemon":           "#0072B2",
+	"lemon_fix":       "#1d2430",
 	"clip_similarity": "#E69F00",
-	"s_n":             "#009E73",
-	"s_m":             "#CC79A7",
+	"clip_logits":     "#F0E442",
 	"deep_knn":        "#56B4E9",
+	"ablation_s_n":    "#009E73",
+	"ablation_s_m":    "#CC79A7",
 }
 
 const (
@@ -115,6 +117,7 @@ func (r *Report) html() string {
 	}
 
 	r.htmlTable(&b)
+	r.htmlDownstream(&b)
 	r.htmlCurves(&b)
 	r.htmlHistograms(&b)
 	r.htmlGallery(&b)
@@ -124,7 +127,14 @@ func (r *Report) html() string {
 	w("<li>AUROC counts tied scores as half; AUPRC is average precision (step-wise, no interpolation), both as scikit-learn computes them.</li>")
 	w("<li>F1: the threshold maximising F1 on %s (highest threshold among ties), applied to %s; a row is flagged when its score is at least the threshold.</li>", esc(r.F1ThresholdFrom), esc(r.EvaluatedOn))
 	w("<li>Reject fraction %.3g: the round(%.3g·n) highest-scoring of the evaluated rows are rejected (all rows tied with the last one too), as <code>lemon score --reject-fraction</code> does.</li>", r.RejectFraction, r.RejectFraction)
-	w("<li>Deep kNN: the share of a row's k image neighbours (from the run's scores/) whose caption differs from the row's own.</li>")
+	if r.NoiseRate != nil {
+		w("<li>F1 prev.: the prevalence-matched threshold flags the noise rate's share (%.4g; %s) of %s, highest scores first, without using their labels (the LEMoN paper's F1 for LEMoN_fix), applied to %s.</li>", *r.NoiseRate, esc(r.NoiseRateFrom), esc(r.F1ThresholdFrom), esc(r.EvaluatedOn))
+	} else {
+		w("<li>F1 prev. (the prevalence-matched threshold) needs the noise rate, which is %s.</li>", esc(r.NoiseRateFrom))
+	}
+	w("<li>Deep kNN: the share of a row's %d nearest image neighbours (from the run's scores/) whose label differs from the row's own; the label is the caption on classification data and a cluster of caption embeddings (%d k-means clusters) on captioning data.</li>", r.DeepKNNK, r.CaptionClusters)
+	w("<li>CLIP Logits: -log of the softmax, over the dataset's distinct captions, of cos(image, caption) / %g, at the row's own caption.</li>", r.LogitTemperature)
+	w("<li>LEMoN_fix and the two ablations are re-scored from the run's saved neighbour lists with k = 30 and fixed weights, whatever the run used.</li>")
 	if rf := r.RunFilter; true {
 		thr := "unknown"
 		if rf.Threshold != nil {
@@ -139,13 +149,14 @@ func (r *Report) html() string {
 
 func (r *Report) htmlTable(b *strings.Builder) {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	w("<h2>Detection metrics</h2>\n<table><thead><tr><th>Method</th><th>AUROC (%%)</th><th>AUPRC (%%)</th><th>F1 (%%)</th><th>F1 threshold</th><th>Precision, top %s rejected (%%)</th><th>Recall, top %s rejected (%%)</th></tr></thead><tbody>\n",
+	w("<h2>Detection metrics</h2>\n<table><thead><tr><th>Method</th><th>AUROC (%%)</th><th>AUPRC (%%)</th><th>F1 (%%)</th><th>F1 threshold</th><th>F1 prev. (%%)</th><th>Precision, top %s rejected (%%)</th><th>Recall, top %s rejected (%%)</th></tr></thead><tbody>\n",
 		fracLabel(r.RejectFraction), fracLabel(r.RejectFraction))
 	// The best value of each column is bold.
 	best := map[string]float64{}
 	get := map[string]func(m *Method) *float64{
 		"auroc": func(m *Method) *float64 { return m.AUROC }, "auprc": func(m *Method) *float64 { return m.AUPRC },
-		"f1": func(m *Method) *float64 { return m.F1 }, "p": func(m *Method) *float64 { return m.PrecisionAtReject },
+		"f1": func(m *Method) *float64 { return m.F1 }, "f1p": func(m *Method) *float64 { return m.F1Prevalence },
+		"p": func(m *Method) *float64 { return m.PrecisionAtReject },
 		"r": func(m *Method) *float64 { return m.RecallAtReject },
 	}
 	for k, g := range get {
@@ -172,14 +183,34 @@ func (r *Report) htmlTable(b *strings.Builder) {
 		}
 		w("<tr><td><span class=\"swatch\" style=\"background:%s\"></span>%s<small>%s</small>%s</td>", methodColour[name], esc(m.Label), esc(m.Source), note)
 		if !m.Available {
-			w("<td class=\"na\" colspan=\"6\">not available: %s</td></tr>\n", esc(m.Reason))
+			w("<td class=\"na\" colspan=\"7\">not available: %s</td></tr>\n", esc(m.Reason))
 			continue
 		}
 		thr := "–"
 		if m.F1Threshold != nil {
 			thr = num(*m.F1Threshold)
 		}
-		w("%s%s%s<td>%s</td>%s%s</tr>\n", cell(m, "auroc"), cell(m, "auprc"), cell(m, "f1"), esc(thr), cell(m, "p"), cell(m, "r"))
+		w("%s%s%s<td>%s</td>%s%s%s</tr>\n", cell(m, "auroc"), cell(m, "auprc"), cell(m, "f1"), esc(thr), cell(m, "f1p"), cell(m, "p"), cell(m, "r"))
+	}
+	w("</tbody></table>\n")
+}
+
+// htmlDownstream is the downstream experiment's table, when it ran.
+func (r *Report) htmlDownstream(b *strings.Builder) {
+	d := r.Downstream
+	if d == nil {
+		return
+	}
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	w("<h2>Downstream classifier</h2>\n<p class=\"sub\">%s, trained on split <code>%s</code> (%d rows) with the noisy labels; accuracy on the clean labels (<code>%s</code>) of split <code>%s</code> (%d rows).</p>\n",
+		esc(d.Classifier), esc(d.TrainSplit), d.TrainRows, esc(d.CleanLabelColumn), esc(d.TestSplit), d.TestRows)
+	w("<table><thead><tr><th>Training rows</th><th>Rows</th><th>Wrong labels</th><th>Test accuracy (%%)</th></tr></thead><tbody>\n")
+	for _, s := range d.TrainSets {
+		note := ""
+		if why := s.Reason + s.Note; why != "" {
+			note = "<small>" + esc(why) + "</small>"
+		}
+		w("<tr><td>%s%s</td><td>%d</td><td>%d</td><td>%s</td></tr>\n", esc(s.Label), note, s.Rows, s.LabelErrors, pct(s.Accuracy))
 	}
 	w("</tbody></table>\n")
 }

@@ -40,7 +40,7 @@ type table struct {
 	caption   []string // nil when there is no caption column
 	// scoreCaptions maps id to caption from scores/, read when kept/ has no caption column.
 	scoreCaptions map[string]string
-	deepKNNNote   string // a caveat on the deep kNN numbers
+	cleanLabel    []string // Options.CleanLabelColumn, read for the downstream experiment
 	idColumn      string
 	capColumn     string
 	schema        *arrow.Schema // the first file's, for finding an image column
@@ -50,6 +50,7 @@ type table struct {
 
 	kept, rejected, unscored int
 	evalIdx, thrIdx          []int // rows evaluated, rows choosing the F1 threshold
+	otherIdx                 []int // rows of other splits (train), with a split column
 }
 
 func (t *table) n() int { return len(t.truth) }
@@ -161,7 +162,11 @@ func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool
 			return fmt.Errorf("%s: no column %q: not a kept/rejected file written by `lemon score`", p, c)
 		}
 	}
-	for _, c := range []struct{ name, flag string }{{o.SplitColumn, "split-column"}, {t.idColumn, "id-column"}, {t.capColumn, "caption-column"}} {
+	cleanCol := ""
+	if o.Downstream {
+		cleanCol = o.CleanLabelColumn
+	}
+	for _, c := range []struct{ name, flag string }{{o.SplitColumn, "split-column"}, {t.idColumn, "id-column"}, {t.capColumn, "caption-column"}, {cleanCol, "clean-label-column"}} {
 		if c.name == "" {
 			continue
 		}
@@ -183,7 +188,7 @@ func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool
 	for rr.Next() {
 		rec := rr.RecordBatch()
 		n := int(rec.NumRows())
-		truth, err := TruthColumn(p, rec, o.TruthColumn, offset)
+		truth, err := metadata.TruthColumn(p, rec, o.TruthColumn, offset)
 		if err != nil {
 			return err
 		}
@@ -201,7 +206,7 @@ func (t *table) readFile(ctx context.Context, o Options, p string, rejected bool
 		for _, c := range []struct {
 			name string
 			dst  *[]string
-		}{{o.SplitColumn, &t.split}, {t.idColumn, &t.id}, {t.capColumn, &t.caption}} {
+		}{{o.SplitColumn, &t.split}, {t.idColumn, &t.id}, {t.capColumn, &t.caption}, {cleanCol, &t.cleanLabel}} {
 			if c.name == "" {
 				continue
 			}
@@ -239,49 +244,6 @@ func dedupe(s []string) []string {
 		}
 	}
 	return out
-}
-
-// parseTruth reads a truth value: true/false, 1/0, yes/no, in any case.
-func parseTruth(s string) (bool, bool) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "true", "1", "yes":
-		return true, true
-	case "false", "0", "no":
-		return false, true
-	}
-	return false, false
-}
-
-// TruthColumn reads a ground-truth column of rec (bool, or strings true/false, 1/0, yes/no in
-// any case); offset is the row number of rec's first row in file, for error messages.
-func TruthColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]bool, error) {
-	col := rec.Column(rec.Schema().FieldIndices(name)[0])
-	out := make([]bool, col.Len())
-	if b, ok := col.(*array.Boolean); ok {
-		for i := range out {
-			if b.IsNull(i) {
-				return nil, fmt.Errorf("%s row %d (0-based): truth column %q is null", file, offset+i, name)
-			}
-			out[i] = b.Value(i)
-		}
-		return out, nil
-	}
-	s, valid, err := metadata.StringColumn(file, rec, name)
-	if err != nil {
-		return nil, err
-	}
-	for i := range out {
-		v, ok := parseTruth(s[i])
-		if !valid[i] || !ok {
-			shown := fmt.Sprintf("%q", s[i])
-			if !valid[i] {
-				shown = "null"
-			}
-			return nil, fmt.Errorf("%s row %d (0-based): truth column %q holds %s; want true/false, 1/0 or yes/no", file, offset+i, name, shown)
-		}
-		out[i] = v
-	}
-	return out, nil
 }
 
 func floatColumn(file string, rec arrow.RecordBatch, name string, offset int) ([]float64, error) {
@@ -403,105 +365,4 @@ func neighbourColumn(file string, rec arrow.RecordBatch) ([][]string, error) {
 		return nil, fmt.Errorf("%s: image_neighbours is %s, want list<string>", file, col.DataType())
 	}
 	return out, nil
-}
-
-// deepKNN computes the deep kNN baseline for every table row: the share of its image
-// neighbours whose caption differs from its own. When it cannot (no neighbours in the run, no
-// id to join on, neighbours outside the run), it returns nil and the reason.
-func deepKNN(ctx context.Context, o Options, t *table) (vals []float64, reason string, err error) {
-	pq, err := listFiles(ctx, o.RunDir, "scores", "parquet")
-	if err != nil {
-		return nil, "", err
-	}
-	cs, err := listFiles(ctx, o.RunDir, "scores", "csv")
-	if err != nil {
-		return nil, "", err
-	}
-	files := append(pq, cs...)
-	if len(files) == 0 {
-		return nil, "the run has no scores/ files, which hold the neighbour ids", nil
-	}
-	if t.id == nil {
-		return nil, fmt.Sprintf("kept/ and rejected/ have no id column (looked for %v) to join the scores' neighbours on; name it with --id-column", idColumns), nil
-	}
-	// Pass 1: every scored row's caption. Pass 2: each row's share of disagreeing neighbours.
-	// Two passes keep only one string per row in memory, not k neighbour ids.
-	captions := map[string]string{}
-	var dup string
-	_, err = readScores(ctx, files, false, func(r scoresRow) error {
-		if _, ok := captions[r.id]; ok && dup == "" {
-			dup = r.id
-		}
-		captions[r.id] = r.caption
-		return nil
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	if dup != "" {
-		return nil, fmt.Sprintf("id %q appears more than once in scores/, so neighbours cannot be matched to rows", dup), nil
-	}
-	share := make(map[string]float64, len(captions))
-	var missing string
-	var empty string
-	noNeighbours, err := readScores(ctx, files, true, func(r scoresRow) error {
-		if len(r.neighbours) == 0 {
-			if empty == "" {
-				empty = r.id
-			}
-			return nil
-		}
-		differ := 0
-		for _, n := range r.neighbours {
-			c, ok := captions[n]
-			if !ok {
-				if missing == "" {
-					missing = n
-				}
-				return nil
-			}
-			if c != r.caption {
-				differ++
-			}
-		}
-		share[r.id] = float64(differ) / float64(len(r.neighbours))
-		return nil
-	})
-	switch {
-	case err != nil:
-		return nil, "", err
-	case noNeighbours:
-		return nil, "the run was made without --emit-neighbours: its scores files have no image_neighbours column", nil
-	case missing != "":
-		return nil, fmt.Sprintf("neighbour id %q is not among the run's scored rows (was a separate --reference used?); deep kNN needs every neighbour's caption", missing), nil
-	case empty != "":
-		return nil, fmt.Sprintf("row %q has no image neighbours in scores/", empty), nil
-	}
-	out := make([]float64, t.n())
-	for i, id := range t.id {
-		v, ok := share[id]
-		if !ok {
-			return nil, fmt.Sprintf("row %q of %s has no row in scores/ (is --id-column right?)", id, storage.Base(t.files[t.file[i]])), nil
-		}
-		out[i] = v
-	}
-	if t.caption == nil {
-		t.scoreCaptions = captions
-	}
-	// Deep kNN compares caption strings exactly: a baseline for class labels. Say so when most
-	// captions are unique, where nearly every neighbour "disagrees" whatever it shows.
-	seen := make(map[string]int, len(captions))
-	for _, c := range captions {
-		seen[c]++
-	}
-	unique := 0
-	for _, n := range seen {
-		if n == 1 {
-			unique++
-		}
-	}
-	if 2*unique > len(captions) {
-		t.deepKNNNote = fmt.Sprintf("%.0f%% of captions are unique, so nearly every neighbour's caption differs: deep kNN compares caption strings exactly and is meant for class-label captions", 100*float64(unique)/float64(len(captions)))
-	}
-	return out, "", nil
 }

@@ -224,13 +224,7 @@ func PrecisionRecallAtFraction(scores []float64, truth []bool, fraction float64)
 	if !(fraction >= 0 && fraction <= 1) {
 		return AtFraction{}, fmt.Errorf("metrics: reject fraction %v is outside [0, 1]", fraction)
 	}
-	r := int(math.Round(fraction * float64(len(scores))))
-	out := AtFraction{Threshold: math.Inf(1)}
-	if r > 0 {
-		sorted := append([]float64(nil), scores...)
-		sort.Sort(sort.Reverse(sort.Float64Slice(sorted)))
-		out.Threshold = sorted[r-1]
-	}
+	out := AtFraction{Threshold: ThresholdAtFraction(scores, fraction)}
 	tp, fp, _, err := counts(scores, truth, out.Threshold)
 	if err != nil {
 		return AtFraction{}, err
@@ -238,6 +232,21 @@ func PrecisionRecallAtFraction(scores []float64, truth []bool, fraction float64)
 	out.Precision, out.Recall, _ = PrecisionRecallAt(scores, truth, out.Threshold)
 	out.Rejected = int(tp + fp)
 	return out, nil
+}
+
+// ThresholdAtFraction is the threshold that flags the top round(fraction*n) scores: the r-th
+// highest score (+Inf when r is 0). Rows tied with it are flagged too. fraction must be in
+// [0, 1]. It needs no labels: with fraction = the known noise rate it is the paper's
+// "prevalence-matched" threshold.
+func ThresholdAtFraction(scores []float64, fraction float64) float64 {
+	r := int(math.Round(fraction * float64(len(scores))))
+	if r <= 0 {
+		return math.Inf(1)
+	}
+	r = min(r, len(scores))
+	sorted := append([]float64(nil), scores...)
+	sort.Sort(sort.Reverse(sort.Float64Slice(sorted)))
+	return sorted[r-1]
 }
 
 // ROCCurve returns the ROC curve as scikit-learn's roc_curve does: points from (0, 0) at

@@ -280,3 +280,17 @@ func sameJSON(a, b any, path string) (string, bool) {
 }
 
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+func TestThresholdAtFraction(t *testing.T) {
+	s := []float64{0.1, 0.9, 0.5, 0.5, 0.3, 0.7}
+	for _, c := range []struct{ fraction, want float64 }{
+		{0, math.Inf(1)}, {0.05, math.Inf(1)}, {1.0 / 6, 0.9}, {0.5, 0.5}, {4.0 / 6, 0.5}, {5.0 / 6, 0.3}, {1, 0.1},
+	} {
+		if got := metrics.ThresholdAtFraction(s, c.fraction); got != c.want {
+			t.Errorf("ThresholdAtFraction(%v) = %v, want %v", c.fraction, got, c.want)
+		}
+	}
+	if s[1] != 0.9 {
+		t.Error("ThresholdAtFraction reordered its input")
+	}
+}

@@ -32,10 +32,11 @@ exactly floor(level * rows) rows are made errors (for symmetric and asymmetric t
 count with the same expected level as flipping each row with probability level):
 
   random      the row takes the caption of another random row of the split
-  noun        ... of a random row sharing at least one noun with it (nouns from WordNet:
-              run scripts/fetch-wordnet.sh, or pass --wordnet)
-  cat         ... of a random row sharing a category in --category-column (one category,
-              a list separated by commas or semicolons, or a list column)
+  noun        one of the row's nouns at random, then the caption of a random row with that
+              noun and another caption, as the LEMoN authors do (nouns from WordNet: run
+              scripts/fetch-wordnet.sh, or pass --wordnet)
+  cat         the same with the categories in --category-column (one category, a list
+              separated by commas or semicolons, or a list column)
   symmetric   classification: the class becomes a uniformly random other class
   asymmetric  classification (pair flip): class c becomes c+1 mod C, classes in numeric
               order if all are integers, else sorted by name

@@ -16,16 +16,21 @@
 //
 //	random      the row takes the caption of another random row of the split (one whose
 //	            caption differs);
-//	noun        ... of a random row that shares at least one noun with it (WordNet nouns);
-//	cat         ... of a random row whose --category-column shares a category;
+//	noun        one of the row's nouns is picked at random (WordNet nouns), then the row
+//	            takes the caption of a random row of the split that has that noun and a
+//	            different caption: the authors' rule (noise_captioning.py), term first;
+//	cat         the same with the categories of --category-column;
 //	symmetric   classification: the row's class becomes a uniformly random other class;
 //	asymmetric  classification (pair flip): class c becomes (c+1) mod C.
 //
 // The classification kinds change an exact floor(p*N_split) rows per split, rather than
 // flipping each row with probability p as the spec words it: the same expected level, without
 // the binomial spread (±1.5 points at N = 1000), so a benchmark's level is what was asked for.
-// A noun or cat row with no partner is skipped and counted, and the walk goes on to the next
-// row, so the level falls short of p only when too few rows have partners.
+// A noun or cat row with no partner (no term, or a drawn term no other row of the split has
+// with another caption) is skipped and counted, and the walk goes on to the next row, so the
+// level falls short of p only when too few rows have partners. The authors instead choose
+// floor(p*N) rows once and leave those without a partner unchanged, so their level falls a
+// little short of p.
 //
 // Decisions are made on the global row order (shards in order, rows in file order) from
 // --seed and the split's name, so the result does not depend on how the rows are sharded,

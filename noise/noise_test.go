@@ -744,28 +744,217 @@ func TestCategories(t *testing.T) {
 	}
 }
 
-// TestSharedPickerUniform checks the rejection sampler: rows sharing two nouns with the chosen
-// row must not be picked more often than rows sharing one.
-func TestSharedPickerUniform(t *testing.T) {
-	captions := []string{"self", "both", "x only", "y only", "same", "none"}
-	terms := [][]string{{"x", "y"}, {"x", "y"}, {"x"}, {"y"}, {"x"}, {"z"}}
-	captions[4] = "self" // same caption as row 0: never a partner
-	rng := rand.New(rand.NewPCG(1, 2))
-	pick := sharedPicker(rng, []int{0, 1, 2, 3, 4, 5}, captions, terms)
-	count := map[int]int{}
-	for k := 0; k < 30000; k++ {
-		count[pick(0)]++
+// termCorpus is a split of n rows with distinct captions whose category lists follow a skewed
+// vocabulary, as COCO's do: "c0" is on most rows, the highest-numbered terms on a few.
+func termCorpus(n int, seed uint64) (captions []string, terms [][]string) {
+	rng := rand.New(rand.NewPCG(seed, 77))
+	const vocab = 12
+	for i := 0; i < n; i++ {
+		set := map[string]bool{}
+		for t := 0; t < vocab; t++ {
+			if rng.Float64() < 0.7/float64(t+1) {
+				set[fmt.Sprintf("c%02d", t)] = true
+			}
+		}
+		if i%17 == 0 {
+			set = map[string]bool{} // some rows have no category
+		}
+		var ts []string
+		for t := range set {
+			ts = append(ts, t)
+		}
+		slices.Sort(ts)
+		captions = append(captions, fmt.Sprintf("caption %d", i))
+		terms = append(terms, ts)
 	}
-	for _, j := range []int{1, 2, 3} {
-		if count[j] < 9000 || count[j] > 11000 {
-			t.Errorf("row %d picked %d times of 30000, want about 10000 (%v)", j, count[j], count)
+	return captions, terms
+}
+
+// authorsDonorProbs is the distribution of row a's donor under the authors' rule, worked out
+// from their code (calc_noise_by_integer_matching in MLforHealth/LEMoN's noise_captioning.py):
+// a term t of row a with probability 1/|T_a|, then a row of index[t] other than a, uniformly.
+// With distinct captions every such swap is an error, so this is also the distribution given
+// that the row changed, which is what sharedPicker draws from. p[j] is row j's probability; the
+// rest (to 1) is the chance of no donor (a term no other row has).
+func authorsDonorProbs(a int, terms [][]string) []float64 {
+	index := map[string][]int{}
+	for j, ts := range terms {
+		for _, t := range ts {
+			index[t] = append(index[t], j)
 		}
 	}
-	if count[0]+count[4]+count[5]+count[-1] != 0 {
-		t.Errorf("picked an ineligible row: %v", count)
+	p := make([]float64, len(terms))
+	for _, t := range terms[a] {
+		if len(index[t]) < 2 {
+			continue
+		}
+		for _, j := range index[t] {
+			if j != a {
+				p[j] += 1 / float64(len(terms[a])) / float64(len(index[t])-1)
+			}
+		}
 	}
-	if got := pick(5); got != -1 {
-		t.Errorf("row with no partner: picked %d", got)
+	return p
+}
+
+// rarest is the term of ts that the fewest rows have (ties: the first in order).
+func rarest(ts []string, count map[string]int) string {
+	best := ""
+	for _, t := range ts {
+		if best == "" || count[t] < count[best] {
+			best = t
+		}
+	}
+	return best
+}
+
+// TestSharedPickerMatchesAuthorsRule checks the statistics of noun/cat donors against the
+// authors' rule, worked out exactly. Per chosen row, donors are grouped by the terms they share
+// with it, and each group's observed share must be within 5 standard errors of its probability
+// under the authors' rule. Over a whole run of decide, the share of changed rows whose donor
+// shares the row's rarest term (the statistic the issue measured) must match the authors'
+// expectation; it must also be far from the old rule's (any row sharing any term, uniformly),
+// so this test tells the two rules apart.
+func TestSharedPickerMatchesAuthorsRule(t *testing.T) {
+	const n = 600
+	captions, terms := termCorpus(n, 1)
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	count := map[string]int{}
+	for _, ts := range terms {
+		for _, tm := range ts {
+			count[tm]++
+		}
+	}
+	within := func(what string, got, want float64, draws int) {
+		t.Helper()
+		se := math.Sqrt(want * (1 - want) / float64(draws))
+		if math.Abs(got-want) > 5*se+1e-9 {
+			t.Errorf("%s: observed %.4f, authors' rule %.4f (5 s.e. = %.4f)", what, got, want, 5*se)
+		}
+	}
+
+	// Per row: donors grouped by the set of terms they share with the row.
+	rng := rand.New(rand.NewPCG(3, 4))
+	pick := sharedPicker(rng, rows, captions, terms)
+	tested := 0
+	for a := 0; a < n && tested < 8; a++ {
+		if len(terms[a]) < 2 {
+			continue // one term: term-first and any-term agree; not a telling case
+		}
+		tested++
+		p := authorsDonorProbs(a, terms)
+		noDonor := 1.0
+		group := func(j int) string {
+			var g []string
+			for _, tm := range terms[a] {
+				if slices.Contains(terms[j], tm) {
+					g = append(g, tm)
+				}
+			}
+			return strings.Join(g, "+")
+		}
+		want := map[string]float64{}
+		for j, pj := range p {
+			if pj > 0 {
+				want[group(j)] += pj
+				noDonor -= pj
+			}
+		}
+		const draws = 20000
+		got := map[string]int{}
+		for k := 0; k < draws; k++ {
+			j := pick(a)
+			if j < 0 {
+				got["none"]++
+				continue
+			}
+			if j == a || captions[j] == captions[a] {
+				t.Fatalf("row %d: picked itself or a same-caption row %d", a, j)
+			}
+			got[group(j)]++
+		}
+		want["none"] = math.Max(noDonor, 0)
+		for g, w := range want {
+			within(fmt.Sprintf("row %d (terms %q), donors sharing %q", a, terms[a], g), float64(got[g])/draws, w, draws)
+		}
+		for g := range got {
+			if _, ok := want[g]; !ok {
+				t.Errorf("row %d: donor group %q is impossible under the authors' rule", a, g)
+			}
+		}
+	}
+	if tested < 8 {
+		t.Fatalf("only %d rows with two or more terms", tested)
+	}
+
+	// Whole runs: the share of changed rows whose donor has the row's rarest term.
+	var gotShare, authorsShare, oldShare float64
+	changed := 0
+	for seed := uint64(1); seed <= 5; seed++ {
+		c := &corpus{captions: captions, ok: make([]bool, n), split: make([]string, n), terms: terms}
+		for i := range c.ok {
+			c.ok[i], c.split[i] = true, "train"
+		}
+		d, err := decide("cat", 0.4, seed, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for a, j := range d.donor {
+			if j < 0 {
+				continue
+			}
+			changed++
+			r := rarest(terms[a], count)
+			if slices.Contains(terms[j], r) {
+				gotShare++
+			}
+			// Expected under the authors' rule, given that row a changed.
+			p := authorsDonorProbs(a, terms)
+			var mass, hit float64
+			for k, pk := range p {
+				mass += pk
+				if pk > 0 && slices.Contains(terms[k], r) {
+					hit += pk
+				}
+			}
+			authorsShare += hit / mass
+			// Under the old rule: uniform over every row sharing any term with row a.
+			var union, withR float64
+			for k := range terms {
+				if k != a && slices.ContainsFunc(terms[a], func(tm string) bool { return slices.Contains(terms[k], tm) }) {
+					union++
+					if slices.Contains(terms[k], r) {
+						withR++
+					}
+				}
+			}
+			oldShare += withR / union
+		}
+	}
+	if changed < 900 {
+		t.Fatalf("only %d rows changed over 5 runs", changed)
+	}
+	gotShare, authorsShare, oldShare = gotShare/float64(changed), authorsShare/float64(changed), oldShare/float64(changed)
+	t.Logf("donor shares the row's rarest term: %.3f observed, %.3f authors' rule, %.3f old rule (%d changed rows)", gotShare, authorsShare, oldShare, changed)
+	within("rarest-term share over whole runs", gotShare, authorsShare, changed)
+	if se := math.Sqrt(authorsShare * (1 - authorsShare) / float64(changed)); math.Abs(oldShare-authorsShare) < 10*se {
+		t.Errorf("the corpus does not tell the rules apart: old rule %.3f, authors' %.3f", oldShare, authorsShare)
+	}
+}
+
+// TestSharedPickerNoDonor: a row whose only term no other row has, or whose term's other rows
+// all have its caption, gets no donor; rows without terms get none either.
+func TestSharedPickerNoDonor(t *testing.T) {
+	captions := []string{"a", "a", "b", "c"}
+	terms := [][]string{{"x"}, {"x"}, {"y"}, nil}
+	pick := sharedPicker(rand.New(rand.NewPCG(1, 2)), []int{0, 1, 2, 3}, captions, terms)
+	for a := range captions {
+		if got := pick(a); got != -1 {
+			t.Errorf("row %d: picked %d, want no donor", a, got)
+		}
 	}
 }
 

@@ -14,10 +14,30 @@ import (
 	"github.com/lemon-curation/lemon/storage"
 )
 
-// Lexicon finds the nouns of a caption. The authors tag captions with a part-of-speech tagger;
-// lemon has no tagger, so a word counts as a noun when WordNet lists it (or its singular) as a
-// noun lemma and it is not on the Stopwords list. That over-counts words that are nouns only
-// in some senses ("sitting", "white", "two"), which is what Stopwords is for.
+// Lexicon finds the nouns of a caption. lemon has no part-of-speech tagger, so a word counts as
+// a noun when WordNet lists it (or its singular) as a noun lemma and it is not on the Stopwords
+// list. That over-counts words that are nouns only in some senses ("sitting", "white", "two"),
+// which is what Stopwords is for.
+//
+// The authors (notebooks/preprocess_mscoco.ipynb) tag each caption with spaCy's
+// en_core_web_trf and keep the lower-cased text of every token tagged NOUN, unlemmatised and
+// with repeats. How that differs, and what it should do to the noise:
+//   - spaCy reads context: "surfing" in "a man surfing" is a verb to it, a noun lemma to
+//     WordNet; gerunds and adjectives not on Stopwords become extra nouns here. A drawn extra
+//     noun is usually an activity or attribute rather than an object, so its donors are less
+//     related: slightly easier noise.
+//   - Stopwords drop generic nouns spaCy keeps ("photo", "picture", "group", "side", "top").
+//     Drawing one of those at the authors' gives a nearly random donor; here it cannot be
+//     drawn: slightly harder noise on captions that have one.
+//   - WordNet lemmatises ("dogs" and "dog" are one term) where the authors' terms are surface
+//     forms, so a term's donors here include its plural's rows: more donors, equally related.
+//   - Multi-word lemmas ("hot_dog", "fire_hydrant") are extra terms beside their words; spaCy
+//     has none (its terms would be "dog" and "hydrant").
+//   - The authors' lists repeat a noun said twice, weighting it double in the draw; here each
+//     distinct noun is drawn equally.
+//
+// The term-first rule matters far more than any of these (see sharedPicker); no spaCy output
+// was available to measure the rest, so their net effect is stated, not measured.
 type Lexicon struct {
 	nouns    map[string]bool
 	exc      map[string]string // WordNet noun.exc: irregular plural -> singular

@@ -201,9 +201,18 @@ func randomPicker(rng *rand.Rand, rows []int, captions []string) func(a int) int
 	}
 }
 
-// sharedPicker returns, for split position a, a row of the split that shares at least one term
-// (noun or category) with row a and has a different caption, uniformly at random among all
-// such rows, or -1 if there is none.
+// sharedPicker is the authors' rule for noun and cat noise (calc_noise_by_integer_matching in
+// their noise_captioning.py): for split position a, pick one of row a's terms uniformly at
+// random, then a row of the split that has that term and a different caption, uniformly at
+// random. It returns -1 when row a has no terms or the chosen term has no such row (the authors
+// then leave the row unchanged; the caller skips it and walks on).
+//
+// Picking the term first matters: a row sharing a rare term with row a is as likely a donor as
+// the rows sharing a common one, as a group, so donors are semantically closer (and the noise
+// harder) than under "any row sharing any term", where the common term's many rows dominate.
+// One difference from the authors: they draw the donor among all other rows with the term and
+// count the swap as no error when the donor's caption happens to be the same; here the donor is
+// drawn among rows with a different caption, so every swap is an error.
 func sharedPicker(rng *rand.Rand, rows []int, captions []string, terms [][]string) func(a int) int {
 	post := map[string][]int{} // term -> split positions of the rows that have it
 	for b, i := range rows {
@@ -211,69 +220,31 @@ func sharedPicker(rng *rand.Rand, rows []int, captions []string, terms [][]strin
 			post[t] = append(post[t], b)
 		}
 	}
-	shared := func(x, y []string) int { // both sorted
-		s := 0
-		for p, q := 0, 0; p < len(x) && q < len(y); {
-			switch {
-			case x[p] == y[q]:
-				s++
-				p++
-				q++
-			case x[p] < y[q]:
-				p++
-			default:
-				q++
-			}
-		}
-		return s
-	}
 	return func(a int) int {
 		i := rows[a]
 		ti := terms[i]
-		total := 0
-		for _, t := range ti {
-			total += len(post[t])
-		}
-		if total <= 1 {
+		if len(ti) == 0 {
 			return -1
 		}
-		// Propose a (term, row) pair uniformly from row a's posting lists, and accept row b with
-		// probability 1/(terms it shares with a): each eligible row is then equally likely,
-		// without building the union of the lists (a common noun's list is most of the split).
-		for try := 0; try < 64; try++ {
-			r := rng.IntN(total)
-			b := -1
-			for _, t := range ti {
-				if r < len(post[t]) {
-					b = post[t][r]
-					break
-				}
-				r -= len(post[t])
+		list := post[ti[rng.IntN(len(ti))]]
+		eligible := func(b int) bool { return b != a && captions[rows[b]] != captions[i] }
+		// Rejection sampling is uniform over the eligible rows of the list and cheap when most
+		// are eligible (captions are nearly all distinct); a list of mostly self or same-caption
+		// rows is enumerated instead.
+		for try := 0; try < 32; try++ {
+			if b := list[rng.IntN(len(list))]; eligible(b) {
+				return rows[b]
 			}
-			j := rows[b]
-			if b == a || captions[j] == captions[i] {
-				continue
-			}
-			if s := shared(ti, terms[j]); s > 1 && rng.IntN(s) != 0 {
-				continue
-			}
-			return j
 		}
-		// Mostly self or same-caption proposals: enumerate the eligible rows exactly.
-		seen := map[int]bool{}
 		var cands []int
-		for _, t := range ti {
-			for _, b := range post[t] {
-				if !seen[b] && b != a && captions[rows[b]] != captions[i] {
-					seen[b] = true
-					cands = append(cands, b)
-				}
+		for _, b := range list {
+			if eligible(b) {
+				cands = append(cands, b)
 			}
 		}
 		if len(cands) == 0 {
 			return -1
 		}
-		sort.Ints(cands)
 		return rows[cands[rng.IntN(len(cands))]]
 	}
 }

