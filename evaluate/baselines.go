@@ -125,7 +125,7 @@ func kmeans(points []float64, dim, k int, seed uint64) []float64 {
 		for _, i := range idx {
 			sample = append(sample, points[i*dim:(i+1)*dim]...)
 		}
-		points, n = sample, len(idx)
+		points = sample
 	}
 	var best []float64
 	bestErr := math.Inf(1)

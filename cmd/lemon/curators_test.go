@@ -121,7 +121,7 @@ func TestHuggingFaceParquet(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "README.md"), []byte("---\nlicense: mit\n---\n"), 0o644)
 	out := filepath.Join(dir, "out")
 	log := run(t, false, "score", "--input", root, "--output", out, "--image-model", filepath.Join(enc, "image.onnx"),
-		"--text-model", filepath.Join(enc, "text.onnx"), "--k", "4", "--emit-neighbours", "--scores-format", "csv")
+		"--text-model", filepath.Join(enc, "text.onnx"), "--k", "10", "--emit-neighbours", "--scores-format", "csv")
 	if !strings.Contains(log, "README.md") {
 		t.Errorf("the README was not noted as not read:\n%s", log)
 	}
