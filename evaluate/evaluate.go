@@ -29,6 +29,7 @@ import (
 
 	"github.com/lemon-curation/lemon/metrics"
 	"github.com/lemon-curation/lemon/noise"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -254,7 +255,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		TruthColumn: o.TruthColumn, SplitColumn: o.SplitColumn, RejectFraction: o.RejectFraction,
 		LogitTemperature: o.LogitTemperature, CaptionClusters: o.CaptionClusters, DeepKNNK: DefaultDeepKNNK,
 	}
-	r.readManifest(ctx, o)
+	if err := r.readManifest(ctx, o); err != nil {
+		return nil, err
+	}
 	t, err := readTable(ctx, o)
 	if err != nil {
 		return nil, err
@@ -364,26 +367,17 @@ func (r *Report) noiseRate(ctx context.Context, o Options) {
 	r.NoiseRateFrom = fmt.Sprintf("%s: all splits, %d errors of %d rows", p, nr.Errors, nr.Rows-nr.BadRows)
 }
 
-func (r *Report) readManifest(ctx context.Context, o Options) {
-	b, err := storage.ReadFile(ctx, storage.Join(o.RunDir, "manifest.json"))
+func (r *Report) readManifest(ctx context.Context, o Options) error {
+	m, err := rundir.RequireComplete(ctx, o.RunDir)
 	if err != nil {
-		r.Warnings = append(r.Warnings, "no manifest.json in the run directory: the run may not have finished")
-		return
-	}
-	var m struct {
-		Input     string          `json:"input"`
-		Params    json.RawMessage `json:"params"`
-		Threshold *float64        `json:"threshold"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		r.Warnings = append(r.Warnings, fmt.Sprintf("manifest.json is unreadable: %v", err))
-		return
+		return err
 	}
 	r.Params, r.RunFilter.Threshold, r.input = m.Params, m.Threshold, m.Input
 	var p score.Params
 	if len(m.Params) > 0 && json.Unmarshal(m.Params, &p) == nil && p.K > 0 {
 		r.runParams = &p
 	}
+	return nil
 }
 
 // count fills Counts and decides which rows choose the F1 threshold and which are evaluated.

@@ -217,7 +217,7 @@ func (f *fixture) write(t *testing.T, dir string, o runOpts) {
 	if o.imageDir != "" {
 		input = o.imageDir
 	}
-	m := fmt.Sprintf(`{"tool":"lemon","input":%q,"params":{"k":%d,"beta":5},"threshold":%v,"counts":{"rows_in":%d}}`, input, fixtureK, f.threshold, n)
+	m := fmt.Sprintf(`{"tool":"lemon","status":"complete","input":%q,"params":{"k":%d,"beta":5},"threshold":%v,"counts":{"rows_in":%d}}`, input, fixtureK, f.threshold, n)
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(m), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -562,6 +562,13 @@ func TestBadInput(t *testing.T) {
 	run := t.TempDir()
 	f.write(t, run, runOpts{shards: 1})
 	ctx := context.Background()
+	// A run still running (or killed) has all its files but a manifest that says so.
+	unfinished := t.TempDir()
+	f.write(t, unfinished, runOpts{shards: 1})
+	m := `{"tool":"lemon","status":"running","run_id":"r1","started_at":"2026-12-02T10:00:00Z"}`
+	if err := os.WriteFile(filepath.Join(unfinished, "manifest.json"), []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		o    evaluate.Options
@@ -571,7 +578,8 @@ func TestBadInput(t *testing.T) {
 		{"no split column", evaluate.Options{SplitColumn: "fold"}, `no column "fold"`},
 		{"no such split", evaluate.Options{SplitColumn: "split", TestSplit: "holdout"}, `"holdout"`},
 		{"truth not boolean", evaluate.Options{TruthColumn: "caption"}, "row 0 (0-based)"},
-		{"not a run", evaluate.Options{RunDir: t.TempDir()}, "no kept/*.parquet"},
+		{"not a run", evaluate.Options{RunDir: t.TempDir()}, "holds no finished lemon score run"},
+		{"an unfinished run", evaluate.Options{RunDir: unfinished}, "has not finished"},
 		{"bad fraction", evaluate.Options{RejectFraction: 2}, "outside [0, 1]"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

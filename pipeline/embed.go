@@ -10,6 +10,7 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/embed"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/transforms"
 )
 
@@ -59,8 +60,8 @@ func CheckEmbed(ctx context.Context, c EmbedConfig) (*EmbedPlan, error) {
 func BuildEmbed(s beam.Scope, p *EmbedPlan, command []string) {
 	c := p.Config
 	counts := transforms.WriteEmbeddings(s, p.Input, c.Embed, transforms.EmbedOutput{Dir: c.Output, Dtype: c.Dtype})
-	m := transforms.EmbedManifest{Tool: "lemon embed", Version: Version, Command: command, Input: c.Input, Format: p.Input.Format,
+	m := transforms.EmbedManifest{Tool: "lemon embed", Version: rundir.Version, Command: command, Input: c.Input, Format: p.Input.Format,
 		Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, Embed: c.Embed, Dtype: c.Dtype,
-		Versions: map[string]string{"lemon": Version, "go": runtime.Version()}, StartedAt: time.Now().UTC()}
+		Versions: map[string]string{"lemon": rundir.Version, "go": runtime.Version()}, StartedAt: time.Now().UTC()}
 	transforms.WriteEmbedManifest(s, m, c.Output, counts)
 }

@@ -34,9 +34,6 @@ import (
 	"github.com/lemon-curation/lemon/transforms"
 )
 
-// Version is lemon's version, recorded in every manifest.
-const Version = "0.1.0"
-
 // Config is one scoring job. Its YAML form is what `lemon score --config` reads and what
 // configs/*.yaml hold; flags override it.
 type Config struct {
@@ -565,7 +562,7 @@ func (p *Plan) Manifest(command []string) rundir.Manifest {
 	if c.Threshold != nil {
 		filter = map[string]any{"threshold": *c.Threshold, "rule": "reject rows whose score is at least the threshold"}
 	}
-	versions := map[string]string{"lemon": Version, "go": runtime.Version()}
+	versions := map[string]string{"lemon": rundir.Version, "go": runtime.Version()}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			switch d.Path {
@@ -581,7 +578,7 @@ func (p *Plan) Manifest(command []string) rundir.Manifest {
 		}
 	}
 	return rundir.Manifest{
-		Tool: "lemon", Version: Version, Status: rundir.Running, RunID: p.RunID, Command: command, Input: c.Input,
+		Tool: "lemon", Version: rundir.Version, Status: rundir.Running, RunID: p.RunID, Command: command, Input: c.Input,
 		Format: p.Input.Format, Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, TempDir: p.TempDir(),
 		Reference: js(ref), Params: js(c.Params), Filter: js(filter),
 		Search: rundir.Search{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,

@@ -17,6 +17,9 @@ import (
 )
 
 // Names in a run directory.
+// Version is lemon's version, recorded in every manifest and printed by --version.
+const Version = "0.1.0"
+
 const (
 	ScoresDir     = "scores"     // scores, one part file per input shard
 	KeptDir       = "kept"       // the input's rows that pass, with the score columns

@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/lemon-curation/lemon/pipeline"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -27,7 +28,7 @@ func ConfigYAML(rep *Report) []byte {
 	var b bytes.Buffer
 	c := rep.Chosen
 	p := c.Params
-	fmt.Fprintf(&b, "# LEMoN_opt hyperparameters chosen by `lemon tune` (lemon %s) on %s.\n", pipeline.Version, rep.FinishedAt.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "# LEMoN_opt hyperparameters chosen by `lemon tune` (lemon %s) on %s.\n", rundir.Version, rep.FinishedAt.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "# Tuned on the run %s (%d scored rows; saved lists of %d neighbours, %s distance).\n", rep.Run, rep.ScoredRows, rep.KMax, rep.RunParams.Distance)
 	fmt.Fprintf(&b, "# Objective: validation F1 at each candidate's best threshold; validation = %s %s (%d rows, %d errors).\n",
 		rep.SplitColumn, orList(rep.ValSplits), rep.ValRows, rep.ValErrors)

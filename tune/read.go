@@ -13,6 +13,7 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
+	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -51,26 +52,24 @@ func listFiles(ctx context.Context, dir, sub string) ([]string, error) {
 	return files, nil
 }
 
-// readManifest returns the run's scoring parameters.
+// readManifest returns the run's scoring parameters, from the manifest of a complete run.
 func readManifest(ctx context.Context, run string) (score.Params, error) {
-	p := storage.Join(run, "manifest.json")
-	b, err := storage.ReadFile(ctx, p)
+	m, err := rundir.RequireComplete(ctx, run)
 	if err != nil {
-		return score.Params{}, fmt.Errorf("%s: %w (is %s a finished `lemon score` run? its distance is read from the manifest)", p, err, run)
+		return score.Params{}, err
 	}
-	var m struct {
-		Params *score.Params `json:"params"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return score.Params{}, fmt.Errorf("%s: %w", p, err)
-	}
-	if m.Params == nil {
+	p := storage.Join(run, rundir.ManifestFile)
+	if len(m.Params) == 0 || string(m.Params) == "null" {
 		return score.Params{}, fmt.Errorf("%s: no params", p)
 	}
-	if m.Params.Distance != score.Cosine && m.Params.Distance != score.Euclidean {
-		return score.Params{}, fmt.Errorf("%s: unknown distance %q", p, m.Params.Distance)
+	var params score.Params
+	if err := json.Unmarshal(m.Params, &params); err != nil {
+		return score.Params{}, fmt.Errorf("%s: params: %w", p, err)
 	}
-	return *m.Params, nil
+	if params.Distance != score.Cosine && params.Distance != score.Euclidean {
+		return score.Params{}, fmt.Errorf("%s: unknown distance %q", p, params.Distance)
+	}
+	return params, nil
 }
 
 func load(ctx context.Context, o Options, workers int) (*runData, error) {

@@ -87,7 +87,7 @@ func (r *synthRun) write(t testing.TB, dir string, shards int, truthAsBool bool)
 	ctx := context.Background()
 	p := score.Fixed()
 	p.K, p.Distance, p.DiscreteText = r.k, r.dist, r.discrete
-	m, _ := json.Marshal(map[string]any{"tool": "lemon", "params": p})
+	m, _ := json.Marshal(map[string]any{"tool": "lemon", "status": "complete", "params": p})
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +310,16 @@ func TestTuneErrors(t *testing.T) {
 		{[]string{"--run", dir, "--output", out, "--truth-column", "nope"}, `no column "nope"`},
 		{[]string{"--run", filepath.Join(dir, "missing"), "--output", out}, "manifest.json"},
 	}
+	// A failed run keeps its files, but its manifest says they are incomplete.
+	failed := t.TempDir()
+	newSynthRun(300, 5, score.Cosine, 1).write(t, failed, 1, false)
+	if err := os.WriteFile(filepath.Join(failed, "manifest.json"), []byte(`{"tool":"lemon","status":"failed","run_id":"r2","error":"worker lost"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct {
+		args []string
+		want string
+	}{[]string{"--run", failed, "--output", out}, "failed (run r2): worker lost"})
 	for _, c := range cases {
 		var stdout, stderr bytes.Buffer
 		err := runMain(c.args, &stdout, &stderr)

@@ -34,7 +34,7 @@ import (
 var logf = log.New(os.Stderr, "", log.Ltime).Printf
 
 func versionString() string {
-	return fmt.Sprintf("lemon %s (%s %s/%s)", pipeline.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("lemon %s (%s %s/%s)", rundir.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 // LoadConfig reads a YAML config over the defaults. Unknown keys are errors, so a typo does not
