@@ -262,7 +262,7 @@ func TestHeaderSizes(t *testing.T) {
 	for rows := 1; rows > 0 && rows < math.MaxInt/10; rows *= 10 {
 		for _, cols := range []int{0, 1, 768, math.MaxInt / 4} {
 			for _, dtype := range []string{"<f4", "<f2"} {
-				hb := header10(rows, cols, dtype)
+				hb := header10("'"+dtype+"'", int64(rows), int64(cols))
 				if len(hb)%64 != 0 || hb[len(hb)-1] != '\n' {
 					t.Fatalf("header10(%d, %d) has length %d", rows, cols, len(hb))
 				}
@@ -733,3 +733,20 @@ func TestWriteErrors(t *testing.T) {
 type errWriter struct{}
 
 func (errWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// UIDPairsHeader followed by the pairs is byte for byte what np.save writes for
+// np.array([(1, 2), (3, 4)], np.dtype("u8,u8")), and for an empty such array.
+func TestUIDPairsHeaderMatchesNumpy(t *testing.T) {
+	pad := strings.Repeat(" ", 35)
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{2, "\x93NUMPY\x01\x00v\x00{'descr': [('f0', '<u8'), ('f1', '<u8')], 'fortran_order': False, 'shape': (2,), }" + pad + "\n"},
+		{0, "\x93NUMPY\x01\x00v\x00{'descr': [('f0', '<u8'), ('f1', '<u8')], 'fortran_order': False, 'shape': (0,), }" + pad + "\n"},
+	} {
+		if got := string(UIDPairsHeader(tc.n)); got != tc.want {
+			t.Errorf("UIDPairsHeader(%d):\n got %q\nwant %q", tc.n, got, tc.want)
+		}
+	}
+}

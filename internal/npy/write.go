@@ -24,7 +24,7 @@ func Write(w io.Writer, rows, cols int, data []float32, dtype string) error {
 	if cols != 0 && rows > math.MaxInt/cols || len(data) != rows*cols {
 		return fmt.Errorf("npy: Write: data has %d values, shape (%d, %d) needs %d", len(data), rows, cols, rows*cols)
 	}
-	if _, err := w.Write(header10(rows, cols, dtype)); err != nil {
+	if _, err := w.Write(header10("'"+dtype+"'", int64(rows), int64(cols))); err != nil {
 		return err
 	}
 	// Encode in bounded chunks: one Write per chunk, not per value, and no
@@ -54,15 +54,23 @@ func Write(w io.Writer, rows, cols int, data []float32, dtype string) error {
 	return nil
 }
 
+// UIDPairsHeader is the header np.save writes for a 1-D array of n pairs of little-endian
+// uint64 (numpy dtype "u8,u8", fields f0 and f1): the form of DataComp's uid lists, each
+// 128-bit uid as its high and low halves. The data follows as n x 16 bytes, f0 then f1.
+func UIDPairsHeader(n int64) []byte {
+	return header10("[('f0', '<u8'), ('f1', '<u8')]", n)
+}
+
 // header10 builds a version 1.0 header the way numpy's
-// _write_array_header does: sorted keys, repr values, then
-// GROWTH_AXIS_MAX_DIGITS (21) minus len(str(rows)) spaces of growth room,
+// _write_array_header does for a C-order array of shape dims and dtype descr
+// (numpy's repr of it): sorted keys, repr values, then
+// GROWTH_AXIS_MAX_DIGITS (21) minus len(str(dims[0])) spaces of growth room,
 // then spaces and '\n' up to a multiple of 64 bytes. numpy always adds at
 // least one pad space, so an exact fit gets 64 more; we copy that too.
-func header10(rows, cols int, dtype string) []byte {
+func header10(descr string, dims ...int64) []byte {
 	const growthAxisMaxDigits = 21
-	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }", dtype, rows, cols)
-	dict += strings.Repeat(" ", max(0, growthAxisMaxDigits-len(fmt.Sprint(rows))))
+	dict := fmt.Sprintf("{'descr': %s, 'fortran_order': False, 'shape': %s, }", descr, pyTuple(dims))
+	dict += strings.Repeat(" ", max(0, growthAxisMaxDigits-len(fmt.Sprint(dims[0]))))
 	hlen := len(dict) + 1 // + '\n'
 	pad := 64 - (len(magic)+4+hlen)%64
 	b := make([]byte, 0, len(magic)+4+hlen+pad)
