@@ -325,7 +325,8 @@ func joinIDs(ids []string) string {
 // the score columns (or the reason) added: raw formats write their own layout
 // (dataset.SplitWriter), embedding formats their metadata rows as Parquet, through the same
 // Parquet split writer as raw Parquet inputs (which replaces score columns the input already
-// has, as when a run's kept/ is scored again).
+// has, as when a run's kept/ is scored again), and, for formats with a dataset.SplitLayout,
+// their embeddings beside them.
 func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows []rowOutcome, threshold float64) error {
 	outcomes := splitOutcomes(rows, threshold)
 	if fn.Input.Raw {
@@ -348,9 +349,18 @@ func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows 
 		return err
 	}
 	defer rr.Release()
+	layout, inLayout := f.(dataset.SplitLayout)
 	var paths [3]string
 	for s := range paths {
 		paths[s] = storage.Join(fn.Out.Dir, dataset.Split(s).String(), rundir.PartFile(sh.Index, "parquet"))
+		if inLayout {
+			paths[s] = layout.SplitMetadataPath(sh, fn.Out.Dir, dataset.Split(s))
+		}
+	}
+	if inLayout {
+		if err := layout.WriteSplitEmbeddings(ctx, sh, fn.Input.Options, fn.Out.Dir, outcomes); err != nil {
+			return err
+		}
 	}
 	w, err := pqsplit.Create(ctx, paths, rr.Schema(), pqsplit.Options{})
 	if err != nil {

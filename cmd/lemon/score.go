@@ -186,8 +186,9 @@ const scoreText = `Usage: lemon score --input DIR --output OUT [--config FILE] [
 
 Scores every image-caption pair with LEMoN: score = d_mm + beta*s_n + gamma*s_m, higher meaning
 more likely mislabelled (defaults: LEMoN_fix, k=30, cosine, beta=gamma=5, tau1=0.1, tau2=5).
-Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one file per input shard, in the
-input's own layout for images and captions) and OUT/manifest.json; with --write-uids also
+Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one file per input shard; in the
+input's own layout for images and captions, clip-retrieval folders and DataComp shards,
+embeddings included) and OUT/manifest.json; with --write-uids also
 OUT/kept_uids.npy and OUT/rejected_uids.npy, DataComp subset files.
 
 Input layouts (detected; --input-format names one):

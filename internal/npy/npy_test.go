@@ -750,3 +750,37 @@ func TestUIDPairsHeaderMatchesNumpy(t *testing.T) {
 		}
 	}
 }
+
+// RowWriter, fed a matrix in uneven batches of rows, writes what Write writes; fewer or more
+// rows than promised are errors.
+func TestRowWriterMatchesWrite(t *testing.T) {
+	rows, cols := 37, 5
+	data := fixtureMat(rows, cols)
+	for _, dtype := range []string{"<f4", "<f2"} {
+		var want, got bytes.Buffer
+		if err := Write(&want, rows, cols, data, dtype); err != nil {
+			t.Fatal(err)
+		}
+		rw, err := NewRowWriter(&got, rows, cols, dtype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for lo, step := 0, 1; lo < rows; lo, step = lo+step, step+3 {
+			hi := min(rows, lo+step)
+			if err := rw.WriteRows(data[lo*cols : hi*cols]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rw.Close(); err != nil || !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("%s: RowWriter's file differs from Write's (close: %v)", dtype, err)
+		}
+		if err := rw.WriteRows(data[:cols]); err == nil {
+			t.Errorf("%s: a row past the promised ones was accepted", dtype)
+		}
+	}
+	rw, _ := NewRowWriter(io.Discard, 2, 3, "<f4")
+	rw.WriteRows(make([]float32, 3))
+	if err := rw.Close(); err == nil {
+		t.Error("Close after 1 of 2 rows: no error")
+	}
+}
