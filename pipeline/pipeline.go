@@ -618,7 +618,7 @@ func (p *Plan) Manifest(command []string) rundir.Manifest {
 	}
 	return rundir.Manifest{
 		Tool: "lemon", Version: rundir.Version, Status: rundir.Running, RunID: p.RunID, Command: command, Input: c.Input,
-		Format: p.Input.Format, Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, TempDir: p.TempDir(),
+		Format: p.Input.Format, Columns: js(p.Input.Options), Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, TempDir: p.TempDir(),
 		Reference: js(ref), Params: js(c.Params), Filter: js(filter),
 		Search: rundir.Search{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,
 			KNNBackend: c.KNNBackend, Exact: true, WorkerMemoryMiB: c.WorkerMemoryMiB, Workers: c.Workers,

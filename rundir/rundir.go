@@ -31,7 +31,9 @@ const (
 	// subset format (--write-uids), written by the job's last stage.
 	KeptUIDsFile     = "kept_uids.npy"
 	RejectedUIDsFile = "rejected_uids.npy"
-	LockFile         = ".lemon-run.lock"
+	// ReportFile is lemon report's review page, by default in the run it reviews.
+	ReportFile = "report.html"
+	LockFile   = ".lemon-run.lock"
 	// TempDirName is the default temporary directory under the output; each run uses a
 	// folder of its own inside it (see TempDir).
 	TempDirName = ".lemon-tmp"
@@ -41,7 +43,7 @@ const (
 // files besides the manifest.
 var (
 	ScoreDirs  = []string{ScoresDir, KeptDir, RejectedDir, ErrorsDir, NeighboursDir}
-	ScoreFiles = []string{KeptUIDsFile, RejectedUIDsFile}
+	ScoreFiles = []string{KeptUIDsFile, RejectedUIDsFile, ReportFile}
 )
 
 // PartFile is the name of input shard i's file in an output folder.
