@@ -13,6 +13,8 @@ import (
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/embdir"
+	"github.com/lemon-curation/lemon/dataset/img2parquet"
+	"github.com/lemon-curation/lemon/dataset/pathcsv"
 	"github.com/lemon-curation/lemon/dataset/rawtest/samples"
 	"github.com/lemon-curation/lemon/dataset/webdataset"
 	"github.com/lemon-curation/lemon/synth"
@@ -145,5 +147,40 @@ func TestReportEmbeddingsOnly(t *testing.T) {
 	}
 	if strings.Contains(html, "<img") {
 		t.Error("an embeddings-only run's page has images")
+	}
+}
+
+// TestReportThumbnailsFromEveryRawFormat: the page's thumbnails come from a CSV of image paths
+// and from a Hugging Face image Parquet too, each decoded by headless Chromium.
+func TestReportThumbnailsFromEveryRawFormat(t *testing.T) {
+	requireEmbedding(t)
+	browser := chromium(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc")
+	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	shards := [][]samples.Sample{samples.Make("a", 16, 1), samples.Make("b", 14, 2)}
+	for name, write := range map[string]func(string) error{
+		"pathcsv": func(p string) error { return pathcsv.Write(ctx, p, shards) },
+		"img2parquet": func(p string) error {
+			return img2parquet.WriteHuggingFace(ctx, filepath.Join(p, "data", "train-00000-of-00001.parquet"), append(shards[0], shards[1]...))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw := filepath.Join(dir, name)
+			if err := write(raw); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, name+"-out")
+			run(t, false, "score", "--input", raw, "--output", out, "--image-model", filepath.Join(enc, "image.onnx"),
+				"--text-model", filepath.Join(enc, "text.onnx"), "--k", "5", "--batch-size", "8")
+			log := run(t, false, "report", "--run", out, "--suspects", "8")
+			if !strings.Contains(log, "("+name+")") {
+				t.Errorf("the report's images do not come from the %s input:\n%s", name, log)
+			}
+			if n, decoded := renderedImages(t, browser, filepath.Join(out, "report.html")); n != 8 || decoded != 8 {
+				t.Errorf("chromium decoded %d of %d thumbnails; want all 8 suspects' images", decoded, n)
+			}
+		})
 	}
 }
