@@ -48,7 +48,7 @@ type Review struct {
 	Neighbours string // where neighbour captions come from, or why there are none
 }
 
-// reviewColumns are the scores' columns whose distributions the page draws.
+// reviewColumns are the scores' columns whose distributions the page draws, the score first.
 var reviewColumns = []string{rundir.ColScore, rundir.ColDmm, rundir.ColSn, rundir.ColSm}
 
 // MakeReview reads a complete run's scores and builds its review page; WriteReview writes it.
@@ -67,44 +67,70 @@ func MakeReview(ctx context.Context, o ReviewOptions) (*Review, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("%s: no scores/part-*.parquet or .csv files", o.RunDir)
 	}
+	n := o.Suspects
+	if n <= 0 {
+		n = DefaultReviewSuspects
+	}
+	// One pass for the distributions and the n highest scores (ties: first in file order), a
+	// second for the captions of the suspects' neighbours only: memory holds the values, not
+	// every row's id and caption.
 	rv := &Review{RunDir: o.RunDir, Manifest: m, Values: map[string][]float64{}}
-	var rows []reviewRow
-	captions := map[string]string{}
+	var top []reviewRow
+	floor := math.Inf(-1) // the n-th highest score so far, once there are n rows
+	cut := func() {
+		sort.SliceStable(top, func(a, b int) bool { return top[a].values[0] > top[b].values[0] })
+		top = top[:min(n, len(top))]
+		if len(top) == n {
+			floor = top[n-1].values[0]
+		}
+	}
 	hasNeighbours := true
 	for _, p := range files {
 		shard, err := partShard(p)
 		if err != nil {
 			return nil, err
 		}
-		got, neighbours, err := readReviewRows(ctx, p, shard)
+		neighbours, err := eachReviewRow(ctx, p, func(r reviewRow) {
+			for i, c := range reviewColumns {
+				rv.Values[c] = append(rv.Values[c], r.values[i])
+			}
+			if r.values[0] > floor { // a tie with the floor comes later than the rows it ties
+				r.file, r.shard = p, shard
+				top = append(top, r)
+				if len(top) >= 2*n {
+					cut()
+				}
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
 		hasNeighbours = hasNeighbours && neighbours
-		for _, r := range got {
-			captions[r.id] = r.caption
-			for _, c := range reviewColumns {
-				rv.Values[c] = append(rv.Values[c], r.values[c])
-			}
-		}
-		rows = append(rows, got...)
+		cut()
 	}
-	rv.Rows = len(rows)
-	sort.SliceStable(rows, func(a, b int) bool { return rows[a].values[rundir.ColScore] > rows[b].values[rundir.ColScore] })
-	n := o.Suspects
-	if n <= 0 {
-		n = DefaultReviewSuspects
-	}
-	rows = rows[:min(n, len(rows))]
-	shards := make([]int, len(rows))
-	for k, r := range rows {
-		s := Suspect{Rank: k + 1, ID: r.id, Caption: r.caption, Score: r.values[rundir.ColScore], File: r.file, Row: r.row}
+	rv.Rows = len(rv.Values[rundir.ColScore])
+	captions := map[string]string{}
+	for _, r := range top {
 		for _, id := range r.neighbours {
-			c, ok := captions[id]
-			if !ok {
-				c = "(" + id + ": not among this run's scored rows)"
+			captions[id] = "(" + id + ": not among this run's scored rows)"
+		}
+	}
+	if len(captions) > 0 {
+		_, err := readScores(ctx, files, false, func(r scoresRow) error {
+			if _, ok := captions[r.id]; ok {
+				captions[r.id] = r.caption
 			}
-			s.NeighbourCaptions = append(s.NeighbourCaptions, c)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	shards := make([]int, len(top))
+	for k, r := range top {
+		s := Suspect{Rank: k + 1, ID: r.id, Caption: r.caption, Score: r.values[0], File: r.file, Row: r.row}
+		for _, id := range r.neighbours {
+			s.NeighbourCaptions = append(s.NeighbourCaptions, captions[id])
 		}
 		rv.Suspects = append(rv.Suspects, s)
 		shards[k] = r.shard
@@ -117,10 +143,10 @@ func MakeReview(ctx context.Context, o ReviewOptions) (*Review, error) {
 	return rv, nil
 }
 
-// reviewRow is one scored row.
+// reviewRow is one scored row: its values in reviewColumns' order.
 type reviewRow struct {
 	id, caption string
-	values      map[string]float64
+	values      [4]float64
 	neighbours  []string
 	file        string
 	shard, row  int
@@ -137,53 +163,54 @@ func partShard(p string) (int, error) {
 	return strconv.Atoi(m[1])
 }
 
-// readReviewRows reads a scores file (Parquet, or CSV with every value a string), and says
-// whether it names neighbours.
-func readReviewRows(ctx context.Context, p string, shard int) ([]reviewRow, bool, error) {
+// eachReviewRow calls fn for every row of a scores file (Parquet, or CSV with every value a
+// string), and says whether the file names neighbours.
+func eachReviewRow(ctx context.Context, p string, fn func(reviewRow)) (bool, error) {
 	rr, err := metadata.Open(ctx, p)
 	if err != nil {
-		return nil, false, err
+		return false, err
 	}
 	defer rr.Release()
 	neighbours := len(rr.Schema().FieldIndices(rundir.ColImageNeighbours)) > 0
-	var out []reviewRow
+	row := 0
 	for rr.Next() {
 		rec := rr.RecordBatch()
 		ids, _, err := metadata.StringColumn(p, rec, rundir.ColID)
 		if err != nil {
-			return nil, false, err
+			return false, err
 		}
 		caps, _, err := metadata.StringColumn(p, rec, rundir.ColCaption)
 		if err != nil {
-			return nil, false, err
+			return false, err
 		}
-		cols := map[string][]float64{}
-		for _, c := range reviewColumns {
-			if cols[c], err = numberColumn(p, rec, c); err != nil {
-				return nil, false, err
+		var cols [4][]float64
+		for c, name := range reviewColumns {
+			if cols[c], err = numberColumn(p, rec, name); err != nil {
+				return false, err
 			}
 		}
 		var lists [][]string
 		if neighbours {
 			if lists, err = neighbourColumn(p, rec); err != nil {
-				return nil, false, err
+				return false, err
 			}
 		}
 		for i := range ids {
-			r := reviewRow{id: ids[i], caption: caps[i], values: map[string]float64{}, file: p, shard: shard, row: len(out)}
-			for c, v := range cols {
-				r.values[c] = v[i]
+			r := reviewRow{id: ids[i], caption: caps[i], row: row}
+			for c := range cols {
+				r.values[c] = cols[c][i]
 			}
 			if lists != nil {
 				r.neighbours = lists[i]
 			}
-			out = append(out, r)
+			fn(r)
+			row++
 		}
 	}
 	if err := rr.Err(); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", p, err)
+		return false, fmt.Errorf("%s: %w", p, err)
 	}
-	return out, neighbours, nil
+	return neighbours, nil
 }
 
 // numberColumn reads a float column, or a string column of numbers (CSV).
