@@ -18,7 +18,7 @@ import (
 func TestReviewPicksTheHighestScores(t *testing.T) {
 	ctx := context.Background()
 	run := t.TempDir()
-	if err := rundir.WriteManifest(ctx, run, &rundir.Manifest{Status: rundir.Complete, RunID: "r", Input: "in", Format: "embdir"}); err != nil {
+	if err := rundir.WriteManifest(ctx, run, &rundir.Manifest{Header: rundir.Header{Tool: "lemon", Status: rundir.Complete, RunID: "r", Input: "in", Format: "embdir"}}); err != nil {
 		t.Fatal(err)
 	}
 	type row struct {

@@ -27,9 +27,11 @@ type EmbedConfig struct {
 
 // EmbedPlan is a checked embed job.
 type EmbedPlan struct {
-	Config EmbedConfig
-	Input  transforms.Input
-	Rows   int64
+	Config    EmbedConfig
+	Input     transforms.Input
+	Rows      int64
+	RunID     string    // this run's id (rundir.NewRunID)
+	StartedAt time.Time // when the run was planned
 }
 
 // CheckEmbed validates an embed job: the input must be a raw format, and the encoders must load.
@@ -53,15 +55,23 @@ func CheckEmbed(ctx context.Context, c EmbedConfig) (*EmbedPlan, error) {
 	if !in.Raw {
 		return nil, fmt.Errorf("%s already holds embeddings (%s format); score it with lemon score", c.Input, in.Format)
 	}
-	return &EmbedPlan{Config: c, Input: in, Rows: rows}, nil
+	return &EmbedPlan{Config: c, Input: in, Rows: rows, RunID: rundir.NewRunID(), StartedAt: time.Now().UTC()}, nil
 }
 
-// BuildEmbed adds the embed job to the pipeline.
-func BuildEmbed(s beam.Scope, p *EmbedPlan, command []string) {
+// Manifest is the run's manifest as it starts (status Running): what the launcher writes
+// before the job runs, and what the job's last stage completes with the counts.
+func (p *EmbedPlan) Manifest(command []string) transforms.EmbedManifest {
+	c := p.Config
+	return transforms.EmbedManifest{
+		Header: rundir.Header{Tool: "lemon embed", Version: rundir.Version, Status: rundir.Running, RunID: p.RunID, Command: command,
+			Input: c.Input, Format: p.Input.Format, Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, StartedAt: p.StartedAt},
+		Embed: c.Embed, Dtype: c.Dtype, Versions: map[string]string{"lemon": rundir.Version, "go": runtime.Version()},
+	}
+}
+
+// BuildEmbed adds the embed job to the pipeline; m is the run's manifest (Manifest).
+func BuildEmbed(s beam.Scope, p *EmbedPlan, m transforms.EmbedManifest) {
 	c := p.Config
 	counts := transforms.WriteEmbeddings(s, p.Input, c.Embed, transforms.EmbedOutput{Dir: c.Output, Dtype: c.Dtype})
-	m := transforms.EmbedManifest{Tool: "lemon embed", Version: rundir.Version, Command: command, Input: c.Input, Format: p.Input.Format,
-		Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, Embed: c.Embed, Dtype: c.Dtype,
-		Versions: map[string]string{"lemon": rundir.Version, "go": runtime.Version()}, StartedAt: time.Now().UTC()}
 	transforms.WriteEmbedManifest(s, m, c.Output, counts)
 }

@@ -362,6 +362,9 @@ func planInput(ctx context.Context, path, format string, cols dataset.Options, e
 	if err := dataset.CheckExists(ctx, path); err != nil {
 		return in, 0, err
 	}
+	if err := rundir.CheckInput(ctx, path); err != nil {
+		return in, 0, err
+	}
 	if f, err := dataset.Open(ctx, path, format); err == nil {
 		if cols, err = resolveColumns(ctx, cols, f.Name()); err != nil {
 			return in, 0, err
@@ -617,13 +620,14 @@ func (p *Plan) Manifest(command []string) rundir.Manifest {
 		outputs["kept_uids"], outputs["rejected_uids"] = rundir.KeptUIDsFile, rundir.RejectedUIDsFile
 	}
 	return rundir.Manifest{
-		Tool: "lemon", Version: rundir.Version, Status: rundir.Running, RunID: p.RunID, Command: command, Input: c.Input,
-		Format: p.Input.Format, Columns: js(p.Input.Options), Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, TempDir: p.TempDir(),
+		Header: rundir.Header{Tool: "lemon", Version: rundir.Version, Status: rundir.Running, RunID: p.RunID, Command: command,
+			Input: c.Input, Format: p.Input.Format, Columns: js(p.Input.Options), Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim,
+			TempDir: p.TempDir(), StartedAt: p.StartedAt},
 		Reference: js(ref), Params: js(c.Params), Filter: js(filter),
 		Search: rundir.Search{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,
 			KNNBackend: c.KNNBackend, Exact: true, WorkerMemoryMiB: c.WorkerMemoryMiB, Workers: c.Workers,
 			QueryRowsPerTask: p.Search.QueryRowsPerTask, TileRows: p.Search.TileRows, Predicted: Predicted(p.Search)},
-		Outputs: outputs, Versions: versions, StartedAt: p.StartedAt,
+		Outputs: outputs, Versions: versions,
 	}
 }
 

@@ -70,64 +70,77 @@ type Start struct {
 	Async bool
 }
 
-// Begin starts run m (m.RunID, m.TempDir set) in s.Out: see the package comment. On success
-// the manifest in Out says Running and the caller must see the run to its end (the job's
-// Finish, or End).
-func Begin(ctx context.Context, s Start, m *Manifest) error {
-	lock := newLock(m.RunID, s.Async, m.StartedAt)
+// Begin starts run r (its header's RunID, StartedAt and TempDir set) in s.Out: see the package
+// comment. On success the manifest in Out says Running and the caller must see the run to its
+// end (the job's Finish, or End).
+func Begin(ctx context.Context, s Start, r Record) error {
+	h := r.RunHeader()
+	lock := newLock(h.RunID, s.Async, h.StartedAt)
 	if err := acquire(ctx, s.Out, lock); err != nil {
 		return err
 	}
 	prev, holds := previousRun(ctx, s.Out, s.Dirs, s.Files)
 	if holds && !s.Overwrite {
-		releaseLock(ctx, s.Out, m.RunID)
+		releaseLock(ctx, s.Out, h.RunID)
 		return fmt.Errorf("%s already holds a run (%s); give --overwrite to replace it, or another --output", s.Out, prev)
 	}
 	if holds {
 		if err := removeRun(ctx, s.Out, s.Dirs, s.Files); err != nil {
-			releaseLock(ctx, s.Out, m.RunID)
+			releaseLock(ctx, s.Out, h.RunID)
 			return fmt.Errorf("--overwrite: removing the run %s holds: %w", s.Out, err)
 		}
 	}
-	m.Status = Running
-	if err := WriteManifest(ctx, s.Out, m); err != nil {
-		releaseLock(ctx, s.Out, m.RunID)
+	h.Status = Running
+	if err := WriteManifest(ctx, s.Out, r); err != nil {
+		releaseLock(ctx, s.Out, h.RunID)
 		return err
 	}
 	return nil
 }
 
-// Finish ends run m successfully (the job's last stage): its temporary folder is removed, the
+// Finish ends run r successfully (the job's last stage): its temporary folder is removed, the
 // manifest is written with status Complete and the finish time, and the lock released. A
 // retry repeats it harmlessly.
-func Finish(ctx context.Context, out string, m *Manifest) error {
-	if err := storage.RemoveAll(ctx, m.TempDir); err != nil {
-		return fmt.Errorf("removing the run's temporary files: %w", err)
+func Finish(ctx context.Context, out string, r Record) error {
+	h := r.RunHeader()
+	if h.TempDir != "" {
+		if err := storage.RemoveAll(ctx, h.TempDir); err != nil {
+			return fmt.Errorf("removing the run's temporary files: %w", err)
+		}
 	}
 	now := time.Now().UTC()
-	m.Status, m.FinishedAt = Complete, &now
-	m.Timings = map[string]float64{"wall_seconds": now.Sub(m.StartedAt).Seconds()}
-	if err := WriteManifest(ctx, out, m); err != nil {
+	h.Status, h.FinishedAt = Complete, &now
+	h.Timings = map[string]float64{"wall_seconds": now.Sub(h.StartedAt).Seconds()}
+	if err := WriteManifest(ctx, out, r); err != nil {
 		return err
 	}
-	releaseLock(ctx, out, m.RunID)
+	releaseLock(ctx, out, h.RunID)
 	return nil
 }
 
 // End ends run runID in out unsuccessfully (status Failed or Interrupted, cause saying why):
-// the launcher's counterpart of Finish. A run already complete is left as it is.
-func End(ctx context.Context, out, runID string, status Status, cause error) error {
-	m, err := ReadManifest(ctx, out)
-	if err != nil || m.RunID != runID {
-		return err // not ours any more (or unreadable): leave it
+// the launcher's counterpart of Finish. The manifest is read into r (an empty record of the
+// run's kind, so that fields beyond the header survive) and written back. A run already
+// complete is left as it is.
+func End(ctx context.Context, out, runID string, status Status, cause error, r Record) error {
+	b, err := storage.ReadFile(ctx, storage.Join(out, ManifestFile))
+	if err != nil {
+		return err
 	}
-	if m.Status == Complete {
-		return nil
+	if err := json.Unmarshal(b, r); err != nil {
+		return err
 	}
-	rmErr := storage.RemoveAll(ctx, m.TempDir)
+	h := r.RunHeader()
+	if h.RunID != runID || h.Status == Complete {
+		return nil // not ours any more, or finished after all: leave it
+	}
+	var rmErr error
+	if h.TempDir != "" {
+		rmErr = storage.RemoveAll(ctx, h.TempDir)
+	}
 	now := time.Now().UTC()
-	m.Status, m.FinishedAt, m.Error = status, &now, cause.Error()
-	if err := WriteManifest(ctx, out, m); err != nil {
+	h.Status, h.FinishedAt, h.Error = status, &now, cause.Error()
+	if err := WriteManifest(ctx, out, r); err != nil {
 		return err
 	}
 	releaseLock(ctx, out, runID)
@@ -236,14 +249,14 @@ func releaseLock(ctx context.Context, out, runID string) {
 // previousRun says whether out holds a run (a manifest, any of the run's folders with files
 // in them, or any of its files), and describes it.
 func previousRun(ctx context.Context, out string, dirs, files []string) (string, bool) {
-	if m, err := ReadManifest(ctx, out); err == nil {
-		switch m.Status {
+	if h, err := ReadHeader(ctx, out); err == nil {
+		switch h.Status {
 		case Running:
-			return fmt.Sprintf("run %s, started %s, did not finish: its process is gone", m.RunID, m.StartedAt.Format("2006-01-02 15:04:05 MST")), true
+			return fmt.Sprintf("run %s, started %s, did not finish: its process is gone", h.RunID, h.StartedAt.Format("2006-01-02 15:04:05 MST")), true
 		case "":
 			return "a run of an earlier lemon version", true
 		}
-		return fmt.Sprintf("run %s, %s", m.RunID, m.Status), true
+		return fmt.Sprintf("run %s, %s", h.RunID, h.Status), true
 	} else if storage.Exists(ctx, storage.Join(out, ManifestFile)) {
 		return fmt.Sprintf("an unreadable %s: %v", ManifestFile, err), true
 	}
@@ -263,8 +276,8 @@ func previousRun(ctx context.Context, out string, dirs, files []string) (string,
 // removeRun removes what a run left in out: its folders and files, its manifest, and the
 // temporary folder its manifest names.
 func removeRun(ctx context.Context, out string, dirs, files []string) error {
-	if m, err := ReadManifest(ctx, out); err == nil && m.TempDir != "" && strings.HasPrefix(storage.Base(m.TempDir), "run-") {
-		if err := storage.RemoveAll(ctx, m.TempDir); err != nil {
+	if h, err := ReadHeader(ctx, out); err == nil && h.TempDir != "" && strings.HasPrefix(storage.Base(h.TempDir), "run-") {
+		if err := storage.RemoveAll(ctx, h.TempDir); err != nil {
 			return err
 		}
 	}

@@ -5,12 +5,11 @@ import (
 	"time"
 )
 
-// Manifest is manifest.json: what ran, on what, where it stands, and what came out. The
-// launcher writes it when a run starts (Running), the job's last stage when every shard is
-// written (Complete, with the counts, threshold and search figures), and the launcher again if
-// the job fails or is interrupted.
-type Manifest struct {
-	Tool    string   `json:"tool"`
+// Header is what every lemon run's manifest starts with, a scoring run's (Manifest) and an
+// embedding run's (transforms.EmbedManifest) alike: which run, where it stands, on what. A run's
+// life (Begin, Finish, End) reads and writes only these fields.
+type Header struct {
+	Tool    string   `json:"tool"` // "lemon" (lemon score) or "lemon embed"
 	Version string   `json:"version"`
 	Status  Status   `json:"status"`
 	RunID   string   `json:"run_id"`
@@ -24,19 +23,33 @@ type Manifest struct {
 	Shards  int             `json:"shards"`
 	Dim     int             `json:"dim"`
 	// TempDir is the run's own temporary folder (removed when the run ends; a later run into
-	// the same output removes it if the run was killed).
-	TempDir    string             `json:"temp_dir"`
-	Reference  json.RawMessage    `json:"reference"`
-	Params     json.RawMessage    `json:"params"`
-	Filter     json.RawMessage    `json:"filter"`
-	Search     Search             `json:"search"`
-	Threshold  *float64           `json:"threshold"` // null when nothing is rejected
-	Counts     Counts             `json:"counts"`
-	Outputs    map[string]string  `json:"outputs"`
-	Versions   map[string]string  `json:"versions"`
+	// the same output removes it if the run was killed). Empty for a run that has none.
+	TempDir    string             `json:"temp_dir,omitempty"`
 	StartedAt  time.Time          `json:"started_at"`
 	FinishedAt *time.Time         `json:"finished_at"` // null until the run ends
 	Timings    map[string]float64 `json:"timings,omitempty"`
+}
+
+// RunHeader returns the header, so that every manifest type that embeds a Header is a Record.
+func (h *Header) RunHeader() *Header { return h }
+
+// Record is a run's manifest: anything that embeds a Header.
+type Record interface{ RunHeader() *Header }
+
+// Manifest is manifest.json of a scoring run: what ran, on what, where it stands, and what came
+// out. The launcher writes it when a run starts (Running), the job's last stage when every
+// shard is written (Complete, with the counts, threshold and search figures), and the launcher
+// again if the job fails or is interrupted.
+type Manifest struct {
+	Header
+	Reference json.RawMessage   `json:"reference"`
+	Params    json.RawMessage   `json:"params"`
+	Filter    json.RawMessage   `json:"filter"`
+	Search    Search            `json:"search"`
+	Threshold *float64          `json:"threshold"` // null when nothing is rejected
+	Counts    Counts            `json:"counts"`
+	Outputs   map[string]string `json:"outputs"`
+	Versions  map[string]string `json:"versions"`
 }
 
 // Search is the manifest's "search": how the search was cut into tasks, what it did (Figures,

@@ -16,10 +16,10 @@ import (
 	"github.com/lemon-curation/lemon/storage"
 )
 
-// Names in a run directory.
 // Version is lemon's version, recorded in every manifest and printed by --version.
 const Version = "0.1.0"
 
+// Names in a run directory.
 const (
 	ScoresDir     = "scores"     // scores, one part file per input shard
 	KeptDir       = "kept"       // the input's rows that pass, with the score columns
@@ -45,6 +45,16 @@ var (
 	ScoreDirs  = []string{ScoresDir, KeptDir, RejectedDir, ErrorsDir, NeighboursDir}
 	ScoreFiles = []string{KeptUIDsFile, RejectedUIDsFile, ReportFile}
 )
+
+// The folders of a `lemon embed` run: the clip-retrieval layout, and errors/.
+const (
+	ImageEmbDir = "img_emb"  // img_emb_N.npy
+	TextEmbDir  = "text_emb" // text_emb_N.npy
+	MetadataDir = "metadata" // metadata_N.parquet
+)
+
+// EmbedDirs are the folders a `lemon embed` run writes.
+var EmbedDirs = []string{ImageEmbDir, TextEmbDir, MetadataDir, ErrorsDir}
 
 // PartFile is the name of input shard i's file in an output folder.
 func PartFile(shard int, ext string) string { return fmt.Sprintf("part-%05d.%s", shard, ext) }
@@ -83,23 +93,40 @@ const (
 	Interrupted Status = "interrupted" // stopped by a signal
 )
 
-// ReadManifest reads dir's manifest.
+// ReadManifest reads dir's manifest, a scoring run's.
 func ReadManifest(ctx context.Context, dir string) (*Manifest, error) {
-	p := storage.Join(dir, ManifestFile)
-	b, err := storage.ReadFile(ctx, p)
-	if err != nil {
-		return nil, err
-	}
 	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+	if err := ReadRecord(ctx, dir, &m); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }
 
-// WriteManifest writes m as dir's manifest, atomically.
-func WriteManifest(ctx context.Context, dir string, m *Manifest) error {
-	b, err := json.MarshalIndent(m, "", "  ")
+// ReadHeader reads the header of dir's manifest, whatever kind of run wrote it.
+func ReadHeader(ctx context.Context, dir string) (*Header, error) {
+	var h Header
+	if err := ReadRecord(ctx, dir, &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
+// ReadRecord reads dir's manifest into r, a manifest of the run's kind.
+func ReadRecord(ctx context.Context, dir string, r Record) error {
+	p := storage.Join(dir, ManifestFile)
+	b, err := storage.ReadFile(ctx, p)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, r); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	return nil
+}
+
+// WriteManifest writes r as dir's manifest, atomically.
+func WriteManifest(ctx context.Context, dir string, r Record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -116,13 +143,41 @@ func RequireComplete(ctx context.Context, dir string) (*Manifest, error) {
 		}
 		return nil, err
 	}
+	if m.Tool != "lemon" {
+		return nil, fmt.Errorf("%s holds a %q run, not a lemon score run", dir, m.Tool)
+	}
 	switch m.Status {
 	case Complete:
 		return m, nil
 	case Running:
 		return nil, fmt.Errorf("%s holds a run that has not finished (run %s, started %s): it is still running or was killed; its files are incomplete", dir, m.RunID, m.StartedAt.Format("2006-01-02 15:04:05 MST"))
 	case Failed, Interrupted:
-		return nil, fmt.Errorf("%s holds a run that %s (run %s): %s; its files are incomplete", dir, map[Status]string{Failed: "failed", Interrupted: "was interrupted"}[m.Status], m.RunID, m.Error)
+		return nil, fmt.Errorf("%s holds a run that %s (run %s): %s; its files are incomplete", dir, endedAs(m.Status), m.RunID, m.Error)
 	}
 	return nil, fmt.Errorf("%s: its %s has no status this lemon knows (%q): it was written by another version, or is not a lemon score run", dir, ManifestFile, m.Status)
+}
+
+// CheckInput refuses an input folder written by a `lemon embed` run that has not completed
+// (still running, killed, failed or interrupted): its shards are only a part of the data, and
+// scoring them would silently leave rows out. Folders that no lemon embed run wrote pass.
+func CheckInput(ctx context.Context, dir string) error {
+	h, err := ReadHeader(ctx, dir)
+	if err != nil || h.Tool != "lemon embed" {
+		return nil
+	}
+	switch h.Status {
+	case Complete, "": // "": lemon versions before 0.1.0 wrote the manifest only when done
+		return nil
+	case Running:
+		return fmt.Errorf("%s holds a lemon embed run that has not finished (run %s, started %s): it is still running or was killed, and its shards are incomplete; rerun lemon embed with --overwrite", dir, h.RunID, h.StartedAt.Format("2006-01-02 15:04:05 MST"))
+	}
+	return fmt.Errorf("%s holds a lemon embed run that %s (run %s: %s): its shards are incomplete; rerun lemon embed with --overwrite", dir, endedAs(h.Status), h.RunID, h.Error)
+}
+
+// endedAs says how a run that did not complete ended.
+func endedAs(s Status) string {
+	if s == Interrupted {
+		return "was interrupted"
+	}
+	return string(s)
 }

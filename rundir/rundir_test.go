@@ -15,7 +15,7 @@ import (
 
 func newRun(out string) *Manifest {
 	id := NewRunID()
-	return &Manifest{Tool: "lemon", RunID: id, TempDir: TempDir(storage.Join(out, TempDirName), id), StartedAt: time.Now().UTC(),
+	return &Manifest{Header: Header{Tool: "lemon", RunID: id, TempDir: TempDir(storage.Join(out, TempDirName), id), StartedAt: time.Now().UTC()},
 		Outputs: map[string]string{"dir": out}}
 }
 
@@ -98,7 +98,7 @@ func TestLifecycle(t *testing.T) {
 			if !storage.Exists(ctx, storage.Join(out, "notes.txt")) {
 				t.Error("--overwrite removed a file that is not the run's")
 			}
-			if err := End(ctx, out, second.RunID, Failed, errors.New("the job failed: boom")); err != nil {
+			if err := End(ctx, out, second.RunID, Failed, errors.New("the job failed: boom"), &Manifest{}); err != nil {
 				t.Fatal(err)
 			}
 			_, err = RequireComplete(ctx, out)
@@ -158,9 +158,65 @@ func TestRequireComplete(t *testing.T) {
 	write(t, filepath.Join(dir, ManifestFile), `{"tool": "lemon", "counts": {"rows_in": 3}}`)
 	_, err = RequireComplete(ctx, dir)
 	wantErr(t, err, "another version")
-	write(t, filepath.Join(dir, ManifestFile), `{"status": "interrupted", "run_id": "r1", "error": "stopped by a signal"}`)
+	write(t, filepath.Join(dir, ManifestFile), `{"tool": "lemon", "status": "interrupted", "run_id": "r1", "error": "stopped by a signal"}`)
 	_, err = RequireComplete(ctx, dir)
 	wantErr(t, err, "was interrupted", "r1", "stopped by a signal")
+	write(t, filepath.Join(dir, ManifestFile), `{"tool": "lemon embed", "status": "complete", "run_id": "r2"}`)
+	_, err = RequireComplete(ctx, dir)
+	wantErr(t, err, `"lemon embed" run, not a lemon score run`)
+}
+
+// embedRun stands for transforms.EmbedManifest: a manifest of another kind, with fields of its own.
+type embedRun struct {
+	Header
+	Counts map[string]int64 `json:"counts"`
+}
+
+// An embed run goes through the same life, keeps its own fields when it fails, and an input
+// folder it has not completed is refused.
+func TestOtherRunKinds(t *testing.T) {
+	ctx := context.Background()
+	out := t.TempDir()
+	if err := CheckInput(ctx, out); err != nil {
+		t.Fatalf("a folder no lemon run wrote: %v", err)
+	}
+	r := &embedRun{Header: Header{Tool: "lemon embed", RunID: NewRunID(), StartedAt: time.Now().UTC()}, Counts: map[string]int64{"rows_in": 7}}
+	start := Start{Out: out, Dirs: EmbedDirs}
+	if err := Begin(ctx, start, r); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(out, ImageEmbDir, "img_emb_0.npy"), "partial")
+	wantErr(t, CheckInput(ctx, out), "has not finished", r.RunID, "--overwrite")
+	if err := End(ctx, out, r.RunID, Failed, errors.New("encoder crashed"), &embedRun{}); err != nil {
+		t.Fatal(err)
+	}
+	var got embedRun
+	if err := ReadRecord(ctx, out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != Failed || got.Error != "encoder crashed" || got.Counts["rows_in"] != 7 || got.FinishedAt == nil {
+		t.Errorf("after End: %+v", got)
+	}
+	wantErr(t, CheckInput(ctx, out), "run that failed", "encoder crashed")
+	// The next run must replace it explicitly; with Overwrite its files are gone.
+	r2 := &embedRun{Header: Header{Tool: "lemon embed", RunID: NewRunID(), StartedAt: time.Now().UTC()}}
+	wantErr(t, Begin(ctx, start, r2), "already holds a run", "--overwrite")
+	start.Overwrite = true
+	if err := Begin(ctx, start, r2); err != nil {
+		t.Fatal(err)
+	}
+	if storage.Exists(ctx, filepath.Join(out, ImageEmbDir, "img_emb_0.npy")) {
+		t.Error("--overwrite left the failed run's shard")
+	}
+	if err := Finish(ctx, out, r2); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckInput(ctx, out); err != nil {
+		t.Errorf("a complete embed run: %v", err)
+	}
+	if storage.Exists(ctx, filepath.Join(out, LockFile)) {
+		t.Error("the lock outlived the run")
+	}
 }
 
 // An output holding only a run's uid file (its manifest lost) holds a run: it is refused

@@ -18,6 +18,7 @@ package tiling
 
 import (
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -216,6 +217,22 @@ func PlannedBlocks(shards []int64, rows, blockRows int64) []int64 {
 	return out
 }
 
+// SampleBlocks lists the row counts of the blocks a sampled reference is written to, given the
+// sample's rows in each input shard (in shard order): consecutive shards are grouped up to
+// blockRows rows (Groups) and each group is cut into blocks of at most blockRows. The
+// pipeline's sample writer groups shards with the same rule.
+func SampleBlocks(perShard []int64, blockRows int64) []int64 {
+	var out []int64
+	for _, g := range Groups(perShard, blockRows) {
+		var rows int64
+		for _, r := range perShard[g[0]:g[1]] {
+			rows += r
+		}
+		out = append(out, PlannedBlocks(nil, rows, blockRows)...)
+	}
+	return out
+}
+
 // Headroom is the share of a task's budget its large buffers may take: the rest is left for
 // what the model does not count (the runtime, read buffers, the collector's slack).
 const Headroom = 0.85
@@ -231,7 +248,19 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 		c.BlockRows = max(1, min(j.BlockRows, limit))
 		q = PlannedBlocks(j.Shards, n, c.BlockRows)
 		r = q
-		if j.RefBlocksWritten {
+		switch {
+		case j.SampleCandidates > 0:
+			// A sample takes about m/n of each shard's rows.
+			shards := j.Shards
+			if shards == nil {
+				shards = []int64{n}
+			}
+			per := make([]int64, len(shards))
+			for i, rows := range shards {
+				per[i] = int64(math.Round(float64(m) * float64(rows) / float64(max(1, n))))
+			}
+			r = SampleBlocks(per, c.BlockRows)
+		case j.RefBlocksWritten:
 			r = PlannedBlocks(j.RefShards, m, c.BlockRows)
 		}
 		return q, r
@@ -314,8 +343,10 @@ func Price(j Job, s Shape, b Budget, p Profile) Cost {
 		if j.SelfJoin {
 			c.Tasks = qt * (qt + 1) / 2
 			c.Flops = 2 * float64(j.Dim) * float64(n) * float64(n+1)
-			// Each task reads its two tiles (a diagonal task one) and writes a partial per tile.
-			reads += float64(c.Tasks-qt)*2*float64(t)*file + float64(qt)*float64(t)*file
+			// Each task reads its two tiles (a diagonal task one) and writes a partial per tile:
+			// every tile is read by the qt tasks it is in, whatever the tiles' sizes (tiles
+			// are whole blocks, so most hold fewer than t rows).
+			reads += float64(qt) * float64(n) * file
 			partials := float64(n) * float64(qt) * j.PartialRowBytes()
 			writes += partials
 			reads += partials + float64(n)*file // the merge reads the partials and the query rows

@@ -1,6 +1,7 @@
 package tiling
 
 import (
+	"slices"
 	"testing"
 )
 
@@ -29,5 +30,24 @@ func TestLAIONExample(t *testing.T) {
 	if c.TempReadBytes > 40*tb || c.ShuffleBytes > 4*tb || c.Tasks < 100 || c.Tasks > 1_000_000 || c.PeakTaskMemoryBytes > 64<<30 {
 		t.Errorf("chose %s: reads %s, shuffle %s, %d tasks, %s per task: outside the issue's bounds", c.Shape,
 			Bytes(float64(c.TempReadBytes)), Bytes(float64(c.ShuffleBytes)), c.Tasks, Bytes(float64(c.PeakTaskMemoryBytes)))
+	}
+}
+
+// A sample's blocks group consecutive shards up to a block, as the sample writer does; a shard
+// with more sampled rows than a block is cut.
+func TestSampleBlocks(t *testing.T) {
+	for _, c := range []struct {
+		per       []int64
+		blockRows int64
+		want      []int64
+	}{
+		{[]int64{714, 714, 714, 714, 714, 714, 714}, 3122, []int64{2856, 2142}},
+		{[]int64{2143, 2143, 2143}, 6233, []int64{4286, 2143}},
+		{[]int64{0, 500, 0, 500}, 600, []int64{500, 500}},
+		{[]int64{5000, 100}, 2000, []int64{2000, 2000, 1000, 100}},
+	} {
+		if got := SampleBlocks(c.per, c.blockRows); !slices.Equal(got, c.want) {
+			t.Errorf("SampleBlocks(%v, %d) = %v, want %v", c.per, c.blockRows, got, c.want)
+		}
 	}
 }

@@ -3,9 +3,7 @@ package transforms
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -87,7 +85,7 @@ func (fn *writeEmbeddingsFn) ProcessElement(ctx context.Context, shard int32) (C
 	for _, side := range []struct {
 		dir  string
 		data []float32
-	}{{"img_emb", imgs}, {"text_emb", txts}} {
+	}{{rundir.ImageEmbDir, imgs}, {rundir.TextEmbDir, txts}} {
 		var buf bytes.Buffer
 		if err := npy.Write(&buf, n, d, side.data, fn.Out.Dtype); err != nil {
 			return Counts{}, err
@@ -98,7 +96,7 @@ func (fn *writeEmbeddingsFn) ProcessElement(ctx context.Context, shard int32) (C
 		}
 	}
 	meta := stringBatch([]string{"key", "caption"}, [][]string{ids, caps}, nil)
-	err = metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, "metadata", fmt.Sprintf("metadata_%d.parquet", shard)), meta.Schema(), meta)
+	err = metadata.WriteParquet(ctx, storage.Join(fn.Out.Dir, rundir.MetadataDir, fmt.Sprintf("metadata_%d.parquet", shard)), meta.Schema(), meta)
 	meta.Release()
 	if err != nil {
 		return Counts{}, err
@@ -146,24 +144,18 @@ func stringBatch(names []string, cols [][]string, extra *int64Column) arrow.Reco
 	return rec
 }
 
-// EmbedManifest is manifest.json of a `lemon embed` run.
+// EmbedManifest is manifest.json of a `lemon embed` run. Its life is a scoring run's (package
+// rundir): Running from the launcher, Complete from the job's last stage (WriteEmbedManifest).
 type EmbedManifest struct {
-	Tool       string            `json:"tool"`
-	Version    string            `json:"version"`
-	Command    []string          `json:"command,omitempty"`
-	Input      string            `json:"input"`
-	Format     string            `json:"format"`
-	Shards     int               `json:"shards"`
-	Dim        int               `json:"dim"`
-	Embed      embed.Config      `json:"embed"`
-	Dtype      string            `json:"dtype"`
-	Counts     map[string]int64  `json:"counts"` // rows_in = embedded + errors
-	Versions   map[string]string `json:"versions"`
-	StartedAt  time.Time         `json:"started_at"`
-	FinishedAt time.Time         `json:"finished_at"`
+	rundir.Header
+	Embed    embed.Config      `json:"embed"`
+	Dtype    string            `json:"dtype"`
+	Counts   map[string]int64  `json:"counts"` // rows_in = embedded + errors
+	Versions map[string]string `json:"versions"`
 }
 
-// WriteEmbedManifest sums the shards' counts and writes the manifest of an embed run.
+// WriteEmbedManifest sums the shards' counts and finishes the embed run in dir: its manifest
+// says Complete, with the counts, only after every shard is written.
 func WriteEmbedManifest(s beam.Scope, m EmbedManifest, dir string, counts beam.PCollection) {
 	s = s.Scope("WriteEmbedManifest")
 	total := beam.Combine(s, &sumCountsFn{}, counts)
@@ -181,10 +173,5 @@ func (fn *writeEmbedManifestFn) ProcessElement(ctx context.Context, c Counts) er
 	}
 	m := fn.Manifest
 	m.Counts = map[string]int64{"rows_in": c.RowsIn, "embedded": c.Kept, "errors": c.Errors}
-	m.FinishedAt = time.Now().UTC()
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	return storage.WriteFile(ctx, storage.Join(fn.Dir, rundir.ManifestFile), append(b, '\n'))
+	return rundir.Finish(ctx, fn.Dir, &m)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/lemon-curation/lemon/tiling"
 )
 
 // A seeded reference sample of n rows is the n rows with the smallest (SampleHash(seed, id),
@@ -249,29 +251,29 @@ func (fn *groupSampleFn) ProcessElement(_ []byte, blockIter func(*BlockRef) bool
 			byShard[b.Shard] = append(byShard[b.Shard], b)
 		}
 	}
-	var g SampleGroup
-	var rows int64
-	flush := func() {
+	// Consecutive shards whose sampled rows make up about one block form a group, by the rule
+	// the planner predicts the sample's blocks with (tiling.SampleBlocks).
+	per := make([]int64, len(c.Shards))
+	for i, sh := range c.Shards {
+		per[i] = perShard[sh]
+	}
+	var index int64
+	for _, span := range tiling.Groups(per, fn.BlockRows) {
+		g := SampleGroup{Index: index}
+		for _, sh := range c.Shards[span[0]:span[1]] {
+			bs := byShard[sh]
+			sort.Slice(bs, func(i, j int) bool { return bs[i].FirstPos < bs[j].FirstPos })
+			g.Blocks = append(g.Blocks, bs...)
+		}
 		if len(g.Blocks) == 0 {
-			return
+			continue
 		}
 		g.Cutoff = c
 		g.Cutoff.Drop = positionsIn(c.Drop, g.Blocks)
 		g.Cutoff.Shards, g.Cutoff.PerShard = nil, nil
 		emit(g)
-		g = SampleGroup{Index: g.Index + 1}
-		rows = 0
+		index++
 	}
-	for _, sh := range c.Shards {
-		if rows > 0 && rows+perShard[sh] > fn.BlockRows {
-			flush()
-		}
-		bs := byShard[sh]
-		sort.Slice(bs, func(i, j int) bool { return bs[i].FirstPos < bs[j].FirstPos })
-		g.Blocks = append(g.Blocks, bs...)
-		rows += perShard[sh]
-	}
-	flush()
 	return nil
 }
 

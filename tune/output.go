@@ -11,7 +11,6 @@ import (
 
 	"github.com/goccy/go-yaml"
 
-	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/rundir"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
@@ -54,10 +53,17 @@ func ConfigYAML(rep *Report) []byte {
 	return b.Bytes()
 }
 
-// checkConfig parses the YAML the way `lemon score --config` does (over the defaults, unknown
-// keys an error) and checks that it gives back exactly the chosen parameters.
+// tunedConfig is the part of `lemon score`'s config that tune writes: the parameters and the
+// threshold, under the same keys (the tests read tune's output with lemon score's own loader).
+type tunedConfig struct {
+	score.Params `yaml:",inline"`
+	Threshold    *float64 `yaml:"threshold"`
+}
+
+// checkConfig parses the YAML strictly (unknown keys an error, as `lemon score --config` does)
+// and checks that it gives back exactly the chosen parameters.
 func checkConfig(y []byte, p score.Params, thr float64) error {
-	c := pipeline.Defaults()
+	var c tunedConfig
 	if err := yaml.UnmarshalWithOptions(y, &c, yaml.Strict()); err != nil {
 		return fmt.Errorf("internal error: the tuned config does not parse: %s", yaml.FormatError(err, false, true))
 	}

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -74,6 +75,7 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	stopProfile := startProfile()
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "score":
@@ -99,6 +101,7 @@ func main() {
 	default:
 		err = cli.Usagef("unknown command %q; see 'lemon help' for the commands", cmd)
 	}
+	stopProfile()
 	if err != nil {
 		if errors.As(err, new(cli.UsageError)) {
 			fmt.Fprintf(os.Stderr, "lemon: %v\n", err)
@@ -106,6 +109,28 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "lemon: %v\n", err)
 		os.Exit(1)
+	}
+}
+
+// startProfile writes a CPU profile of the whole command to $LEMON_CPUPROFILE, when set: with
+// the in-process runner (prism) that covers the job's every stage. For finding where a run's
+// time goes (go tool pprof); it changes nothing else.
+func startProfile() (stop func()) {
+	path := os.Getenv("LEMON_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lemon: LEMON_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -122,6 +123,39 @@ func TestRawWebdatasetScoreAndEmbed(t *testing.T) {
 		if d := r.Score - s2[id].Score; d > 1e-6 || d < -1e-6 {
 			t.Fatalf("row %s: raw score %v, from embeddings %v", id, r.Score, s2[id].Score)
 		}
+	}
+
+	// The embedding folder is a run directory: a second embed into it is refused; with
+	// --overwrite and a one-shard input, no shard of the first run is left to be scored.
+	embedArgs := []string{"embed", "--output", emb, "--image-model", img, "--text-model", txt}
+	if again := run(t, true, append(embedArgs, "--input", raw)...); !strings.Contains(again, "already holds a run") || !strings.Contains(again, "--overwrite") {
+		t.Errorf("a second embed into %s said %q; want a refusal naming --overwrite", emb, again)
+	}
+	rawA := filepath.Join(dir, "raw-a")
+	if err := webdataset.Write(ctx, rawA, [][]samples.Sample{a}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, false, append(embedArgs, "--input", rawA, "--overwrite")...)
+	if npys, _ := filepath.Glob(filepath.Join(emb, "img_emb", "*.npy")); len(npys) != 1 {
+		t.Errorf("after --overwrite with one shard, img_emb/ holds %v", npys)
+	}
+	out5 := filepath.Join(dir, "out5")
+	run(t, false, "score", "--input", emb, "--output", out5, "--k", "5", "--scores-format", "csv")
+	if c := readCounts(t, out5); c["rows_in"] != 29 {
+		t.Errorf("scoring the overwritten embeddings: counts %v, want the 29 embeddable rows of shard a", c)
+	}
+	// An embed run that did not complete (here: killed, its manifest still Running) is refused
+	// as input rather than scored in part.
+	mp := filepath.Join(emb, "manifest.json")
+	mb, err := os.ReadFile(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mp, bytes.Replace(mb, []byte(`"status": "complete"`), []byte(`"status": "running"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if m := run(t, true, "score", "--input", emb, "--output", filepath.Join(dir, "out6")); !strings.Contains(m, "has not finished") {
+		t.Errorf("scoring an unfinished embed run said %q", m)
 	}
 
 	// A missing model fails before any work, naming the file.

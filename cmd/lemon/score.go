@@ -285,13 +285,14 @@ func runScore(args []string) error {
 			return err
 		}
 	}
-	return runJob(ctx, p, c.Output, plan.RunID, dryRun)
+	return runJob(ctx, p, c.Output, plan.RunID, dryRun, &rundir.Manifest{}, scoreDone(ctx, c.Output))
 }
 
 // runJob runs the built job and sees the run to its end: on failure, or when a signal (Ctrl-C,
-// SIGTERM) stops it, the run is marked so (rundir.End), its temporary files removed and its
-// lock released; on success the job has marked it complete itself.
-func runJob(ctx context.Context, p *beam.Pipeline, out, runID string, dryRun bool) error {
+// SIGTERM) stops it, the run is marked so (rundir.End, reading the manifest into blank, an
+// empty manifest of the run's kind), its temporary files removed and its lock released; on
+// success the job has marked it complete itself, and done reports it.
+func runJob(ctx context.Context, p *beam.Pipeline, out, runID string, dryRun bool, blank rundir.Record, done func(time.Duration) error) error {
 	start := time.Now()
 	runCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -307,12 +308,12 @@ func runJob(ctx context.Context, p *beam.Pipeline, out, runID string, dryRun boo
 		return nil
 	case interrupted:
 		logf("lemon: stopped by a signal; marking the run interrupted and removing its temporary files")
-		if endErr := rundir.End(ctx, out, runID, rundir.Interrupted, errors.New("stopped by a signal before it finished")); endErr != nil {
+		if endErr := rundir.End(ctx, out, runID, rundir.Interrupted, errors.New("stopped by a signal before it finished"), blank); endErr != nil {
 			logf("lemon: %v", endErr)
 		}
 		return fmt.Errorf("interrupted: %s holds an incomplete run (rerun with --overwrite)", out)
 	case err != nil:
-		if endErr := rundir.End(ctx, out, runID, rundir.Failed, err); endErr != nil {
+		if endErr := rundir.End(ctx, out, runID, rundir.Failed, err, blank); endErr != nil {
 			logf("lemon: %v", endErr)
 		}
 		return fmt.Errorf("the job failed: %w", err)
@@ -320,17 +321,24 @@ func runJob(ctx context.Context, p *beam.Pipeline, out, runID string, dryRun boo
 		logf("lemon: job submitted; it writes %s, removes its temporary files and releases %s itself", storage.Join(out, rundir.ManifestFile), out)
 		return nil
 	}
-	m, err := rundir.RequireComplete(ctx, out)
-	if err != nil {
-		return fmt.Errorf("the job returned, but %w", err)
+	return done(time.Since(start))
+}
+
+// scoreDone reports a finished scoring run from its manifest.
+func scoreDone(ctx context.Context, out string) func(time.Duration) error {
+	return func(took time.Duration) error {
+		m, err := rundir.RequireComplete(ctx, out)
+		if err != nil {
+			return fmt.Errorf("the job returned, but %w", err)
+		}
+		thr := "none (nothing rejected)"
+		if m.Threshold != nil {
+			thr = strconv.FormatFloat(*m.Threshold, 'g', 6, 64)
+		}
+		logf("lemon: done in %s: %d rows in, %d kept, %d rejected (score >= %s), %d errors; see %s",
+			took.Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(out, rundir.ManifestFile))
+		return nil
 	}
-	thr := "none (nothing rejected)"
-	if m.Threshold != nil {
-		thr = strconv.FormatFloat(*m.Threshold, 'g', 6, 64)
-	}
-	logf("lemon: done in %s: %d rows in, %d kept, %d rejected (score >= %s), %d errors; see %s",
-		time.Since(start).Round(time.Millisecond), m.Counts.RowsIn, m.Counts.Kept, m.Counts.Rejected, thr, m.Counts.Errors, storage.Join(out, rundir.ManifestFile))
-	return nil
 }
 
 // resolveWorkers fills in --workers when it was not given: one process on prism, else what
