@@ -52,6 +52,20 @@ type SplitWriter interface {
 	WriteSplits(ctx context.Context, sh Shard, o Options, outDir string, outcomes []Outcome) error
 }
 
+// SplitLayout is implemented by embedding formats whose kept/, rejected/ and errors/ are
+// datasets of their own format, embeddings included (a clip-retrieval folder's are
+// clip-retrieval folders), so the next tool, or lemon, reads them as it read the input.
+// Formats without it get their metadata rows as Parquet part files.
+type SplitLayout interface {
+	// SplitMetadataPath is where shard sh's metadata rows of split go under outDir: the
+	// pipeline writes them there as Parquet, with the score columns or the reason.
+	SplitMetadataPath(sh Shard, outDir string, split Split) string
+	// WriteSplitEmbeddings writes the embeddings of shard sh's rows of each split beside their
+	// metadata, in input order and the input's precision, each file atomically; outcomes[i]
+	// is row i's fate (len == sh.Rows).
+	WriteSplitEmbeddings(ctx context.Context, sh Shard, o Options, outDir string, outcomes []Outcome) error
+}
+
 var rawFormats = map[string]RawFormat{}
 
 // RegisterRaw makes a raw format available by name.

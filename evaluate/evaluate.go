@@ -144,6 +144,9 @@ type Suspect struct {
 	Split   string  `json:"split,omitempty"`
 	File    string  `json:"file"`
 	Row     int     `json:"row"` // 0-based row within File
+	// NeighbourCaptions are the captions of the row's nearest image neighbours, nearest first
+	// (lemon report, from a run made with --emit-neighbours).
+	NeighbourCaptions []string `json:"neighbour_captions,omitempty"`
 
 	thumb     string // data: URL of a thumbnail, or ""
 	thumbNote string // why there is no thumbnail
@@ -185,10 +188,11 @@ type Report struct {
 	} `json:"outputs"`
 
 	table     *table
-	input     string        // the run's input, from manifest.json: relative image paths may be under it
-	runParams *score.Params // parsed Params; nil when the manifest has none
-	vec       *vectors      // the input's embeddings, read on first use (see vectors)
-	vecReason string        // why vec is nil after a read
+	input     string           // the run's input, from manifest.json: relative image paths may be under it
+	manifest  *rundir.Manifest // the run's: its input, format and columns, for thumbnails
+	runParams *score.Params    // parsed Params; nil when the manifest has none
+	vec       *vectors         // the input's embeddings, read on first use (see vectors)
+	vecReason string           // why vec is nil after a read
 	vecRead   bool
 }
 
@@ -372,7 +376,7 @@ func (r *Report) readManifest(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	r.Params, r.RunFilter.Threshold, r.input = m.Params, m.Threshold, m.Input
+	r.Params, r.RunFilter.Threshold, r.input, r.manifest = m.Params, m.Threshold, m.Input, m
 	var p score.Params
 	if len(m.Params) > 0 && json.Unmarshal(m.Params, &p) == nil && p.K > 0 {
 		r.runParams = &p

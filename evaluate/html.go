@@ -58,6 +58,7 @@ td small{color:#6b7480;display:block;font-size:12px}
 .thumb{height:170px;background:#eef0f3;display:flex;align-items:center;justify-content:center;color:#8a939e;font-size:12px;text-align:center;padding:6px}
 .thumb img{max-width:100%;max-height:100%;object-fit:contain}
 .card .body{padding:8px 10px 10px}
+.nbrs{font-size:12px;color:#4a5260;margin-top:6px}.nbrs ol{margin:4px 0 0;padding-left:18px}
 .meta{display:flex;justify-content:space-between;align-items:center;font-size:12px;color:#5b6573}
 .badge{border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;color:#fff}
 .badge.err{background:` + errorColour + `}
@@ -438,9 +439,16 @@ func histogram(s []float64, truth []bool, thr *float64) string {
 
 func (r *Report) htmlGallery(b *strings.Builder) {
 	fmt.Fprintf(b, "<h2>The %d most suspect pairs (highest lemon_score, all %d scored rows)</h2>\n", len(r.Suspects), r.Counts.Scored)
-	hasThumbs := strings.HasPrefix(r.Images, "column")
-	fmt.Fprintf(b, "<p class=\"sub\">Images: %s.</p>\n<div class=\"gallery\">", esc(r.Images))
-	for _, s := range r.Suspects {
+	writeGallery(b, r.Suspects, r.Images, true)
+}
+
+// writeGallery draws suspects as cards: thumbnail (when images says where they come from),
+// rank and score, the truth badge (withTruth), caption, id, and the captions of the row's
+// nearest image neighbours when known. lemon eval's and lemon report's pages share it.
+func writeGallery(b *strings.Builder, suspects []Suspect, images string, withTruth bool) {
+	hasThumbs := images != "" && !strings.HasPrefix(images, "not ")
+	fmt.Fprintf(b, "<p class=\"sub\">Images: %s.</p>\n<div class=\"gallery\">", esc(images))
+	for _, s := range suspects {
 		b.WriteString("<div class=\"card\">")
 		if hasThumbs {
 			if s.thumb != "" {
@@ -449,9 +457,12 @@ func (r *Report) htmlGallery(b *strings.Builder) {
 				fmt.Fprintf(b, "<div class=\"thumb\">%s</div>", esc(s.thumbNote))
 			}
 		}
-		badge := `<span class="badge ok">clean</span>`
-		if s.IsError {
-			badge = `<span class="badge err">label error</span>`
+		badge := ""
+		if withTruth {
+			badge = `<span class="badge ok">clean</span>`
+			if s.IsError {
+				badge = `<span class="badge err">label error</span>`
+			}
 		}
 		fmt.Fprintf(b, "<div class=\"body\"><div class=\"meta\"><span>#%d · score <b>%s</b></span>%s</div>", s.Rank, num(s.Score), badge)
 		caption := s.Caption
@@ -466,7 +477,15 @@ func (r *Report) htmlGallery(b *strings.Builder) {
 		if s.Split != "" {
 			id = append(id, "split "+s.Split)
 		}
-		fmt.Fprintf(b, "<div class=\"id\">%s</div></div></div>", esc(strings.Join(id, " · ")))
+		fmt.Fprintf(b, "<div class=\"id\">%s</div>", esc(strings.Join(id, " · ")))
+		if len(s.NeighbourCaptions) > 0 {
+			b.WriteString("<details class=\"nbrs\"><summary>captions of its nearest images</summary><ol>")
+			for _, c := range s.NeighbourCaptions {
+				fmt.Fprintf(b, "<li>%s</li>", esc(c))
+			}
+			b.WriteString("</ol></details>")
+		}
+		b.WriteString("</div></div>")
 	}
 	b.WriteString("</div>\n")
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/image/draw"
 	_ "golang.org/x/image/webp"
 
+	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/storage"
 )
@@ -120,6 +121,10 @@ func (r *Report) gallery(ctx context.Context, o Options) error {
 		r.Images = "not available: kept/ and rejected/ have no image column (image bytes or local paths); name one with --image-column"
 		if o.ImageColumn == "-" {
 			r.Images = "not shown (--image-column -)"
+		} else if _, err := dataset.GetRaw(r.manifest.Format); err == nil {
+			// The input holds the images (webdataset tars beside their Parquet): as lemon
+			// report shows them.
+			r.Images = rawThumbnails(ctx, r.manifest, r.Suspects, nil)
 		}
 		return nil
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/dataset"
-	_ "github.com/lemon-curation/lemon/dataset/datacomp"    // DataComp Parquet + npz
+	"github.com/lemon-curation/lemon/dataset/datacomp"      // DataComp Parquet + npz; its uids
 	_ "github.com/lemon-curation/lemon/dataset/embdir"      // clip-retrieval layout
 	_ "github.com/lemon-curation/lemon/dataset/embparquet"  // Parquet with embedding columns
 	_ "github.com/lemon-curation/lemon/dataset/img2parquet" // img2dataset Parquet (image bytes)
@@ -61,6 +61,9 @@ type Config struct {
 	EmitNeighbours bool   `yaml:"emit_neighbours" json:"emit_neighbours"`
 	// SaveNeighbourLists writes OUT/neighbours/ with every neighbour's distances (for tuning).
 	SaveNeighbourLists bool `yaml:"save_neighbour_lists" json:"save_neighbour_lists"`
+	// WriteUIDs writes OUT/kept_uids.npy and OUT/rejected_uids.npy, DataComp subset files; the
+	// ids must be DataComp uids (32 lowercase hex digits), and rows whose id is not go to errors.
+	WriteUIDs bool `yaml:"write_uids" json:"write_uids,omitempty"`
 
 	// ReferenceSplit: the reference is the input rows whose split column (Columns.SplitColumn)
 	// holds this value (the paper's train split); --reference-sample samples from them.
@@ -167,6 +170,11 @@ func Check(ctx context.Context, c Config) (*Plan, error) {
 	text, err := measureRows(ctx, in)
 	if err != nil {
 		return nil, err
+	}
+	if c.WriteUIDs {
+		if err := checkUIDs(in, text); err != nil {
+			return nil, err
+		}
 	}
 	return p, p.choose(text, shape)
 }
@@ -414,10 +422,32 @@ func resolveColumns(ctx context.Context, cols dataset.Options, format string) (d
 }
 
 // rowSample is what a look at the input's first rows says: the mean id and caption lengths,
-// and whether the embeddings are float16 values (so blocks store them in 2 bytes).
+// whether the embeddings are float16 values (so blocks store them in 2 bytes), and the first
+// row with an id.
 type rowSample struct {
 	idBytes, captionBytes float64
 	half                  bool
+	firstID               string
+	firstIDRow            int64
+}
+
+// checkUIDs refuses --write-uids before the job runs when the input's ids are not DataComp
+// uids, judged by the first row with an id: ids that are row positions (a clip-retrieval
+// folder without metadata), FILE:ROW (Parquet without an id column), or another column's
+// values. Later rows whose id is not a uid go to errors.
+func checkUIDs(in transforms.Input, s rowSample) error {
+	for _, sh := range in.Shards {
+		if sh.Format == "embdir" && sh.Files["metadata"] == "" {
+			return fmt.Errorf("--write-uids writes DataComp uids, but %s has no metadata files: its ids are row positions", in.File(int32(sh.Index)))
+		}
+	}
+	if s.firstID == "" {
+		return nil // no row of the first shard has an id: they go to errors
+	}
+	if _, err := datacomp.ParseUID(s.firstID); err != nil {
+		return fmt.Errorf("--write-uids writes DataComp uids, but row %d of %s has id %q, which %v; --id-column names the uid column", s.firstIDRow, in.File(0), s.firstID, strings.TrimPrefix(err.Error(), fmt.Sprintf("uid %q ", s.firstID)))
+	}
+	return nil
 }
 
 // sampleRows is how many rows measureRows looks at.
@@ -431,7 +461,10 @@ func measureRows(ctx context.Context, in transforms.Input) (rowSample, error) {
 	var s rowSample
 	var n int
 	s.half = !in.Raw
-	add := func(id, caption string) error {
+	add := func(index int64, id, caption string) error {
+		if s.firstID == "" && id != "" {
+			s.firstID, s.firstIDRow = id, index
+		}
 		s.idBytes += float64(len(id))
 		s.captionBytes += float64(len(caption))
 		n++
@@ -447,7 +480,7 @@ func measureRows(ctx context.Context, in transforms.Input) (rowSample, error) {
 		if ferr != nil {
 			return s, ferr
 		}
-		err = f.ReadRaw(ctx, sh, in.Options, func(r dataset.RawRecord) error { return add(r.ID, r.Caption) })
+		err = f.ReadRaw(ctx, sh, in.Options, func(r dataset.RawRecord) error { return add(r.Index, r.ID, r.Caption) })
 	} else {
 		f, ferr := dataset.Get(in.Format)
 		if ferr != nil {
@@ -457,7 +490,7 @@ func measureRows(ctx context.Context, in transforms.Input) (rowSample, error) {
 			if r.Err == "" && !(transforms.IsHalf(r.Image) && transforms.IsHalf(r.Text)) {
 				s.half = false
 			}
-			return add(r.ID, r.Caption)
+			return add(r.Index, r.ID, r.Caption)
 		})
 	}
 	if err != nil && !errors.Is(err, errEnough) {
@@ -500,7 +533,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 		ExternalReference: p.Reference != nil, Shape: p.Search.Shape, QueryRowsPerTask: p.Search.QueryRowsPerTask,
 		TileRows: p.Search.TileRows, HeldRowBytes: p.Job.HeldRowBytes(), QueryRowBytes: p.Job.QueryRowBytes(),
 		TaskBytes: p.budget().TaskBytes}
-	rc := transforms.ReadConfig{Side: "input", Distance: c.Distance, BlockRows: p.Search.BlockRows, TempDir: sc.TempDir, Reference: p.referenceRule()}
+	rc := transforms.ReadConfig{Side: "input", Distance: c.Distance, BlockRows: p.Search.BlockRows, TempDir: sc.TempDir, Reference: p.referenceRule(), UIDs: c.WriteUIDs}
 
 	in := readBlocks(s, p.Input, c.Embed, rc)
 	dupFaults, dropped := transforms.FindDuplicateIDs(s, p.Input, in.IDs)
@@ -517,7 +550,7 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	case p.Reference != nil:
 		rs := s.Scope("Reference")
 		rc := rc
-		rc.Side, rc.Reference = "reference", transforms.ReferenceRule{}
+		rc.Side, rc.Reference, rc.UIDs = "reference", transforms.ReferenceRule{}, false
 		ref := readBlocks(rs, *p.Reference, c.Embed, rc)
 		_, droppedRef = transforms.FindDuplicateIDs(rs, *p.Reference, ref.IDs)
 		refBlocks = ref.Blocks
@@ -541,8 +574,11 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	}
 	threshold := transforms.RejectThreshold(s, scored, f)
 	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours, SaveLists: c.SaveNeighbourLists}
+	if c.WriteUIDs {
+		out.UIDRuns = storage.Join(sc.TempDir, "uids")
+	}
 	counts := transforms.WriteShards(s, p.Input, out, scored, faults, threshold)
-	transforms.WriteManifest(s, p.Manifest(command), counts, threshold, beam.Flatten(s, stats...))
+	transforms.WriteManifest(s, p.Manifest(command), out, counts, threshold, beam.Flatten(s, stats...))
 }
 
 // Manifest is the run's manifest as it starts (status running, no counts yet).
@@ -580,10 +616,13 @@ func (p *Plan) Manifest(command []string) rundir.Manifest {
 			outputs[d] = d + "/"
 		}
 	}
+	if c.WriteUIDs {
+		outputs["kept_uids"], outputs["rejected_uids"] = rundir.KeptUIDsFile, rundir.RejectedUIDsFile
+	}
 	return rundir.Manifest{
 		Header: rundir.Header{Tool: "lemon", Version: rundir.Version, Status: rundir.Running, RunID: p.RunID, Command: command,
-			Input: c.Input, Format: p.Input.Format, Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim, TempDir: p.TempDir(),
-			StartedAt: p.StartedAt},
+			Input: c.Input, Format: p.Input.Format, Columns: js(p.Input.Options), Shards: len(p.Input.Shards), Dim: p.Input.Shards[0].Dim,
+			TempDir: p.TempDir(), StartedAt: p.StartedAt},
 		Reference: js(ref), Params: js(c.Params), Filter: js(filter),
 		Search: rundir.Search{Shape: string(p.Search.Shape), BlockRows: p.Search.BlockRows,
 			KNNBackend: c.KNNBackend, Exact: true, WorkerMemoryMiB: c.WorkerMemoryMiB, Workers: c.Workers,

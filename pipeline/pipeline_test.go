@@ -188,8 +188,16 @@ func TestGCSPaths(t *testing.T) {
 			t.Fatalf("%s differs between gs:// and local runs", f)
 		}
 	}
-	if !storage.Exists(ctx, "gs://lemon/job/out/manifest.json") || !storage.Exists(ctx, "gs://lemon/job/out/kept/part-00001.parquet") {
-		t.Fatal("gs:// run did not write its manifest and kept shards")
+	if !storage.Exists(ctx, "gs://lemon/job/out/manifest.json") {
+		t.Fatal("gs:// run did not write its manifest")
+	}
+	// kept/ of a clip-retrieval input is a clip-retrieval folder, on gs:// as locally.
+	for _, f := range []string{"kept/metadata/metadata_1.parquet", "kept/img_emb/img_emb_1.npy", "kept/text_emb/text_emb_1.npy"} {
+		remote, err := storage.ReadFile(ctx, "gs://lemon/job/out/"+f)
+		mine, _ := os.ReadFile(filepath.Join(local, "out", f))
+		if err != nil || len(remote) == 0 || string(remote) != string(mine) {
+			t.Fatalf("%s: %v, or it differs between gs:// and local runs", f, err)
+		}
 	}
 }
 

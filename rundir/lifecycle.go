@@ -60,8 +60,10 @@ func TempDir(root, runID string) string { return storage.Join(root, "run-"+runID
 // Start is how a run begins.
 type Start struct {
 	Out string
-	// Dirs are the folders the run writes under Out (ScoreDirs for lemon score).
-	Dirs []string
+	// Dirs are the folders the run writes under Out (ScoreDirs for lemon score), Files the
+	// files besides the manifest (ScoreFiles).
+	Dirs  []string
+	Files []string
 	// Overwrite replaces a run that Out already holds, finished or not.
 	Overwrite bool
 	// Async: the job is submitted and the launcher returns; the job releases the lock.
@@ -77,13 +79,13 @@ func Begin(ctx context.Context, s Start, r Record) error {
 	if err := acquire(ctx, s.Out, lock); err != nil {
 		return err
 	}
-	prev, holds := previousRun(ctx, s.Out, s.Dirs)
+	prev, holds := previousRun(ctx, s.Out, s.Dirs, s.Files)
 	if holds && !s.Overwrite {
 		releaseLock(ctx, s.Out, h.RunID)
 		return fmt.Errorf("%s already holds a run (%s); give --overwrite to replace it, or another --output", s.Out, prev)
 	}
 	if holds {
-		if err := removeRun(ctx, s.Out, s.Dirs); err != nil {
+		if err := removeRun(ctx, s.Out, s.Dirs, s.Files); err != nil {
 			releaseLock(ctx, s.Out, h.RunID)
 			return fmt.Errorf("--overwrite: removing the run %s holds: %w", s.Out, err)
 		}
@@ -244,9 +246,9 @@ func releaseLock(ctx context.Context, out, runID string) {
 	}
 }
 
-// previousRun says whether out holds a run (a manifest or any of the run's folders with files
-// in them), and describes it.
-func previousRun(ctx context.Context, out string, dirs []string) (string, bool) {
+// previousRun says whether out holds a run (a manifest, any of the run's folders with files
+// in them, or any of its files), and describes it.
+func previousRun(ctx context.Context, out string, dirs, files []string) (string, bool) {
 	if h, err := ReadHeader(ctx, out); err == nil {
 		switch h.Status {
 		case Running:
@@ -263,12 +265,17 @@ func previousRun(ctx context.Context, out string, dirs []string) (string, bool) 
 			return fmt.Sprintf("files in %s/ but no %s: a run that did not finish", d, ManifestFile), true
 		}
 	}
+	for _, f := range files {
+		if storage.Exists(ctx, storage.Join(out, f)) {
+			return fmt.Sprintf("%s but no %s: a run that did not finish", f, ManifestFile), true
+		}
+	}
 	return "", false
 }
 
-// removeRun removes what a run left in out: its folders, its manifest, and the temporary
-// folder its manifest names.
-func removeRun(ctx context.Context, out string, dirs []string) error {
+// removeRun removes what a run left in out: its folders and files, its manifest, and the
+// temporary folder its manifest names.
+func removeRun(ctx context.Context, out string, dirs, files []string) error {
 	if h, err := ReadHeader(ctx, out); err == nil && h.TempDir != "" && strings.HasPrefix(storage.Base(h.TempDir), "run-") {
 		if err := storage.RemoveAll(ctx, h.TempDir); err != nil {
 			return err
@@ -276,6 +283,11 @@ func removeRun(ctx context.Context, out string, dirs []string) error {
 	}
 	for _, d := range dirs {
 		if err := storage.RemoveAll(ctx, storage.Join(out, d)); err != nil {
+			return err
+		}
+	}
+	for _, f := range files {
+		if err := storage.Remove(ctx, storage.Join(out, f)); err != nil {
 			return err
 		}
 	}

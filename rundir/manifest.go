@@ -17,8 +17,11 @@ type Header struct {
 	Command []string `json:"command,omitempty"`
 	Input   string   `json:"input"`
 	Format  string   `json:"format"`
-	Shards  int      `json:"shards"`
-	Dim     int      `json:"dim"`
+	// Columns are the input's resolved column options (dataset.Options), so that readers of
+	// the run (lemon report's thumbnails) open the input as the run did.
+	Columns json.RawMessage `json:"columns,omitempty"`
+	Shards  int             `json:"shards"`
+	Dim     int             `json:"dim"`
 	// TempDir is the run's own temporary folder (removed when the run ends; a later run into
 	// the same output removes it if the run was killed). Empty for a run that has none.
 	TempDir    string             `json:"temp_dir,omitempty"`

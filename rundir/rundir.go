@@ -27,14 +27,24 @@ const (
 	ErrorsDir     = "errors"     // rows that could not be scored, with a reason
 	NeighboursDir = "neighbours" // whole neighbour lists (--save-neighbour-lists)
 	ManifestFile  = "manifest.json"
-	LockFile      = ".lemon-run.lock"
+	// KeptUIDsFile and RejectedUIDsFile are the kept and rejected rows' uids in DataComp's
+	// subset format (--write-uids), written by the job's last stage.
+	KeptUIDsFile     = "kept_uids.npy"
+	RejectedUIDsFile = "rejected_uids.npy"
+	// ReportFile is lemon report's review page, by default in the run it reviews.
+	ReportFile = "report.html"
+	LockFile   = ".lemon-run.lock"
 	// TempDirName is the default temporary directory under the output; each run uses a
 	// folder of its own inside it (see TempDir).
 	TempDirName = ".lemon-tmp"
 )
 
-// ScoreDirs are the folders a scoring run writes under its output directory.
-var ScoreDirs = []string{ScoresDir, KeptDir, RejectedDir, ErrorsDir, NeighboursDir}
+// ScoreDirs are the folders a scoring run writes under its output directory, ScoreFiles the
+// files besides the manifest.
+var (
+	ScoreDirs  = []string{ScoresDir, KeptDir, RejectedDir, ErrorsDir, NeighboursDir}
+	ScoreFiles = []string{KeptUIDsFile, RejectedUIDsFile, ReportFile}
+)
 
 // The folders of a `lemon embed` run: the clip-retrieval layout, and errors/.
 const (

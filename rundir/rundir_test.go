@@ -46,7 +46,7 @@ func TestLifecycle(t *testing.T) {
 			ctx := context.Background()
 			out := storage.Join(root, "out")
 			first := newRun(out)
-			start := Start{Out: out, Dirs: ScoreDirs}
+			start := Start{Out: out, Dirs: ScoreDirs, Files: ScoreFiles}
 			if err := Begin(ctx, start, first); err != nil {
 				t.Fatal(err)
 			}
@@ -82,13 +82,21 @@ func TestLifecycle(t *testing.T) {
 				t.Error("a refused Begin left its lock")
 			}
 			write(t, storage.Join(out, KeptDir, PartFile(3, "parquet")), "old")
-			if err := Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Overwrite: true}, second); err != nil {
+			write(t, storage.Join(out, KeptUIDsFile), "old")
+			write(t, storage.Join(out, "notes.txt"), "another tool's")
+			if err := Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Files: ScoreFiles, Overwrite: true}, second); err != nil {
 				t.Fatal(err)
 			}
 			for _, d := range ScoreDirs {
 				if files, _ := storage.List(ctx, storage.Join(out, d, "*")); len(files) > 0 {
 					t.Errorf("--overwrite left the earlier run's %v", files)
 				}
+			}
+			if storage.Exists(ctx, storage.Join(out, KeptUIDsFile)) {
+				t.Errorf("--overwrite left the earlier run's %s", KeptUIDsFile)
+			}
+			if !storage.Exists(ctx, storage.Join(out, "notes.txt")) {
+				t.Error("--overwrite removed a file that is not the run's")
 			}
 			if err := End(ctx, out, second.RunID, Failed, errors.New("the job failed: boom"), &Manifest{}); err != nil {
 				t.Fatal(err)
@@ -208,5 +216,20 @@ func TestOtherRunKinds(t *testing.T) {
 	}
 	if storage.Exists(ctx, filepath.Join(out, LockFile)) {
 		t.Error("the lock outlived the run")
+	}
+}
+
+// An output holding only a run's uid file (its manifest lost) holds a run: it is refused
+// without Overwrite, and Overwrite removes the file.
+func TestLeftoverUIDFileIsARun(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out")
+	write(t, filepath.Join(out, RejectedUIDsFile), "old")
+	wantErr(t, Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Files: ScoreFiles}, newRun(out)), RejectedUIDsFile, "--overwrite")
+	if err := Begin(ctx, Start{Out: out, Dirs: ScoreDirs, Files: ScoreFiles, Overwrite: true}, newRun(out)); err != nil {
+		t.Fatal(err)
+	}
+	if storage.Exists(ctx, filepath.Join(out, RejectedUIDsFile)) {
+		t.Errorf("--overwrite left %s", RejectedUIDsFile)
 	}
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what lemon's build and tests need beyond Go's module proxy: Debian packages for the
-# reference checks (Pillow, numpy, scikit-learn), Node's npm to fetch the CLIP vocabulary and the
-# ONNX Runtime library, and the test photos. Idempotent; safe to re-run.
+# reference checks (Pillow, numpy, scikit-learn), Chromium for the report's browser test, Node's
+# npm to fetch the CLIP vocabulary and the ONNX Runtime library, and the test photos.
+# Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,14 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   echo "setup: installing docker-compose"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+
+# Chromium (headless) renders lemon report's page in its test, to check that the thumbnails
+# decode in a real browser.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 scripts/fetch-clip-vocab.sh >/dev/null

@@ -7,7 +7,10 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
+	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/datacomp"
 	"github.com/lemon-curation/lemon/rundir"
+	"github.com/lemon-curation/lemon/storage"
 )
 
 // The folders a run writes under its temporary directory (m.TempDir): block files (the
@@ -23,11 +26,15 @@ const (
 // counts), writes the manifest with status complete, the finish time and wall time, and
 // releases the output's lock. Work that must happen once a run has succeeded belongs here; it
 // runs however the job was launched (--async too).
-func WriteManifest(s beam.Scope, m rundir.Manifest, counts, threshold, stats beam.PCollection) {
+//
+// With out.UIDRuns set it first merges the shards' uid runs into the output's
+// rundir.KeptUIDsFile and rundir.RejectedUIDsFile, each checked against the counts, so they
+// exist only once every shard is written and are complete when the manifest says so.
+func WriteManifest(s beam.Scope, m rundir.Manifest, out OutputConfig, counts, threshold, stats beam.PCollection) {
 	s = s.Scope("WriteManifest")
 	total := beam.Combine(s, &sumCountsFn{}, counts)
 	search := beam.Combine(s, &sumStatsFn{}, stats)
-	beam.ParDo0(s, &writeManifestFn{Manifest: m}, total, beam.SideInput{Input: threshold}, beam.SideInput{Input: search})
+	beam.ParDo0(s, &writeManifestFn{Manifest: m, UIDRuns: out.UIDRuns}, total, beam.SideInput{Input: threshold}, beam.SideInput{Input: search})
 }
 
 type sumStatsFn struct{}
@@ -48,6 +55,7 @@ func (sumCountsFn) ExtractOutput(a Counts) Counts          { return a }
 
 type writeManifestFn struct {
 	Manifest rundir.Manifest
+	UIDRuns  string // OutputConfig.UIDRuns
 }
 
 // ProcessElement runs once per job; a retry repeats it harmlessly (removing removed files is
@@ -65,5 +73,32 @@ func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresho
 	if !math.IsInf(threshold, 1) {
 		m.Threshold = &threshold
 	}
+	if fn.UIDRuns != "" {
+		if err := fn.mergeUIDs(ctx, m.Outputs["dir"], m.Shards, c); err != nil {
+			return err
+		}
+	}
 	return rundir.Finish(ctx, m.Outputs["dir"], &m)
+}
+
+// mergeUIDs writes the kept and rejected uid files from every shard's runs.
+func (fn *writeManifestFn) mergeUIDs(ctx context.Context, out string, shards int, c Counts) error {
+	for _, f := range []struct {
+		split dataset.Split
+		file  string
+		want  int64
+	}{{dataset.Kept, rundir.KeptUIDsFile, c.Kept}, {dataset.Rejected, rundir.RejectedUIDsFile, c.Rejected}} {
+		runs := make([]string, shards)
+		for i := range runs {
+			runs[i] = uidRun(fn.UIDRuns, f.split, i)
+		}
+		n, err := datacomp.MergeUIDRuns(ctx, storage.Join(out, f.file), runs)
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", f.file, err)
+		}
+		if n != f.want {
+			return fmt.Errorf("internal error: %s holds %d uids, but %d rows are %s", f.file, n, f.want, f.split)
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/datacomp"
 	"github.com/lemon-curation/lemon/internal/hugepage"
 	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
@@ -67,6 +68,9 @@ type ReadConfig struct {
 	// Reference, for the input side: which of its rows also form the reference set, when the
 	// reference is a part of the input rather than all of it or another dataset.
 	Reference ReferenceRule
+	// UIDs: ids must be DataComp uids (32 lowercase hex digits), as --write-uids writes them;
+	// a row whose id is not one goes to errors.
+	UIDs bool
 }
 
 // ReferenceRule picks the reference rows of the input while it is read. With neither field
@@ -170,7 +174,7 @@ func newRowSink(ctx context.Context, in Input, shard int32, dim int, cfg ReadCon
 func (s *rowSink) add(index int64, id, caption, split string, img, txt []float32, readErr string) error {
 	s.rows++
 	pos := s.in.Shards[s.shard].Offset + index
-	if reason := s.validate(readErr, img, txt); reason != "" {
+	if reason := s.validate(readErr, id, img, txt); reason != "" {
 		s.bad++
 		s.emitFault(Fault{Pos: pos, Shard: s.shard, Index: index, ID: id, Reason: reason})
 		return nil
@@ -196,11 +200,17 @@ func (s *rowSink) add(index int64, id, caption, split string, img, txt []float32
 	return s.ref.add(pos, id, caption, img, txt, dmm)
 }
 
-// validate is why a row cannot be scored ("" if it can): the reader's own complaint, else a
-// vector that cannot be normalised. It leaves the normalised vectors in s.norm.
-func (s *rowSink) validate(readErr string, img, txt []float32) string {
+// validate is why a row cannot be scored ("" if it can): the reader's own complaint, an id that
+// is not a uid when uids are written, else a vector that cannot be normalised. It leaves the
+// normalised vectors in s.norm.
+func (s *rowSink) validate(readErr, id string, img, txt []float32) string {
 	if readErr != "" {
 		return readErr
+	}
+	if s.cfg.UIDs {
+		if _, err := datacomp.ParseUID(id); err != nil {
+			return err.Error() + ": --write-uids needs DataComp uids"
+		}
 	}
 	if readErr == "" && (len(img) != len(s.norm[0]) || len(txt) != len(s.norm[1])) {
 		return fmt.Sprintf("embedding dimensions %d and %d, want %d", len(img), len(txt), len(s.norm[0]))

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/datacomp"
 	"github.com/lemon-curation/lemon/dataset/img2parquet/pqsplit"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/knn"
@@ -29,6 +30,15 @@ type OutputConfig struct {
 	ScoresFormat   string // "parquet" or "csv"
 	EmitNeighbours bool
 	SaveLists      bool // write neighbours/ with every neighbour's distances
+	// UIDRuns, when set (--write-uids), is the temporary folder where each shard's kept and
+	// rejected uids are written as sorted runs, which the job's last stage merges into
+	// rundir.KeptUIDsFile and rundir.RejectedUIDsFile (WriteManifest).
+	UIDRuns string
+}
+
+// uidRun is where shard's sorted run of the uids of split (kept or rejected) is written.
+func uidRun(dir string, split dataset.Split, shard int) string {
+	return storage.Join(dir, split.String(), rundir.PartFile(shard, "uids"))
 }
 
 // WriteShards writes, per input shard, its scores, kept, rejected and errors files, and returns
@@ -172,7 +182,37 @@ func (fn *writeShardFn) writeShard(ctx context.Context, shard int32, rows []rowO
 	if fn.Out.SaveLists {
 		g.Go(func() error { return fn.writeLists(gctx, int(shard), rows) })
 	}
+	if fn.Out.UIDRuns != "" {
+		g.Go(func() error { return fn.writeUIDRuns(gctx, int(shard), rows, threshold) })
+	}
 	return g.Wait()
+}
+
+// writeUIDRuns writes the shard's kept and rejected uids as sorted runs (see OutputConfig).
+// Every scored row's id is a uid: the read stage sent rows without one to errors.
+func (fn *writeShardFn) writeUIDRuns(ctx context.Context, shard int, rows []rowOutcome, threshold float64) error {
+	var uids [2][]datacomp.UID // kept, rejected
+	for _, r := range rows {
+		s := r.Scored
+		if s == nil {
+			continue
+		}
+		u, err := datacomp.ParseUID(s.ID)
+		if err != nil {
+			return fmt.Errorf("internal error: %s: a scored row's %v", fn.Input.File(int32(shard)), err)
+		}
+		split := 0
+		if s.Score >= threshold {
+			split = 1
+		}
+		uids[split] = append(uids[split], u)
+	}
+	for i, split := range []dataset.Split{dataset.Kept, dataset.Rejected} {
+		if err := datacomp.WriteUIDRun(ctx, uidRun(fn.Out.UIDRuns, split, shard), uids[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (fn *writeShardFn) writeScores(ctx context.Context, shard int, rows []rowOutcome, threshold float64) error {
@@ -285,7 +325,8 @@ func joinIDs(ids []string) string {
 // the score columns (or the reason) added: raw formats write their own layout
 // (dataset.SplitWriter), embedding formats their metadata rows as Parquet, through the same
 // Parquet split writer as raw Parquet inputs (which replaces score columns the input already
-// has, as when a run's kept/ is scored again).
+// has, as when a run's kept/ is scored again), and, for formats with a dataset.SplitLayout,
+// their embeddings beside them.
 func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows []rowOutcome, threshold float64) error {
 	outcomes := splitOutcomes(rows, threshold)
 	if fn.Input.Raw {
@@ -308,9 +349,18 @@ func (fn *writeShardFn) writeSplits(ctx context.Context, sh dataset.Shard, rows 
 		return err
 	}
 	defer rr.Release()
+	layout, inLayout := f.(dataset.SplitLayout)
 	var paths [3]string
 	for s := range paths {
 		paths[s] = storage.Join(fn.Out.Dir, dataset.Split(s).String(), rundir.PartFile(sh.Index, "parquet"))
+		if inLayout {
+			paths[s] = layout.SplitMetadataPath(sh, fn.Out.Dir, dataset.Split(s))
+		}
+	}
+	if inLayout {
+		if err := layout.WriteSplitEmbeddings(ctx, sh, fn.Input.Options, fn.Out.Dir, outcomes); err != nil {
+			return err
+		}
 	}
 	w, err := pqsplit.Create(ctx, paths, rr.Schema(), pqsplit.Options{})
 	if err != nil {

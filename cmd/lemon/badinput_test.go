@@ -17,7 +17,11 @@ import (
 // readColumn reads one column of every part file under dir.
 func readColumn(t *testing.T, dir, col string) []string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "part-*.parquet"))
+	// At any depth: a clip-retrieval input's splits keep their metadata in metadata/.
+	files, err := dataset.ShardFilesUnder(context.Background(), dir, ".parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []string
 	for _, f := range files {
 		rr, err := metadata.Open(context.Background(), f)

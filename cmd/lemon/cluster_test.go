@@ -264,22 +264,23 @@ func TestSeparateProcessesOnGCS(t *testing.T) {
 
 			sawDuplicate := false
 			for _, sub := range []string{"scores", "kept", "rejected", "errors"} {
-				want, _ := filepath.Glob(filepath.Join(local, sub, "*"))
-				got, err := storage.List(ctx, storage.Join(remote, sub, "*"))
+				// At any depth: the splits of a clip-retrieval input are clip-retrieval folders.
+				want, _ := storage.Walk(ctx, filepath.Join(local, sub))
+				got, err := storage.Walk(ctx, storage.Join(remote, sub))
 				if err != nil || len(got) != len(want) || len(want) == 0 {
 					t.Fatalf("%s: %d files on gs:// (%v), %d local", sub, len(got), err, len(want))
 				}
 				for i, f := range want {
 					a, _ := os.ReadFile(f)
 					b, err := storage.ReadFile(ctx, got[i])
-					if sub == "errors" {
+					if sub == "errors" && strings.HasSuffix(f, ".parquet") {
 						// Reasons name input files (a duplicate id's first occurrence), which
 						// differ only by the input's location.
 						a = []byte(strings.Join(columns(t, f, "key", "reason"), "\n"))
 						b = []byte(strings.ReplaceAll(strings.Join(columns(t, got[i], "key", "reason"), "\n"), "gs://lemon/in", localIn))
 						sawDuplicate = sawDuplicate || bytes.Contains(a, []byte("duplicate id"))
 					}
-					if err != nil || storage.Base(got[i]) != filepath.Base(f) || !bytes.Equal(a, b) {
+					if err != nil || strings.TrimPrefix(got[i], remote) != strings.TrimPrefix(f, local) || !bytes.Equal(a, b) {
 						t.Fatalf("%s differs from the local run's %s (%v)", got[i], f, err)
 					}
 				}

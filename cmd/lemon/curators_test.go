@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/dataset/rawtest/samples"
 	"github.com/lemon-curation/lemon/dataset/webdataset"
+	"github.com/lemon-curation/lemon/internal/npy"
 	"github.com/lemon-curation/lemon/synth"
 )
 
@@ -60,9 +62,9 @@ func TestDataCompShards(t *testing.T) {
 		}
 	}
 	kept := filepath.Join(out, "kept")
-	files, _ := filepath.Glob(filepath.Join(kept, "part-*.parquet"))
+	files, _ := dataset.ShardFilesUnder(ctx, kept, ".parquet")
 	if len(files) != 3 {
-		t.Fatalf("kept/ has %d files, want one per shard (3)", len(files))
+		t.Fatalf("kept/ has %d Parquet files, want one per shard (3)", len(files))
 	}
 	pf, err := metadata.OpenParquet(ctx, files[0])
 	if err != nil {
@@ -79,6 +81,7 @@ func TestDataCompShards(t *testing.T) {
 	if len(uids) != 240 {
 		t.Errorf("kept/ and rejected/ hold %d uids, want 240", len(uids))
 	}
+	checkDataCompSplits(t, root, out, readCounts(t, out))
 
 	rep := filepath.Join(t.TempDir(), "rep")
 	run(t, false, "eval", "--run", out, "--output", rep)
@@ -304,7 +307,7 @@ func TestCommandLine(t *testing.T) {
 		}
 		return code, stdout.String(), stderr.String()
 	}
-	for _, c := range [][]string{{"score"}, {"plan"}, {"embed"}, {"noise"}, {"eval"}, {"tune"}, {"dev", "make-dataset"}, {"dev", "make-encoders"}} {
+	for _, c := range [][]string{{"score"}, {"plan"}, {"embed"}, {"noise"}, {"eval"}, {"report"}, {"tune"}, {"dev", "make-dataset"}, {"dev", "make-encoders"}} {
 		name := "lemon " + strings.Join(c, " ")
 		for _, h := range []string{"--help", "-h"} {
 			code, out, errOut := status(append(c, h)...)
@@ -351,5 +354,104 @@ func TestCommandLine(t *testing.T) {
 	msg := run(t, true, "score", "--input", in, "--output", filepath.Join(dir, "o2"), "--k", "5", "--image-embedding-column", "nope")
 	if !strings.Contains(msg, `"nope"`) {
 		t.Errorf("a missing embedding column:\n%s", msg)
+	}
+}
+
+// npzArrays reads every array of a DataComp shard's .npz, as float32 rows.
+func npzArrays(t *testing.T, p string) map[string][][]float32 {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	z, err := npy.OpenNPZ(f, st.Size())
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	out := map[string][][]float32{}
+	for _, name := range z.Names() {
+		r, err := z.Array(name)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		h := r.Header()
+		if h.Dtype != "<f2" {
+			t.Errorf("%s: array %s is %s, want float16 as the input", p, name, h.Dtype)
+		}
+		data := make([]float32, h.Rows*h.Cols)
+		if err := r.ReadRows(0, h.Rows, data); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = [][]float32{}
+		for i := range h.Rows {
+			out[name] = append(out[name], data[i*h.Cols:(i+1)*h.Cols])
+		}
+	}
+	return out
+}
+
+// checkDataCompSplits: kept/, rejected/ and errors/ of a DataComp run are DataComp shards at
+// the input's paths: each .parquet beside an .npz holding every array of the input's (both
+// models), cut to the split's rows in input order, with the same values; kept/ is scored
+// again as it is, with either model.
+func checkDataCompSplits(t *testing.T, in, out string, counts map[string]int64) {
+	t.Helper()
+	ctx := context.Background()
+	inputs, _ := dataset.ShardFilesUnder(ctx, in, ".parquet")
+	type row struct {
+		shard, index int
+		arrays       map[string][]float32
+	}
+	src := map[string]row{}
+	for s, p := range inputs {
+		arrays := npzArrays(t, strings.TrimSuffix(p, ".parquet")+".npz")
+		for i, uid := range readColumn(t, p, "uid") {
+			r := row{shard: s, index: i, arrays: map[string][]float32{}}
+			for name, rows := range arrays {
+				r.arrays[name] = rows[i]
+			}
+			src[uid] = r
+		}
+	}
+	for _, split := range []string{"kept", "rejected", "errors"} {
+		n := int64(0)
+		for _, p := range inputs {
+			rel, _ := filepath.Rel(in, p)
+			pq := filepath.Join(out, split, rel)
+			uids := readColumn(t, pq, "uid")
+			arrays := npzArrays(t, strings.TrimSuffix(pq, ".parquet")+".npz")
+			if len(arrays) != 4 {
+				t.Fatalf("%s: arrays %v, want the input's four", pq, slices.Collect(maps.Keys(arrays)))
+			}
+			for name, rows := range arrays {
+				if len(rows) != len(uids) {
+					t.Fatalf("%s: array %s has %d rows, the Parquet %d", pq, name, len(rows), len(uids))
+				}
+			}
+			for i, uid := range uids {
+				r := src[uid]
+				if i > 0 && src[uids[i-1]].index >= r.index {
+					t.Fatalf("%s: uid %s before %s, against the input's order", pq, uids[i-1], uid)
+				}
+				for name, rows := range arrays {
+					if !slices.Equal(rows[i], r.arrays[name]) {
+						t.Fatalf("%s: row %d (uid %s): array %s differs from the input's row", pq, i, uid, name)
+					}
+				}
+			}
+			n += int64(len(uids))
+		}
+		if n != counts[split] {
+			t.Errorf("%s/ holds %d rows, the manifest counts %d", split, n, counts[split])
+		}
+	}
+	for _, model := range []string{"b32", "l14"} {
+		again := filepath.Join(t.TempDir(), "again")
+		run(t, false, "score", "--input", filepath.Join(out, "kept"), "--embedding-model", model, "--output", again, "--k", "10")
+		if c := readCounts(t, again); c["rows_in"] != counts["kept"] || c["errors"] != 0 {
+			t.Errorf("scoring kept/ (%s): counts %v, want %d rows in, none in errors", model, c, counts["kept"])
+		}
 	}
 }

@@ -3,6 +3,7 @@
 //	lemon score --input DIR --output OUT [--config FILE] [flags]
 //	lemon plan --input DIR | --rows N --dim D [flags]
 //	lemon eval --run OUT --output REP [flags]
+//	lemon report --run OUT [flags]
 //	lemon dev make-dataset --out DIR [flags]
 //	lemon version
 //
@@ -44,6 +45,9 @@ Usage:
   lemon eval --run OUT --output REP [--truth-column is_error] [--split-column split]
       Measure a scored run against known errors: AUROC, AUPRC, F1 for LEMoN, CLIP similarity,
       s_n, s_m and deep kNN side by side; writes REP/metrics.json and REP/report.html.
+  lemon report --run OUT [--output FILE]
+      A review page for any run, labelled or not: score, d_mm, s_n and s_m distributions, the
+      threshold, and the most suspect pairs with thumbnails and their neighbours' captions.
   lemon tune --run OUT --output tuned.yaml [--split-column split]
       LEMoN_opt: choose k, distance, beta, gamma and the taus by validation F1 from one run
       made with --save-neighbour-lists --k 50; writes a config for 'lemon score --config'.
@@ -86,6 +90,8 @@ func main() {
 		err = tune.Main(args)
 	case "eval":
 		err = evaluate.Main(args)
+	case "report":
+		err = evaluate.ReviewMain(args, os.Stdout, os.Stderr)
 	case "dev":
 		err = runDev(args)
 	case "version", "--version":

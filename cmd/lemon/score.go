@@ -163,6 +163,8 @@ func defineScoreFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	ourFlags["emit-neighbours"] = true
 	fs.BoolVar(&c.SaveNeighbourLists, "save-neighbour-lists", c.SaveNeighbourLists, "also write OUT/neighbours/ with each neighbour's distances and d_mm, from which scores can be recomputed for other hyperparameters (lemon tune uses this)")
 	ourFlags["save-neighbour-lists"] = true
+	fs.BoolVar(&c.WriteUIDs, "write-uids", c.WriteUIDs, "also write OUT/kept_uids.npy and OUT/rejected_uids.npy, the kept and rejected rows' uids in DataComp's subset format (numpy dtype u8,u8, sorted); ids must be 32 lowercase hex digits (DataComp's uid column), rows whose id is not go to errors")
+	ourFlags["write-uids"] = true
 	fs.Int64Var(&c.BlockRows, "block-rows", c.BlockRows, "rows per search block: memory per task is about 2 blocks x rows x dim x 8 bytes")
 	ourFlags["block-rows"] = true
 	str(&c.SearchShape, "search-shape", "how the search is cut into tasks: auto (the cheapest that fits, see 'lemon plan'), memory (tasks hold the whole reference), stream (query groups stream reference tiles) or pairs (tile pairs, partial lists merged per tile)")
@@ -184,8 +186,10 @@ const scoreText = `Usage: lemon score --input DIR --output OUT [--config FILE] [
 
 Scores every image-caption pair with LEMoN: score = d_mm + beta*s_n + gamma*s_m, higher meaning
 more likely mislabelled (defaults: LEMoN_fix, k=30, cosine, beta=gamma=5, tau1=0.1, tau2=5).
-Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one file per input shard, in the
-input's own layout for images and captions) and OUT/manifest.json.
+Writes OUT/scores/, OUT/kept/, OUT/rejected/, OUT/errors/ (one file per input shard; in the
+input's own layout for images and captions, clip-retrieval folders and DataComp shards,
+embeddings included) and OUT/manifest.json; with --write-uids also
+OUT/kept_uids.npy and OUT/rejected_uids.npy, DataComp subset files.
 
 Input layouts (detected; --input-format names one):
   embdir       clip-retrieval / LAION: img_emb/img_emb_N.npy, text_emb/text_emb_N.npy, metadata/
@@ -204,7 +208,7 @@ var scoreGroups = []cli.Group{
 	{Heading: "Encoder flags (inputs of images and captions)", Flags: []string{"image-model", "text-model", "vocab", "device", "batch-size", "threads"}},
 	{Heading: "LEMoN flags", Flags: []string{"config", "k", "distance", "discrete-text", "beta", "gamma", "tau1n", "tau2n", "tau1m", "tau2m"}},
 	{Heading: "Reference flags", Flags: []string{"reference", "reference-format", "reference-sample", "reference-split", "seed"}},
-	{Heading: "Output flags", Flags: []string{"output", "overwrite", "reject-fraction", "threshold", "scores-format", "emit-neighbours", "save-neighbour-lists", "verbose"}},
+	{Heading: "Output flags", Flags: []string{"output", "overwrite", "reject-fraction", "threshold", "scores-format", "emit-neighbours", "save-neighbour-lists", "write-uids", "verbose"}},
 	{Heading: "Search flags", Flags: []string{"search-shape", "block-rows", "worker-memory-mib", "workers", "cores", "gpu", "knn-backend", "temp-dir"}},
 }
 
@@ -276,7 +280,7 @@ func runScore(args []string) error {
 	}
 	if !dryRun {
 		m := plan.Manifest(command)
-		start := rundir.Start{Out: c.Output, Dirs: rundir.ScoreDirs, Overwrite: *overwrite, Async: isAsync()}
+		start := rundir.Start{Out: c.Output, Dirs: rundir.ScoreDirs, Files: rundir.ScoreFiles, Overwrite: *overwrite, Async: isAsync()}
 		if err := rundir.Begin(ctx, start, &m); err != nil {
 			return err
 		}

@@ -10,6 +10,9 @@
 // the Parquet footers and the two arrays' .npy headers; a stored .npz member (np.savez) is read
 // in place, in ranges, so only the chosen model's arrays are fetched, while a deflated one
 // (np.savez_compressed) is decompressed when its shard is read.
+//
+// A run's kept/, rejected/ and errors/ are DataComp shards again (splits.go), and ParseUID and
+// MergeUIDRuns write the kept and rejected uids as DataComp subset files (uids.go).
 package datacomp
 
 import (

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/lemon-curation/lemon/dataset"
+	"github.com/lemon-curation/lemon/dataset/img2parquet/pqsplit"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 )
 
@@ -123,6 +124,9 @@ func Run(t *testing.T, fx Fixture, root string) {
 			}
 		}
 	})
+	if layout, ok := fx.Format.(dataset.SplitLayout); ok {
+		t.Run("SplitLayout", func(t *testing.T) { splitLayout(t, fx, layout, root+"/splits") })
+	}
 	t.Run("PerRowFaults", func(t *testing.T) {
 		dir := root + "/faults"
 		rows := Rows("r", 4, 4, 9)
@@ -162,4 +166,77 @@ func Run(t *testing.T, fx Fixture, root string) {
 			t.Fatalf("Plan on a missing path: err = %v, want one naming it", err)
 		}
 	})
+}
+
+// splitLayout: a format whose kept/, rejected/ and errors/ are datasets of its own format
+// gives back, read as input, each split's rows (the metadata written as lemon writes it) in
+// input order, ids, captions and embeddings unchanged.
+func splitLayout(t *testing.T, fx Fixture, layout dataset.SplitLayout, root string) {
+	ctx := context.Background()
+	in, out := root+"/in", root+"/out"
+	shards := [][]dataset.Row{Rows("a", 7, 8, 1), Rows("b", 5, 8, 2)}
+	if err := fx.Write(ctx, in, shards); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := fx.Format.Plan(ctx, in, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want [3][]dataset.Row
+	for i, sh := range plan {
+		outcomes := make([]dataset.Outcome, sh.Rows)
+		for j := range outcomes {
+			split := dataset.Split([]int{0, 0, 1, 2, 0, 1, 0}[j%7])
+			outcomes[j] = dataset.Outcome{Split: split, Score: float64(j), Reason: "test"}
+			want[split] = append(want[split], shards[i][j])
+		}
+		if err := layout.WriteSplitEmbeddings(ctx, sh, dataset.Options{}, out, outcomes); err != nil {
+			t.Fatal(err)
+		}
+		var paths [3]string
+		for s := range paths {
+			paths[s] = layout.SplitMetadataPath(sh, out, dataset.Split(s))
+		}
+		rr, err := fx.Format.Metadata(ctx, sh, dataset.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := pqsplit.Create(ctx, paths, rr.Schema(), pqsplit.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var offset int
+		for rr.Next() {
+			rec := rr.RecordBatch()
+			part := make([]*dataset.Outcome, rec.NumRows())
+			for j := range part {
+				part[j] = &outcomes[offset+j]
+			}
+			if err := w.Write(ctx, rec, part); err != nil {
+				t.Fatal(err)
+			}
+			offset += len(part)
+		}
+		rr.Release()
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for s, rows := range want {
+		dir := out + "/" + dataset.Split(s).String()
+		splitPlan, err := fx.Format.Plan(ctx, dir, dataset.Options{})
+		if err != nil {
+			t.Fatalf("%s/ is not a dataset of the format: %v", dataset.Split(s), err)
+		}
+		got := readAll(t, fx.Format, splitPlan)
+		if len(got) != len(rows) {
+			t.Fatalf("%s/ reads %d rows, want %d", dataset.Split(s), len(got), len(rows))
+		}
+		for i, r := range got {
+			w := rows[i]
+			if r.ID != w.ID || r.Caption != w.Caption || r.Err != "" || !slices.Equal(r.Image, w.Image) || !slices.Equal(r.Text, w.Text) {
+				t.Fatalf("%s/ row %d = {%q %q err %q}, want {%q %q} and its embeddings", dataset.Split(s), i, r.ID, r.Caption, r.Err, w.ID, w.Caption)
+			}
+		}
+	}
 }

@@ -2,7 +2,8 @@
 // text_emb/text_emb_N.npy (float16 or float32, row-aligned per shard N) and, optionally,
 // metadata/metadata_N.parquet, .csv or .jsonl with an id and a caption column. Plan notes any
 // other file in those three folders (dataset.NoteUnread), and refuses a file that matches a
-// pattern but has no shard number (img_emb_x.npy).
+// pattern but has no shard number (img_emb_x.npy). A run's kept/, rejected/ and errors/ of such
+// a folder are clip-retrieval folders again (splits.go).
 package embdir
 
 import (

@@ -12,6 +12,8 @@
 // Anything else (1-D vectors, int or float64 data, object or structured
 // arrays) is rejected with an error that names the problem, because
 // silently misreading a shard would poison everything built from it.
+// Besides float matrices, UIDPairsHeader writes the header of DataComp's
+// uid lists (1-D, dtype "u8,u8"), whose data callers append themselves.
 //
 // Format reference: numpy/lib/format.py (NEP 1). A file is
 //

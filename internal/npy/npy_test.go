@@ -262,7 +262,7 @@ func TestHeaderSizes(t *testing.T) {
 	for rows := 1; rows > 0 && rows < math.MaxInt/10; rows *= 10 {
 		for _, cols := range []int{0, 1, 768, math.MaxInt / 4} {
 			for _, dtype := range []string{"<f4", "<f2"} {
-				hb := header10(rows, cols, dtype)
+				hb := header10("'"+dtype+"'", int64(rows), int64(cols))
 				if len(hb)%64 != 0 || hb[len(hb)-1] != '\n' {
 					t.Fatalf("header10(%d, %d) has length %d", rows, cols, len(hb))
 				}
@@ -733,3 +733,95 @@ func TestWriteErrors(t *testing.T) {
 type errWriter struct{}
 
 func (errWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// UIDPairsHeader followed by the pairs is byte for byte what np.save writes for
+// np.array([(1, 2), (3, 4)], np.dtype("u8,u8")), and for an empty such array.
+func TestUIDPairsHeaderMatchesNumpy(t *testing.T) {
+	pad := strings.Repeat(" ", 35)
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{2, "\x93NUMPY\x01\x00v\x00{'descr': [('f0', '<u8'), ('f1', '<u8')], 'fortran_order': False, 'shape': (2,), }" + pad + "\n"},
+		{0, "\x93NUMPY\x01\x00v\x00{'descr': [('f0', '<u8'), ('f1', '<u8')], 'fortran_order': False, 'shape': (0,), }" + pad + "\n"},
+	} {
+		if got := string(UIDPairsHeader(tc.n)); got != tc.want {
+			t.Errorf("UIDPairsHeader(%d):\n got %q\nwant %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+// RowWriter, fed a matrix in uneven batches of rows, writes what Write writes; fewer or more
+// rows than promised are errors.
+func TestRowWriterMatchesWrite(t *testing.T) {
+	rows, cols := 37, 5
+	data := fixtureMat(rows, cols)
+	for _, dtype := range []string{"<f4", "<f2"} {
+		var want, got bytes.Buffer
+		if err := Write(&want, rows, cols, data, dtype); err != nil {
+			t.Fatal(err)
+		}
+		rw, err := NewRowWriter(&got, rows, cols, dtype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for lo, step := 0, 1; lo < rows; lo, step = lo+step, step+3 {
+			hi := min(rows, lo+step)
+			if err := rw.WriteRows(data[lo*cols : hi*cols]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rw.Close(); err != nil || !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("%s: RowWriter's file differs from Write's (close: %v)", dtype, err)
+		}
+		if err := rw.WriteRows(data[:cols]); err == nil {
+			t.Errorf("%s: a row past the promised ones was accepted", dtype)
+		}
+	}
+	rw, _ := NewRowWriter(io.Discard, 2, 3, "<f4")
+	rw.WriteRows(make([]float32, 3))
+	if err := rw.Close(); err == nil {
+		t.Error("Close after 1 of 2 rows: no error")
+	}
+}
+
+// SplitRows routes each row to its file in order, and a C-order input's rows come out byte
+// for byte; a Fortran-order input of the same matrix gives the same files.
+func TestSplitRows(t *testing.T) {
+	rows, cols := 2500, 3 // more than one chunk of rows
+	data := fixtureMat(rows, cols)
+	to := make([]int, rows)
+	for i := range to {
+		to[i] = (i * i) % 3
+	}
+	split := func(file []byte) [3][]byte {
+		var outs [3]bytes.Buffer
+		if err := SplitRows(openBytes(t, file), to, []io.Writer{&outs[0], &outs[1], &outs[2]}); err != nil {
+			t.Fatal(err)
+		}
+		return [3][]byte{outs[0].Bytes(), outs[1].Bytes(), outs[2].Bytes()}
+	}
+	var c bytes.Buffer
+	if err := Write(&c, rows, cols, data, "<f4"); err != nil {
+		t.Fatal(err)
+	}
+	got := split(c.Bytes())
+	for d := range 3 {
+		var want []float32
+		for i, dst := range to {
+			if dst == d {
+				want = append(want, data[i*cols:(i+1)*cols]...)
+			}
+		}
+		var wb bytes.Buffer
+		if err := Write(&wb, len(want)/cols, cols, want, "<f4"); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[d], wb.Bytes()) {
+			t.Errorf("file %d differs from Write of its %d rows", d, len(want)/cols)
+		}
+	}
+	if fortran := split(writeFortran(rows, cols, data)); !(bytes.Equal(fortran[0], got[0]) && bytes.Equal(fortran[1], got[1]) && bytes.Equal(fortran[2], got[2])) {
+		t.Error("a Fortran-order input splits differently from the C-order one")
+	}
+}
