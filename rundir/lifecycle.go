@@ -103,10 +103,8 @@ func Begin(ctx context.Context, s Start, r Record) error {
 // retry repeats it harmlessly.
 func Finish(ctx context.Context, out string, r Record) error {
 	h := r.RunHeader()
-	if h.TempDir != "" {
-		if err := storage.RemoveAll(ctx, h.TempDir); err != nil {
-			return fmt.Errorf("removing the run's temporary files: %w", err)
-		}
+	if err := removeTemp(ctx, h.TempDir); err != nil {
+		return fmt.Errorf("removing the run's temporary files: %w", err)
 	}
 	now := time.Now().UTC()
 	h.Status, h.FinishedAt = Complete, &now
@@ -134,10 +132,7 @@ func End(ctx context.Context, out, runID string, status Status, cause error, r R
 	if h.RunID != runID || h.Status == Complete {
 		return nil // not ours any more, or finished after all: leave it
 	}
-	var rmErr error
-	if h.TempDir != "" {
-		rmErr = storage.RemoveAll(ctx, h.TempDir)
-	}
+	rmErr := removeTemp(ctx, h.TempDir)
 	now := time.Now().UTC()
 	h.Status, h.FinishedAt, h.Error = status, &now, cause.Error()
 	if err := WriteManifest(ctx, out, r); err != nil {
@@ -145,6 +140,22 @@ func End(ctx context.Context, out, runID string, status Status, cause error, r R
 	}
 	releaseLock(ctx, out, runID)
 	return rmErr
+}
+
+// removeTemp removes a run's temporary folder (none: "") and, when it sits in the default
+// temporary directory (OUT/.lemon-tmp), that directory too if no other run's folder is left in
+// it: removing a directory that is not empty fails, and the failure is ignored.
+func removeTemp(ctx context.Context, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := storage.RemoveAll(ctx, dir); err != nil {
+		return err
+	}
+	if parent := strings.TrimSuffix(dir, "/"+storage.Base(dir)); storage.Base(parent) == TempDirName {
+		storage.Remove(ctx, parent)
+	}
+	return nil
 }
 
 func newLock(runID string, async bool, at time.Time) Lock {
@@ -277,7 +288,7 @@ func previousRun(ctx context.Context, out string, dirs, files []string) (string,
 // temporary folder its manifest names.
 func removeRun(ctx context.Context, out string, dirs, files []string) error {
 	if h, err := ReadHeader(ctx, out); err == nil && h.TempDir != "" && strings.HasPrefix(storage.Base(h.TempDir), "run-") {
-		if err := storage.RemoveAll(ctx, h.TempDir); err != nil {
+		if err := removeTemp(ctx, h.TempDir); err != nil {
 			return err
 		}
 	}

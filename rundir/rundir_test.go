@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -73,6 +74,9 @@ func TestLifecycle(t *testing.T) {
 			}
 			if files, _ := storage.List(ctx, storage.Join(first.TempDir, "blocks", "*")); len(files) > 0 {
 				t.Errorf("Finish left temporary files %v", files)
+			}
+			if _, err := os.Stat(storage.Join(out, TempDirName)); storage.IsLocal(out) && err == nil {
+				t.Errorf("Finish left the empty %s", TempDirName)
 			}
 
 			// The output holds a run now: a new one needs Overwrite, which removes it.
