@@ -3,6 +3,7 @@
 //	lemon score --input DIR --output OUT [--config FILE] [flags]
 //	lemon plan --input DIR | --rows N --dim D [flags]
 //	lemon eval --run OUT --output REP [flags]
+//	lemon quantize --input MODEL.onnx --output MODEL.int8.onnx
 //	lemon dev make-dataset --out DIR [flags]
 //	lemon version
 //
@@ -46,6 +47,9 @@ Usage:
   lemon tune --run OUT --output tuned.yaml [--split-column split]
       LEMoN_opt: choose k, distance, beta, gamma and the taus by validation F1 from one run
       made with --save-neighbour-lists --k 50; writes a config for 'lemon score --config'.
+  lemon quantize --input MODEL.onnx --output MODEL.int8.onnx [--per-tensor]
+      Write an int8 copy of an ONNX encoder (dynamic quantisation of its MatMul/Gemm weights)
+      for faster CPU embedding; opt-in, float32 stays the default.
   lemon dev make-dataset --out DIR [flags]
       Write a synthetic CLIP-like dataset with known label errors (for trying lemon out).
   lemon dev make-encoders --size tiny|vit-b-32 --out DIR
@@ -84,6 +88,8 @@ func main() {
 		err = tune.Main(args)
 	case "eval":
 		err = evaluate.Main(args)
+	case "quantize":
+		err = runQuantize(args)
 	case "dev":
 		err = runDev(args)
 	case "version", "--version":
