@@ -7,6 +7,11 @@
 // embedding tables, convolutions, metadata) is copied unchanged, so the rewritten file takes the
 // same inputs and gives the same outputs, approximately.
 //
+// Activation scales are computed over the whole input tensor of each op, that is over the batch:
+// a row's int8 embedding depends (slightly) on the rows it is batched with, so it can change
+// with the batch size or the shard layout (which decides the batches). It does not change with
+// the number of decode workers or encoder threads.
+//
 // The rewrite works on the protobuf wire format (embed/onnxpb) and needs no Python. Models with
 // weights in external data files or with control-flow subgraphs (If, Loop, Scan) are refused:
 // CLIP encoder exports have neither.
