@@ -5,7 +5,10 @@
 // same for the int8 encoders that 'lemon quantize' writes from them, their speed-up over
 // float32, and the cosine between int8 and float32 embeddings of real photos and captions.
 //
-//	go run ./bench/embed [-rows 512] [-batch 32] [-size vit-b-32] [-int8=false]
+//	go run ./bench/embed [-rows 512] [-batch 32] [-size vit-b-32] [-int8=false] [-models DIR]
+//
+// -models DIR measures your own exported encoders (DIR/image.onnx, DIR/text.onnx, as
+// deploy/export writes them) instead of stand-ins: the int8 cosine of a trained CLIP.
 //
 // Run `make setup` first (ONNX Runtime library, CLIP vocabulary, test photos).
 package main
@@ -60,14 +63,20 @@ func main() {
 	size := flag.String("size", "vit-b-32", "stand-in size: tiny or vit-b-32")
 	photos := flag.String("photos", "third_party/test-photos/skimage", "directory of test photos (scripts/fetch-test-photos.sh)")
 	int8 := flag.Bool("int8", true, "also measure the int8 encoders (lemon quantize) against float32")
+	models := flag.String("models", "", "directory holding image.onnx and text.onnx to measure instead of stand-ins")
 	flag.Parse()
 
 	jpegs := loadJPEGs(*photos)
 	dir, err := os.MkdirTemp("", "lemon-embed-bench")
 	check(err)
 	defer os.RemoveAll(dir)
-	check(standin.Write(dir, *size, 1))
-	f32 := pair{filepath.Join(dir, "image.onnx"), filepath.Join(dir, "text.onnx")}
+	f32 := pair{filepath.Join(*models, "image.onnx"), filepath.Join(*models, "text.onnx")}
+	what := "encoders in " + *models
+	if *models == "" {
+		check(standin.Write(dir, *size, 1))
+		f32 = pair{filepath.Join(dir, "image.onnx"), filepath.Join(dir, "text.onnx")}
+		what = *size + " stand-in encoders (random weights)"
+	}
 	q8 := pair{filepath.Join(dir, "image.int8.onnx"), filepath.Join(dir, "text.int8.onnx")}
 	if *int8 {
 		for _, p := range [][2]string{{f32.image, q8.image}, {f32.text, q8.text}} {
@@ -103,8 +112,8 @@ func main() {
 
 	host, _ := os.Hostname()
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("embed stage benchmark, %s stand-in encoders (random weights), batch %d, %d rows, best of %d rounds, %d cores (%s, load average %s), ONNX Runtime %s, %s\n\n",
-		*size, *batch, *rows, *rounds, runtime.NumCPU(), host, strings.Join(strings.Fields(string(load))[:3], " "), onnx.RuntimeVersion(), time.Now().Format("2006-01-02"))
+	fmt.Printf("embed stage benchmark, %s, batch %d, %d rows, best of %d rounds, %d cores (%s, load average %s), ONNX Runtime %s, %s\n\n",
+		what, *batch, *rows, *rounds, runtime.NumCPU(), host, strings.Join(strings.Fields(string(load))[:3], " "), onnx.RuntimeVersion(), time.Now().Format("2006-01-02"))
 	fmt.Printf("| measurement | pairs/s |\n| --- | --- |\n")
 	for _, m := range ms {
 		fmt.Printf("| %s | %.1f |\n", m.name, m.best)
