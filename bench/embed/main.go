@@ -131,20 +131,24 @@ func main() {
 	fmt.Printf("| speed-up int8 / float32, raw | %.2f |\n", raw8/raw)
 	fmt.Printf("| speed-up int8 / float32, end to end | %.2f |\n", e2e8/e2e)
 
-	img, txt := agreement(f32, q8, jpegs)
-	fmt.Printf("\ncosine between int8 and float32 embeddings (%d photos, %d captions):\n\n", len(img), len(txt))
-	fmt.Printf("| input | least | mean |\n| --- | --- | --- |\n")
-	for _, c := range []struct {
-		name string
-		cos  []float64
-	}{{"photos (JPEG, CLIP preprocessing)", img}, {"captions", txt}} {
-		least, sum := 1.0, 0.0
-		for _, x := range c.cos {
-			least = min(least, x)
-			sum += x
-		}
-		fmt.Printf("| %s | %.5f | %.5f |\n", c.name, least, sum/float64(len(c.cos)))
+	cs := agreement(f32, q8, jpegs)
+	fmt.Printf("\ncosine between embeddings of the same input (%d photos as JPEG with CLIP preprocessing, %d captions):\n\n", len(cs[0].img), len(cs[0].txt))
+	fmt.Printf("| comparison | photos, least | photos, mean | captions, least | captions, mean |\n| --- | --- | --- | --- | --- |\n")
+	for _, c := range cs {
+		li, mi := summary(c.img)
+		lt, mt := summary(c.txt)
+		fmt.Printf("| %s | %.5f | %.5f | %.5f | %.5f |\n", c.name, li, mi, lt, mt)
 	}
+}
+
+// summary is the least and the mean of cosines.
+func summary(cos []float64) (least, mean float64) {
+	least = 1
+	for _, x := range cos {
+		least = min(least, x)
+		mean += x
+	}
+	return least, mean / float64(len(cos))
 }
 
 // measurement is one kind of run, repeated; run returns the pairs it processed.
@@ -245,9 +249,16 @@ func decodeRun(recs []dataset.RawRecord, batch int) func() int {
 	}
 }
 
-// agreement embeds every photo and the captions with both encoder pairs and returns the
-// cosine between the two embeddings of each photo and of each caption.
-func agreement(f32, q8 pair, photos []photo) (img, txt []float64) {
+// comparison is the cosines between two embeddings of each photo and of each caption.
+type comparison struct {
+	name     string
+	img, txt []float64
+}
+
+// agreement embeds every photo and its captions with both encoder pairs, in batches of 8, and
+// with the int8 pair one row at a time too (its activation scales span the batch), and compares
+// the embeddings.
+func agreement(f32, q8 pair, photos []photo) []comparison {
 	var recs []dataset.RawRecord
 	var firstOfPhoto []bool // each photo's image is compared once
 	for i, p := range photos {
@@ -256,8 +267,8 @@ func agreement(f32, q8 pair, photos []photo) (img, txt []float64) {
 			firstOfPhoto = append(firstOfPhoto, j == 0)
 		}
 	}
-	embedAll := func(p pair) []embed.Embedded {
-		e, err := embed.Open(embed.Config{ImageModel: p.image, TextModel: p.text, BatchSize: 8})
+	embedAll := func(p pair, batch int) []embed.Embedded {
+		e, err := embed.Open(embed.Config{ImageModel: p.image, TextModel: p.text, BatchSize: batch})
 		check(err)
 		defer e.Close()
 		var out []embed.Embedded
@@ -270,14 +281,21 @@ func agreement(f32, q8 pair, photos []photo) (img, txt []float64) {
 		}))
 		return out
 	}
-	a, b := embedAll(f32), embedAll(q8)
-	for i := range a {
-		if firstOfPhoto[i] {
-			img = append(img, cosine(a[i].Image, b[i].Image))
+	compare := func(name string, a, b []embed.Embedded) comparison {
+		c := comparison{name: name}
+		for i := range a {
+			if firstOfPhoto[i] {
+				c.img = append(c.img, cosine(a[i].Image, b[i].Image))
+			}
+			c.txt = append(c.txt, cosine(a[i].Text, b[i].Text))
 		}
-		txt = append(txt, cosine(a[i].Text, b[i].Text))
+		return c
 	}
-	return img, txt
+	f, q, q1 := embedAll(f32, 8), embedAll(q8, 8), embedAll(q8, 1)
+	return []comparison{
+		compare("int8 vs float32, batch 8", q, f),
+		compare("int8 alone (batch 1) vs int8 in a batch of 8", q1, q),
+	}
 }
 
 func cosine(a, b []float32) float64 {
