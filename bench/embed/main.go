@@ -5,10 +5,11 @@
 // same for the int8 encoders that 'lemon quantize' writes from them, their speed-up over
 // float32, and the cosine between int8 and float32 embeddings of real photos and captions.
 //
-//	go run ./bench/embed [-rows 512] [-batch 32] [-size vit-b-32] [-int8=false] [-models DIR]
+//	go run ./bench/embed [-rows 512] [-batch 32] [-size vit-b-32] [-int8=false] [-models DIR] [-sweep]
 //
 // -models DIR measures your own exported encoders (DIR/image.onnx, DIR/text.onnx, as
-// deploy/export writes them) instead of stand-ins: the int8 cosine of a trained CLIP.
+// deploy/export writes them) instead of stand-ins: the int8 cosine of a trained CLIP. -sweep
+// first measures raw ONNX Runtime over batch sizes and intra-op thread counts.
 //
 // Run `make setup` first (ONNX Runtime library, CLIP vocabulary, test photos).
 package main
@@ -63,6 +64,7 @@ func main() {
 	size := flag.String("size", "vit-b-32", "stand-in size: tiny or vit-b-32")
 	photos := flag.String("photos", "third_party/test-photos/skimage", "directory of test photos (scripts/fetch-test-photos.sh)")
 	int8 := flag.Bool("int8", true, "also measure the int8 encoders (lemon quantize) against float32")
+	sweep := flag.Bool("sweep", false, "first measure raw ONNX Runtime at batch sizes 8 to 128 and 1 to all intra-op threads (for choosing --batch-size and --threads)")
 	models := flag.String("models", "", "directory holding image.onnx and text.onnx to measure instead of stand-ins")
 	flag.Parse()
 
@@ -90,16 +92,20 @@ func main() {
 		recs[i] = dataset.RawRecord{Index: int64(i), ID: fmt.Sprint(i), Caption: fmt.Sprintf("a photo of thing number %d on a table", i), Image: jpegs[i%len(jpegs)].jpeg}
 	}
 
+	if *sweep {
+		sweepRaw(f32, q8, *int8, recs, *rounds)
+	}
+
 	// Every measurement is set up first (sessions open, weights prepacked), then all run in
 	// turn, round after round, so a burst of other load hits one round of each, not one kind.
 	ms := []*measurement{
-		{name: "raw ONNX Runtime (image + text encoders, pre-decoded tensors)", run: rawRun(f32, recs, *batch)},
+		{name: "raw ONNX Runtime (image + text encoders, pre-decoded tensors)", run: keepOpen(rawRun(f32, recs, *batch, runtime.GOMAXPROCS(0)))},
 		{name: "end to end from JPEG bytes (decode, preprocess, tokenize, encode)", run: endToEndRun(f32, recs, *batch)},
 		{name: "decode, preprocess and tokenize alone (all cores, no encoder)", run: decodeRun(recs, *batch)},
 	}
 	if *int8 {
 		ms = append(ms,
-			&measurement{name: "raw ONNX Runtime, int8 encoders (lemon quantize)", run: rawRun(q8, recs, *batch)},
+			&measurement{name: "raw ONNX Runtime, int8 encoders (lemon quantize)", run: keepOpen(rawRun(q8, recs, *batch, runtime.GOMAXPROCS(0)))},
 			&measurement{name: "end to end from JPEG bytes, int8 encoders", run: endToEndRun(q8, recs, *batch)})
 	}
 	for range *rounds {
@@ -151,6 +157,45 @@ func summary(cos []float64) (least, mean float64) {
 	return least, mean / float64(len(cos))
 }
 
+// sweepRaw prints raw ONNX Runtime throughput over batch sizes and intra-op thread counts.
+func sweepRaw(f32, q8 pair, int8 bool, recs []dataset.RawRecord, rounds int) {
+	fmt.Printf("raw ONNX Runtime by batch size and intra-op threads, best of %d rounds:\n\n| batch | threads | float32 pairs/s | int8 pairs/s |\n| --- | --- | --- | --- |\n", rounds)
+	threads := []int{1}
+	for t := 2; t <= runtime.NumCPU(); t *= 2 {
+		threads = append(threads, t)
+	}
+	if n := runtime.NumCPU(); threads[len(threads)-1] != n {
+		threads = append(threads, n)
+	}
+	best := func(run func() int, close func()) float64 {
+		defer close()
+		b := 0.0
+		for range rounds {
+			start := time.Now()
+			n := run()
+			b = max(b, float64(n)/time.Since(start).Seconds())
+		}
+		return b
+	}
+	for _, b := range []int{8, 16, 32, 64, 128} {
+		if b > len(recs) {
+			break
+		}
+		for _, t := range threads {
+			f := best(rawRun(f32, recs, b, t))
+			q := "-"
+			if int8 {
+				q = fmt.Sprintf("%.1f", best(rawRun(q8, recs, b, t)))
+			}
+			fmt.Printf("| %d | %d | %.1f | %s |\n", b, t, f, q)
+		}
+	}
+	fmt.Println()
+}
+
+// keepOpen is run; its sessions stay open for the life of the benchmark.
+func keepOpen(run func() int, _ func()) func() int { return run }
+
 // measurement is one kind of run, repeated; run returns the pairs it processed.
 type measurement struct {
 	name string
@@ -162,9 +207,9 @@ type measurement struct {
 type pair struct{ image, text string }
 
 // rawRun runs both encoders on tensors prepared beforehand: what ONNX Runtime alone gives.
-// The sessions stay open for the life of the benchmark.
-func rawRun(p pair, recs []dataset.RawRecord, batch int) func() int {
-	o := onnx.Options{BatchSize: batch, IntraOpThreads: runtime.GOMAXPROCS(0)} // as embed.Open does
+// close releases the sessions.
+func rawRun(p pair, recs []dataset.RawRecord, batch, threads int) (run func() int, close func()) {
+	o := onnx.Options{BatchSize: batch, IntraOpThreads: threads} // embed.Open's default: GOMAXPROCS
 	img, err := onnx.NewImageEncoder(p.image, o)
 	check(err)
 	txt, err := onnx.NewTextEncoder(p.text, o)
@@ -183,7 +228,7 @@ func rawRun(p pair, recs []dataset.RawRecord, batch int) func() int {
 	tokens := loadTokenizer().TokenizeBatch(caps, txt.ContextLength())
 	img.Encode(pixels, batch) // warm up: the first run allocates and prepacks
 	txt.Encode(tokens, batch)
-	return func() int {
+	run = func() int {
 		done := 0
 		for ; done < len(recs); done += batch {
 			_, err := img.Encode(pixels, batch)
@@ -193,6 +238,7 @@ func rawRun(p pair, recs []dataset.RawRecord, batch int) func() int {
 		}
 		return done
 	}
+	return run, func() { img.Close(); txt.Close() }
 }
 
 // endToEndRun runs the embed stage (embed.Embedder.Shard): JPEG bytes and caption strings in,
