@@ -534,7 +534,7 @@ func (rw *rewriter) nodes() ([][]byte, error) {
 				bias = v
 			}
 		}
-		if alpha != 1 && !(alpha > 0) {
+		if !(alpha > 0) { // also NaN: a negative or zero scale is not worth supporting
 			rw.skip(name, fmt.Sprintf("Gemm with alpha %g", alpha))
 			out = append(out, n.raw)
 			continue

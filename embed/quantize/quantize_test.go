@@ -415,3 +415,35 @@ func TestViTB32Standins(t *testing.T) {
 	}
 	checkStandins(t, "vit-b-32", 2*(12*6+1), 0.999)
 }
+
+// Nodes the rewrite cannot express are left in float32, listed with the reason, and keep
+// their weights.
+func TestRewriteSkips(t *testing.T) {
+	zeros := func(n int) []byte { return make([]byte, 4*n) }
+	var g []byte
+	for _, n := range [][]byte{
+		onnxpb.Node("MatMul", "", "ok", []string{"x", "W"}, []string{"y"}),
+		onnxpb.Node("Gemm", "", "transposedA", []string{"y", "W"}, []string{"z"}, onnxpb.AttrInt("transA", 1)),
+		onnxpb.Node("MatMul", "", "batched", []string{"z", "W3"}, []string{"out"}),
+	} {
+		g = onnxpb.AppendMsg(g, onnxpb.GraphNode, n)
+	}
+	g = onnxpb.AppendMsg(g, onnxpb.GraphInitializer, onnxpb.Tensor("W", onnxpb.Float, []int64{4, 4}, zeros(16)))
+	g = onnxpb.AppendMsg(g, onnxpb.GraphInitializer, onnxpb.Tensor("W3", onnxpb.Float, []int64{2, 4, 4}, zeros(32)))
+	var out bytes.Buffer
+	r, err := quantize.Rewrite(onnxpb.AppendMsg(nil, onnxpb.ModelGraph, g), &out, quantize.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"transposedA: Gemm with transA", "batched: weight W3 has shape [2 4 4], not a matrix"}
+	if r.Quantized != 1 || !slices.Equal(r.Skipped, want) {
+		t.Errorf("report %+v, want 1 quantised and skipped %q", r, want)
+	}
+	nodes, inits := graphOf(t, out.Bytes())
+	if want := []string{"DynamicQuantizeMatMul(x,W_int8,W_scale)->y", "Gemm(y,W)->z", "MatMul(z,W3)->out"}; !slices.Equal(nodes, want) {
+		t.Errorf("nodes %v, want %v", nodes, want)
+	}
+	if want := []string{"W float32", "W3 float32", "W_int8 int8", "W_scale float32"}; !slices.Equal(inits, want) {
+		t.Errorf("initializers %v, want %v", inits, want)
+	}
+}
