@@ -5,11 +5,12 @@
 // same for the int8 encoders that 'lemon quantize' writes from them, their speed-up over
 // float32, and the cosine between int8 and float32 embeddings of real photos and captions.
 //
-//	go run ./bench/embed [-rows 512] [-batch 32] [-size vit-b-32] [-int8=false] [-models DIR] [-sweep]
+//	go run ./bench/embed [-rows 512] [-batch 32] [-size vit-b-32] [-int8=false] [-models DIR] [-sweep] [-nospin]
 //
 // -models DIR measures your own exported encoders (DIR/image.onnx, DIR/text.onnx, as
 // deploy/export writes them) instead of stand-ins: the int8 cosine of a trained CLIP. -sweep
-// first measures raw ONNX Runtime over batch sizes and intra-op thread counts.
+// first measures raw ONNX Runtime over batch sizes and intra-op thread counts. -nospin also
+// measures float32 with ONNX Runtime's threads sleeping instead of spinning when out of work.
 //
 // Run `make setup` first (ONNX Runtime library, CLIP vocabulary, test photos).
 package main
@@ -66,6 +67,7 @@ func main() {
 	photos := flag.String("photos", "third_party/test-photos/skimage", "directory of test photos (scripts/fetch-test-photos.sh)")
 	int8 := flag.Bool("int8", true, "also measure the int8 encoders (lemon quantize) against float32")
 	sweep := flag.Bool("sweep", false, "first measure raw ONNX Runtime at batch sizes 8 to 128 and 1 to all intra-op threads (for choosing --batch-size and --threads)")
+	noSpin := flag.Bool("nospin", false, "also measure float32 with ONNX Runtime's threads sleeping instead of spinning when out of work (embed.Config.NoSpinning)")
 	models := flag.String("models", "", "directory holding image.onnx and text.onnx to measure instead of stand-ins")
 	flag.Parse()
 
@@ -100,14 +102,19 @@ func main() {
 	// Every measurement is set up first (sessions open, weights prepacked), then all run in
 	// turn, round after round, so a burst of other load hits one round of each, not one kind.
 	ms := []*measurement{
-		{name: "raw ONNX Runtime (image + text encoders, pre-decoded tensors)", run: keepOpen(rawRun(f32, recs, *batch, runtime.GOMAXPROCS(0)))},
-		{name: "end to end from JPEG bytes (decode, preprocess, tokenize, encode)", run: endToEndRun(f32, recs, *batch)},
+		{name: "raw ONNX Runtime (image + text encoders, pre-decoded tensors)", run: keepOpen(rawRun(f32, recs, *batch, runtime.GOMAXPROCS(0), false))},
+		{name: "end to end from JPEG bytes (decode, preprocess, tokenize, encode)", run: endToEndRun(f32, recs, *batch, false)},
 		{name: "decode, preprocess and tokenize alone (all cores, no encoder)", run: decodeRun(recs, *batch)},
 	}
 	if *int8 {
 		ms = append(ms,
-			&measurement{name: "raw ONNX Runtime, int8 encoders (lemon quantize)", run: keepOpen(rawRun(q8, recs, *batch, runtime.GOMAXPROCS(0)))},
-			&measurement{name: "end to end from JPEG bytes, int8 encoders", run: endToEndRun(q8, recs, *batch)})
+			&measurement{name: "raw ONNX Runtime, int8 encoders (lemon quantize)", run: keepOpen(rawRun(q8, recs, *batch, runtime.GOMAXPROCS(0), false))},
+			&measurement{name: "end to end from JPEG bytes, int8 encoders", run: endToEndRun(q8, recs, *batch, false)})
+	}
+	if *noSpin {
+		ms = append(ms,
+			&measurement{name: "raw ONNX Runtime, threads not spinning", run: keepOpen(rawRun(f32, recs, *batch, runtime.GOMAXPROCS(0), true))},
+			&measurement{name: "end to end from JPEG bytes, threads not spinning", run: endToEndRun(f32, recs, *batch, true)})
 	}
 	for range *rounds {
 		for _, m := range ms {
@@ -138,6 +145,12 @@ func main() {
 	// Decoding and encoding share the cores: even perfectly overlapped, a pair costs
 	// 1/raw + 1/dec of the machine's time, so end to end cannot beat dec/(raw+dec) of raw.
 	fmt.Printf("| ceiling of that ratio when decoding shares the cores, dec/(raw+dec) | %.2f | |\n", dec/(raw+dec))
+	if *noSpin {
+		r, e := ms[len(ms)-2], ms[len(ms)-1]
+		fmt.Printf("| ratio end-to-end / raw, threads not spinning | %.2f | |\n", e.best/r.best)
+		fmt.Printf("| not spinning / spinning, end to end | %.2f | |\n", e.best/e2e)
+		fmt.Printf("| CPU per pair, end to end not spinning / (raw + decoding) | | %.2f |\n", e.cpu/(ms[0].cpu+ms[2].cpu))
+	}
 	if !*int8 {
 		return
 	}
@@ -191,10 +204,10 @@ func sweepRaw(f32, q8 pair, int8 bool, recs []dataset.RawRecord, rounds int) {
 			break
 		}
 		for _, t := range threads {
-			f := best(rawRun(f32, recs, b, t))
+			f := best(rawRun(f32, recs, b, t, false))
 			q := "-"
 			if int8 {
-				q = fmt.Sprintf("%.1f", best(rawRun(q8, recs, b, t)))
+				q = fmt.Sprintf("%.1f", best(rawRun(q8, recs, b, t, false)))
 			}
 			fmt.Printf("| %d | %d | %.1f | %s |\n", b, t, f, q)
 		}
@@ -226,8 +239,8 @@ type pair struct{ image, text string }
 
 // rawRun runs both encoders on tensors prepared beforehand: what ONNX Runtime alone gives.
 // close releases the sessions.
-func rawRun(p pair, recs []dataset.RawRecord, batch, threads int) (run func() int, close func()) {
-	o := onnx.Options{BatchSize: batch, IntraOpThreads: threads} // embed.Open's default: GOMAXPROCS
+func rawRun(p pair, recs []dataset.RawRecord, batch, threads int, noSpin bool) (run func() int, close func()) {
+	o := onnx.Options{BatchSize: batch, IntraOpThreads: threads, NoSpinning: noSpin} // embed.Open's default: GOMAXPROCS
 	img, err := onnx.NewImageEncoder(p.image, o)
 	check(err)
 	txt, err := onnx.NewTextEncoder(p.text, o)
@@ -261,8 +274,8 @@ func rawRun(p pair, recs []dataset.RawRecord, batch, threads int) (run func() in
 
 // endToEndRun runs the embed stage (embed.Embedder.Shard): JPEG bytes and caption strings in,
 // embeddings out.
-func endToEndRun(p pair, recs []dataset.RawRecord, batch int) func() int {
-	e, err := embed.Open(embed.Config{ImageModel: p.image, TextModel: p.text, BatchSize: batch})
+func endToEndRun(p pair, recs []dataset.RawRecord, batch int, noSpin bool) func() int {
+	e, err := embed.Open(embed.Config{ImageModel: p.image, TextModel: p.text, BatchSize: batch, NoSpinning: noSpin})
 	check(err)
 	run := func() int {
 		n := 0
