@@ -18,7 +18,8 @@ help:
 	@echo "make build      build bin/lemon"
 	@echo "make bench-knn  neighbour-search benchmark against FAISS (see README)"
 	@echo "make bench-sample  a seeded reference sample (--reference-sample) against the self-join, same data"
-	@echo "make bench-embed  embedding-stage throughput: raw ONNX Runtime vs end to end from JPEG bytes"
+	@echo "make bench-embed  embedding-stage throughput: raw ONNX Runtime vs end to end from JPEG bytes, and the"
+	@echo "                int8 encoders' (lemon quantize) speed-up and cosine to float32"
 
 build:
 	$(GO) build -o bin/lemon ./cmd/lemon

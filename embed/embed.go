@@ -26,6 +26,8 @@ type Config struct {
 	Device     string `yaml:"device" json:"device"`         // cpu or cuda
 	BatchSize  int    `yaml:"batch_size" json:"batch_size"`
 	Threads    int    `yaml:"threads" json:"threads"` // ONNX Runtime intra-op threads; 0 = all cores
+	// NoSpinning: ONNX Runtime's threads sleep instead of spinning when out of work (onnx.Options).
+	NoSpinning bool `yaml:"no_spinning" json:"no_spinning,omitempty"`
 	// DecodeWorkers decode and preprocess images in parallel; 0 = all cores.
 	DecodeWorkers int `yaml:"decode_workers" json:"decode_workers"`
 	// ApplyEXIFOrientation rotates JPEGs by their EXIF tag (CLIP's reference does not).
@@ -62,7 +64,7 @@ func Open(cfg Config) (*Embedder, error) {
 		// small VMs' second CPU) idle.
 		cfg.Threads = runtime.GOMAXPROCS(0)
 	}
-	o := onnx.Options{Device: cfg.Device, IntraOpThreads: cfg.Threads, BatchSize: cfg.BatchSize}
+	o := onnx.Options{Device: cfg.Device, IntraOpThreads: cfg.Threads, NoSpinning: cfg.NoSpinning, BatchSize: cfg.BatchSize}
 	img, err := onnx.NewImageEncoder(cfg.ImageModel, o)
 	if err != nil {
 		return nil, err

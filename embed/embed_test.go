@@ -2,6 +2,8 @@ package embed_test
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset/rawtest/samples"
 	"github.com/lemon-curation/lemon/embed"
 	"github.com/lemon-curation/lemon/embed/onnx/onnxtest"
+	"github.com/lemon-curation/lemon/embed/quantize"
 )
 
 func TestCapCaption(t *testing.T) {
@@ -85,5 +88,57 @@ func TestHugeCaptionIsCutBeforeTokenizing(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
 		t.Errorf("embedding allocated %d MB, more than the caption itself", alloc>>20)
+	}
+}
+
+// Embeddings are byte-identical whatever the decode workers and encoder threads, for float32
+// encoders and for the int8 ones lemon quantize writes (integer products are exact, and each
+// row's float arithmetic does not depend on how the work is split).
+func TestWorkerCountsDoNotChangeEmbeddings(t *testing.T) {
+	img, txt := onnxtest.TinyEncoders(t)
+	dir := t.TempDir()
+	img8, txt8 := filepath.Join(dir, "image.int8.onnx"), filepath.Join(dir, "text.int8.onnx")
+	for _, p := range [][2]string{{img, img8}, {txt, txt8}} {
+		if _, err := quantize.File(context.Background(), p[0], p[1], quantize.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var in rows
+	for i := range 23 {
+		pic := samples.JPEG(40+7*i, 300-5*i, i)
+		if i%3 == 0 {
+			pic = samples.PNG(250, 90+i, i)
+		}
+		in = append(in, dataset.RawRecord{Index: int64(i), ID: fmt.Sprint(i), Caption: fmt.Sprintf("photo %d of a thing", i), Image: pic})
+	}
+	embedAll := func(img, txt string, decoders, threads int) []embed.Embedded {
+		e, err := embed.Open(embed.Config{ImageModel: img, TextModel: txt, BatchSize: 8, DecodeWorkers: decoders, Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		var out []embed.Embedded
+		err = e.Shard(context.Background(), in, dataset.Shard{Rows: int64(len(in))}, dataset.Options{}, func(r embed.Embedded) error {
+			if r.Err != "" {
+				return fmt.Errorf("row %s: %s", r.Record.ID, r.Err)
+			}
+			out = append(out, r)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, m := range []struct{ name, img, txt string }{{"float32", img, txt}, {"int8", img8, txt8}} {
+		want := embedAll(m.img, m.txt, 1, 1)
+		for _, c := range [][2]int{{3, 1}, {1, 2}, {4, 2}} {
+			got := embedAll(m.img, m.txt, c[0], c[1])
+			for i := range want {
+				if !slices.Equal(got[i].Image, want[i].Image) || !slices.Equal(got[i].Text, want[i].Text) {
+					t.Errorf("%s, %d decode workers and %d threads: row %d differs from 1 and 1", m.name, c[0], c[1], i)
+				}
+			}
+		}
 	}
 }

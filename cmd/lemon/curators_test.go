@@ -307,7 +307,7 @@ func TestCommandLine(t *testing.T) {
 		}
 		return code, stdout.String(), stderr.String()
 	}
-	for _, c := range [][]string{{"score"}, {"plan"}, {"embed"}, {"noise"}, {"eval"}, {"report"}, {"tune"}, {"dev", "make-dataset"}, {"dev", "make-encoders"}} {
+	for _, c := range [][]string{{"score"}, {"plan"}, {"embed"}, {"noise"}, {"eval"}, {"report"}, {"tune"}, {"quantize"}, {"dev", "make-dataset"}, {"dev", "make-encoders"}} {
 		name := "lemon " + strings.Join(c, " ")
 		for _, h := range []string{"--help", "-h"} {
 			code, out, errOut := status(append(c, h)...)

@@ -4,6 +4,7 @@
 //	lemon plan --input DIR | --rows N --dim D [flags]
 //	lemon eval --run OUT --output REP [flags]
 //	lemon report --run OUT [flags]
+//	lemon quantize --input MODEL.onnx --output MODEL.int8.onnx
 //	lemon dev make-dataset --out DIR [flags]
 //	lemon version
 //
@@ -51,6 +52,9 @@ Usage:
   lemon tune --run OUT --output tuned.yaml [--split-column split]
       LEMoN_opt: choose k, distance, beta, gamma and the taus by validation F1 from one run
       made with --save-neighbour-lists --k 50; writes a config for 'lemon score --config'.
+  lemon quantize --input MODEL.onnx --output MODEL.int8.onnx [--per-tensor]
+      Write an int8 copy of an ONNX encoder (dynamic quantisation of its MatMul/Gemm weights)
+      for faster CPU embedding; opt-in, float32 stays the default.
   lemon dev make-dataset --out DIR [flags]
       Write a synthetic CLIP-like dataset with known label errors (for trying lemon out).
   lemon dev make-encoders --size tiny|vit-b-32 --out DIR
@@ -92,6 +96,8 @@ func main() {
 		err = evaluate.Main(args)
 	case "report":
 		err = evaluate.ReviewMain(args, os.Stdout, os.Stderr)
+	case "quantize":
+		err = runQuantize(args)
 	case "dev":
 		err = runDev(args)
 	case "version", "--version":

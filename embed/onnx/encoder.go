@@ -17,6 +17,10 @@ type Options struct {
 	// IntraOpThreads is the number of threads one Run may use; 0 leaves it
 	// to ONNX Runtime (one per physical core).
 	IntraOpThreads int
+	// NoSpinning makes the intra-op threads sleep when they run out of work instead of
+	// spinning for the next parallel section, which leaves the cores to work running beside
+	// the encoder (the embed stage's image decoding) at some cost in latency between ops.
+	NoSpinning bool
 	// BatchSize is the most rows passed to one Run; Encode splits larger
 	// batches. 0 means no limit.
 	BatchSize int
@@ -432,6 +436,11 @@ func sessionOptions(o Options) (*ort.SessionOptions, error) {
 	}
 	if o.IntraOpThreads > 0 {
 		if err := so.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+			return fail(err)
+		}
+	}
+	if o.NoSpinning {
+		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
 			return fail(err)
 		}
 	}

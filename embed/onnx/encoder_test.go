@@ -273,6 +273,22 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
+// Threads that sleep instead of spinning compute the same embeddings.
+func TestNoSpinning(t *testing.T) {
+	onnxtest.RequireRuntime(t)
+	const B = 5
+	px, ids := pixels(B, 224, 3), tokens(B, 77)
+	img, txt := writeTiny(t, 4, standin.Variant{})
+	var embs [2][]float32
+	for i, o := range []onnx.Options{{IntraOpThreads: 2}, {IntraOpThreads: 2, NoSpinning: true}} {
+		ie, te := openPair(t, img, txt, o)
+		embs[i] = append(mustEncodeImages(t, ie, px, B), mustEncodeText(t, te, ids, B)...)
+	}
+	if !equal(embs[0], embs[1]) {
+		t.Error("NoSpinning changed the embeddings")
+	}
+}
+
 func TestModelErrors(t *testing.T) {
 	onnxtest.RequireRuntime(t)
 	img, txt := writeTiny(t, 1, standin.Variant{})

@@ -3,6 +3,8 @@ package standin
 import (
 	"fmt"
 	"math"
+
+	"github.com/lemon-curation/lemon/embed/onnxpb"
 )
 
 // builder assembles an ONNX graph node by node. Values are named by the
@@ -30,21 +32,12 @@ func (b *builder) output(name string, elemType int64, dims ...int64) {
 
 // op adds a node with one output and returns the output's name. out names
 // the output; "" lets the builder choose.
-func (b *builder) op(opType string, inputs []string, out string, attrs ...attr) string {
+func (b *builder) op(opType string, inputs []string, out string, attrs ...onnxpb.Attr) string {
 	b.count++
 	if out == "" {
 		out = fmt.Sprintf("%s_%d", opType, b.count)
 	}
-	var n []byte
-	for _, in := range inputs {
-		n = appendStr(n, fNodeInput, in)
-	}
-	n = appendStr(n, fNodeOutput, out)
-	n = appendStr(n, fNodeName, fmt.Sprintf("%s_%d", opType, b.count))
-	n = appendStr(n, fNodeOpType, opType)
-	for _, a := range attrs {
-		n = appendMsg(n, fNodeAttribute, a)
-	}
+	n := onnxpb.Node(opType, "", fmt.Sprintf("%s_%d", opType, b.count), inputs, []string{out}, attrs...)
 	b.m.nodes = append(b.m.nodes, n)
 	return out
 }
@@ -56,20 +49,20 @@ func (b *builder) init(name string, dtype int64, dims []int64, data rawData) str
 
 // param is a random float32 weight with standard deviation std.
 func (b *builder) param(name string, std float64, dims ...int64) string {
-	return b.init(name, dtFloat, dims, newRandData(b.seed, name, numel(dims), std))
+	return b.init(name, onnxpb.Float, dims, newRandData(b.seed, name, numel(dims), std))
 }
 
 // fill is a float32 weight with every element v.
 func (b *builder) fill(name string, v float32, dims ...int64) string {
-	return b.init(name, dtFloat, dims, constData{n: numel(dims), v: v})
+	return b.init(name, onnxpb.Float, dims, constData{n: numel(dims), v: v})
 }
 
 func (b *builder) floats(name string, vs []float32, dims ...int64) string {
-	return b.init(name, dtFloat, dims, float32Bytes(vs))
+	return b.init(name, onnxpb.Float, dims, float32Bytes(vs))
 }
 
 func (b *builder) int64s(name string, vs []int64, dims ...int64) string {
-	return b.init(name, dtInt64, dims, int64Bytes(vs))
+	return b.init(name, onnxpb.Int64, dims, int64Bytes(vs))
 }
 
 func numel(dims []int64) int {
@@ -99,7 +92,7 @@ func (b *builder) layerNorm(x, name string, width int64) string {
 	scale := b.fill(name+".scale", 1, width)
 	shift := b.fill(name+".shift", 0, width)
 	return b.op("LayerNormalization", []string{x, scale, shift}, "",
-		attrInt("axis", -1), attrFloat("epsilon", 1e-5))
+		onnxpb.AttrInt("axis", -1), onnxpb.AttrFloat("epsilon", 1e-5))
 }
 
 // quickGELU is CLIP's activation, x * sigmoid(1.702 x).
@@ -120,7 +113,7 @@ func (b *builder) transformer(x, name string, layers, width, heads int64, mask s
 	merge := b.int64s(name+".merge_heads", []int64{0, 0, width}, 3)     // [B,T,H,dh] -> [B,T,W]
 	scale := b.floats(name+".attn_scale", []float32{float32(1 / math.Sqrt(float64(dh)))})
 	heads4 := func(v string, perm ...int64) string {
-		return b.op("Transpose", []string{b.op("Reshape", []string{v, split}, "")}, "", attrInts("perm", perm...))
+		return b.op("Transpose", []string{b.op("Reshape", []string{v, split}, "")}, "", onnxpb.AttrIntList("perm", perm...))
 	}
 	for l := range layers {
 		p := fmt.Sprintf("%s.l%d", name, l)
@@ -133,9 +126,9 @@ func (b *builder) transformer(x, name string, layers, width, heads int64, mask s
 		if mask != "" {
 			s = b.op("Add", []string{s, mask}, "")
 		}
-		a := b.op("Softmax", []string{s}, "", attrInt("axis", -1))
-		o := b.op("MatMul", []string{a, v}, "")                              // [B,H,T,dh]
-		o = b.op("Transpose", []string{o}, "", attrInts("perm", 0, 2, 1, 3)) // [B,T,H,dh]
+		a := b.op("Softmax", []string{s}, "", onnxpb.AttrInt("axis", -1))
+		o := b.op("MatMul", []string{a, v}, "")                                        // [B,H,T,dh]
+		o = b.op("Transpose", []string{o}, "", onnxpb.AttrIntList("perm", 0, 2, 1, 3)) // [B,T,H,dh]
 		o = b.linear(b.op("Reshape", []string{o, merge}, ""), p+".attn.out", width, width, true)
 		x = b.op("Add", []string{x, o}, "")
 

@@ -34,6 +34,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/lemon-curation/lemon/embed/onnxpb"
 )
 
 const (
@@ -166,14 +168,14 @@ func tinyImage(seed uint64, v Variant) *builder {
 	if v.DynamicImageSize {
 		h, w = symHeight, symWidth
 	}
-	x := b.input(v.ImageInput, dtFloat, v.batchDim(), 3, h, w)
+	x := b.input(v.ImageInput, onnxpb.Float, v.batchDim(), 3, h, w)
 	k := b.param("patch.w", 1/float64(3*patchSize), width, 3, patchSize, patchSize) // 1/sqrt(fan-in 3072) ~ 1/55
 	x = b.op("Conv", []string{x, k, b.param("patch.b", 0.02, width)}, "",
-		attrInts("kernel_shape", patchSize, patchSize), attrInts("strides", patchSize, patchSize))
+		onnxpb.AttrIntList("kernel_shape", patchSize, patchSize), onnxpb.AttrIntList("strides", patchSize, patchSize))
 	x = b.op("Relu", []string{x}, "")
-	x = b.op("ReduceMean", []string{x}, "", attrInts("axes", 2, 3), attrInt("keepdims", 0)) // [B,64]
+	x = b.op("ReduceMean", []string{x}, "", onnxpb.AttrIntList("axes", 2, 3), onnxpb.AttrInt("keepdims", 0)) // [B,64]
 	b.linearTo(x, "proj", width, int64(v.Dim), v.ImageOutput)
-	b.output(v.ImageOutput, dtFloat, v.batchDim(), int64(v.Dim))
+	b.output(v.ImageOutput, onnxpb.Float, v.batchDim(), int64(v.Dim))
 	return b
 }
 
@@ -186,30 +188,30 @@ func tinyText(seed uint64, v Variant) *builder {
 	if v.DynamicContextLength {
 		L = symSeq
 	}
-	ids := b.input(v.TextInput, dtInt64, v.batchDim(), L)
+	ids := b.input(v.TextInput, onnxpb.Int64, v.batchDim(), L)
 	emb := b.op("Gather", []string{b.param("token_embedding", 1, vocabSize, width), ids}, "") // [B,77,64]
 
 	// weights[b,t] = (t <= eot[b]) / (eot[b]+1): a mean over the caption's
 	// tokens that ignores the zero padding after end-of-text.
-	eot := b.op("ArgMax", []string{ids}, "", attrInt("axis", 1), attrInt("keepdims", 1)) // [B,1]
+	eot := b.op("ArgMax", []string{ids}, "", onnxpb.AttrInt("axis", 1), onnxpb.AttrInt("keepdims", 1)) // [B,1]
 	pos := make([]int64, contextLength)
 	for i := range pos {
 		pos[i] = int64(i)
 	}
 	in := b.op("LessOrEqual", []string{b.int64s("positions", pos, 1, contextLength), eot}, "") // [B,77] bool
-	mask := b.op("Cast", []string{in}, "", attrInt("to", dtFloat))
+	mask := b.op("Cast", []string{in}, "", onnxpb.AttrInt("to", onnxpb.Float))
 	if v.AttentionMask {
-		am := b.input("attention_mask", dtInt64, v.batchDim(), L)
-		mask = b.op("Mul", []string{mask, b.op("Cast", []string{am}, "", attrInt("to", dtFloat))}, "")
+		am := b.input("attention_mask", onnxpb.Int64, v.batchDim(), L)
+		mask = b.op("Mul", []string{mask, b.op("Cast", []string{am}, "", onnxpb.AttrInt("to", onnxpb.Float))}, "")
 	}
-	count := b.op("ReduceSum", []string{mask, b.int64s("axis1", []int64{1}, 1)}, "", attrInt("keepdims", 1))
+	count := b.op("ReduceSum", []string{mask, b.int64s("axis1", []int64{1}, 1)}, "", onnxpb.AttrInt("keepdims", 1))
 	wts := b.op("Div", []string{mask, count}, "")
 	wts = b.op("Unsqueeze", []string{wts, b.int64s("axes1", []int64{1}, 1)}, "")    // [B,1,77]
 	x := b.op("MatMul", []string{wts, emb}, "")                                     // [B,1,64]
 	x = b.op("Reshape", []string{x, b.int64s("flatten", []int64{0, width}, 2)}, "") // [B,64]
 	x = b.op("Tanh", []string{x}, "")
 	b.linearTo(x, "proj", width, int64(v.Dim), v.TextOutput)
-	b.output(v.TextOutput, dtFloat, v.batchDim(), int64(v.Dim))
+	b.output(v.TextOutput, onnxpb.Float, v.batchDim(), int64(v.Dim))
 	return b
 }
 
@@ -230,12 +232,12 @@ func vitImage(seed uint64) *builder {
 		tokens = grid*grid + 1         // 49 patches + class token
 	)
 	b := newBuilder(seed, "image")
-	x := b.input("pixel_values", dtFloat, symBatch, 3, imageSize, imageSize)
+	x := b.input("pixel_values", onnxpb.Float, symBatch, 3, imageSize, imageSize)
 	w := b.param("conv1.w", 0.02, width, 3, patchSize, patchSize)
 	x = b.op("Conv", []string{x, w}, "", // [B,768,7,7]
-		attrInts("kernel_shape", patchSize, patchSize), attrInts("strides", patchSize, patchSize))
+		onnxpb.AttrIntList("kernel_shape", patchSize, patchSize), onnxpb.AttrIntList("strides", patchSize, patchSize))
 	x = b.op("Reshape", []string{x, b.int64s("patches_shape", []int64{0, width, grid * grid}, 3)}, "")
-	x = b.op("Transpose", []string{x}, "", attrInts("perm", 0, 2, 1)) // [B,49,768]
+	x = b.op("Transpose", []string{x}, "", onnxpb.AttrIntList("perm", 0, 2, 1)) // [B,49,768]
 
 	// Prepending the class token and adding positions is written as padding
 	// the sequence with a zero row in front and adding one [50,768] tensor
@@ -252,10 +254,10 @@ func vitImage(seed uint64) *builder {
 
 	x = b.transformer(x, "visual", layers, width, heads, "")
 
-	x = b.op("Gather", []string{x, b.int64s("class_index", []int64{0})}, "", attrInt("axis", 1)) // [B,768]
+	x = b.op("Gather", []string{x, b.int64s("class_index", []int64{0})}, "", onnxpb.AttrInt("axis", 1)) // [B,768]
 	x = b.layerNorm(x, "ln_post", width)
 	b.linearTo(x, "visual_projection", width, dim, "image_embeds")
-	b.output("image_embeds", dtFloat, symBatch, dim)
+	b.output("image_embeds", onnxpb.Float, symBatch, dim)
 	return b
 }
 
@@ -268,7 +270,7 @@ func vitText(seed uint64) *builder {
 		dim    = 512
 	)
 	b := newBuilder(seed, "text")
-	ids := b.input("input_ids", dtInt64, symBatch, contextLength)
+	ids := b.input("input_ids", onnxpb.Int64, symBatch, contextLength)
 	x := b.op("Gather", []string{b.param("token_embedding", 0.02, vocabSize, width), ids}, "") // [B,77,512]
 	x = b.op("Add", []string{x, b.param("positional_embedding", 0.01, contextLength, width)}, "")
 
@@ -287,10 +289,10 @@ func vitText(seed uint64) *builder {
 	// argmax(input_ids)) per row, picked with
 	// GatherND over the batch. ln_final acts on each token alone, so it is
 	// applied after the pick, to one row instead of 77.
-	eot := b.op("ArgMax", []string{ids}, "", attrInt("axis", 1), attrInt("keepdims", 1)) // [B,1]
-	x = b.op("GatherND", []string{x, eot}, "", attrInt("batch_dims", 1))                 // [B,512]
+	eot := b.op("ArgMax", []string{ids}, "", onnxpb.AttrInt("axis", 1), onnxpb.AttrInt("keepdims", 1)) // [B,1]
+	x = b.op("GatherND", []string{x, eot}, "", onnxpb.AttrInt("batch_dims", 1))                        // [B,512]
 	x = b.layerNorm(x, "ln_final", width)
 	b.linearTo(x, "text_projection", width, dim, "text_embeds")
-	b.output("text_embeds", dtFloat, symBatch, dim)
+	b.output("text_embeds", onnxpb.Float, symBatch, dim)
 	return b
 }

@@ -12,61 +12,34 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/lemon-curation/lemon/embed/onnxpb"
 )
 
 // These tests read the written files back with protowire and check them
 // against onnx.proto's structure, without ONNX Runtime; runtime_test.go
 // runs them.
 
-// field is one decoded protobuf field: a varint, fixed32, or bytes.
-type field struct {
-	num protowire.Number
-	v   uint64
-	b   []byte
-}
-
-func parse(t *testing.T, b []byte) []field {
+func parse(t *testing.T, b []byte) []onnxpb.Field {
 	t.Helper()
-	var fs []field
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			t.Fatalf("bad tag: %v", protowire.ParseError(n))
-		}
-		b = b[n:]
-		f := field{num: num}
-		switch typ {
-		case protowire.VarintType:
-			f.v, n = protowire.ConsumeVarint(b)
-		case protowire.Fixed32Type:
-			var v uint32
-			v, n = protowire.ConsumeFixed32(b)
-			f.v = uint64(v)
-		case protowire.BytesType:
-			f.b, n = protowire.ConsumeBytes(b)
-		default:
-			t.Fatalf("field %d: unexpected wire type %d", num, typ)
-		}
-		if n < 0 {
-			t.Fatalf("field %d: %v", num, protowire.ParseError(n))
-		}
-		b = b[n:]
-		fs = append(fs, f)
+	fs, err := onnxpb.Fields(b)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return fs
 }
 
-func get(fs []field, num protowire.Number) []field {
-	var out []field
+func get(fs []onnxpb.Field, num protowire.Number) []onnxpb.Field {
+	var out []onnxpb.Field
 	for _, f := range fs {
-		if f.num == num {
+		if f.Num == num {
 			out = append(out, f)
 		}
 	}
 	return out
 }
 
-func one(t *testing.T, fs []field, num protowire.Number) field {
+func one(t *testing.T, fs []onnxpb.Field, num protowire.Number) onnxpb.Field {
 	t.Helper()
 	g := get(fs, num)
 	if len(g) != 1 {
@@ -79,16 +52,16 @@ func one(t *testing.T, fs []field, num protowire.Number) field {
 // name).
 func tensorSig(t *testing.T, vi []byte) string {
 	fs := parse(t, vi)
-	name := string(one(t, fs, fValueName).b)
-	tt := parse(t, one(t, parse(t, one(t, fs, fValueType).b), fTypeTensor).b)
-	elem := one(t, tt, fTensorElemType).v
+	name := string(one(t, fs, onnxpb.ValueName).B)
+	tt := parse(t, one(t, parse(t, one(t, fs, onnxpb.ValueType).B), onnxpb.TypeTensor).B)
+	elem := one(t, tt, onnxpb.TensorElemType).V
 	var dims []string
-	for _, d := range get(parse(t, one(t, tt, fTensorShape).b), fShapeDim) {
-		df := parse(t, d.b)
-		if p := get(df, fDimParam); len(p) == 1 {
-			dims = append(dims, string(p[0].b))
+	for _, d := range get(parse(t, one(t, tt, onnxpb.TensorShape).B), onnxpb.ShapeDim) {
+		df := parse(t, d.B)
+		if p := get(df, onnxpb.DimParam); len(p) == 1 {
+			dims = append(dims, string(p[0].B))
 		} else {
-			dims = append(dims, fmt.Sprint(one(t, df, fDimValue).v))
+			dims = append(dims, fmt.Sprint(one(t, df, onnxpb.DimValue).V))
 		}
 	}
 	return fmt.Sprintf("%s %d %v", name, elem, dims)
@@ -105,30 +78,30 @@ func checkModel(t *testing.T, path string) (inputs, outputs []string, params int
 		t.Fatal(err)
 	}
 	m := parse(t, data)
-	if v := one(t, m, fModelIRVersion).v; v != irVersion {
+	if v := one(t, m, onnxpb.ModelIRVersion).V; v != irVersion {
 		t.Errorf("ir_version %d", v)
 	}
-	opset := parse(t, one(t, m, fModelOpsetImport).b)
-	if v := one(t, opset, fOpsetVersion).v; v != opsetVersion {
+	opset := parse(t, one(t, m, onnxpb.ModelOpsetImport).B)
+	if v := one(t, opset, onnxpb.OpsetVersion).V; v != opsetVersion {
 		t.Errorf("opset %d", v)
 	}
-	g := parse(t, one(t, m, fModelGraph).b)
+	g := parse(t, one(t, m, onnxpb.ModelGraph).B)
 
 	defined := map[string]bool{"": true}
-	for _, in := range get(g, fGraphInput) {
-		sig := tensorSig(t, in.b)
+	for _, in := range get(g, onnxpb.GraphInput) {
+		sig := tensorSig(t, in.B)
 		inputs = append(inputs, sig)
 		defined[strings.Fields(sig)[0]] = true
 	}
-	for _, init := range get(g, fGraphInitializer) {
-		tf := parse(t, init.b)
-		name := string(one(t, tf, fTensorName).b)
+	for _, init := range get(g, onnxpb.GraphInitializer) {
+		tf := parse(t, init.B)
+		name := string(one(t, tf, onnxpb.TensorName).B)
 		n := 1
-		for _, d := range get(tf, fTensorDims) {
-			n *= int(d.v)
+		for _, d := range get(tf, onnxpb.TensorDims) {
+			n *= int(d.V)
 		}
-		size := map[uint64]int{dtFloat: 4, dtInt64: 8}[one(t, tf, fTensorDataType).v]
-		if got := len(one(t, tf, fTensorRawData).b); got != n*size {
+		size := map[uint64]int{onnxpb.Float: 4, onnxpb.Int64: 8}[one(t, tf, onnxpb.TensorDataType).V]
+		if got := len(one(t, tf, onnxpb.TensorRawData).B); got != n*size {
 			t.Errorf("initializer %s: %d bytes of raw_data, want %d", name, got, n*size)
 		}
 		if defined[name] {
@@ -137,24 +110,24 @@ func checkModel(t *testing.T, path string) (inputs, outputs []string, params int
 		defined[name] = true
 		params += n
 	}
-	nodes := get(g, fGraphNode)
+	nodes := get(g, onnxpb.GraphNode)
 	if len(nodes) == 0 {
 		t.Fatal("no nodes")
 	}
 	for _, nd := range nodes {
-		nf := parse(t, nd.b)
-		op := string(one(t, nf, fNodeOpType).b)
-		for _, in := range get(nf, fNodeInput) {
-			if !defined[string(in.b)] {
-				t.Errorf("%s node uses %q before it is defined", op, in.b)
+		nf := parse(t, nd.B)
+		op := string(one(t, nf, onnxpb.NodeOpType).B)
+		for _, in := range get(nf, onnxpb.NodeInput) {
+			if !defined[string(in.B)] {
+				t.Errorf("%s node uses %q before it is defined", op, in.B)
 			}
 		}
-		for _, out := range get(nf, fNodeOutput) {
-			defined[string(out.b)] = true
+		for _, out := range get(nf, onnxpb.NodeOutput) {
+			defined[string(out.B)] = true
 		}
 	}
-	for _, out := range get(g, fGraphOutput) {
-		sig := tensorSig(t, out.b)
+	for _, out := range get(g, onnxpb.GraphOutput) {
+		sig := tensorSig(t, out.B)
 		outputs = append(outputs, sig)
 		if !defined[strings.Fields(sig)[0]] {
 			t.Errorf("output %s is not computed", sig)
