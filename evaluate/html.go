@@ -420,21 +420,31 @@ func histogram(s []float64, truth []bool, thr *float64) string {
 	top := math.Max(ymax, yt[len(yt)-1])
 	p := newPlot(340, 230, lo, hi, 0, top)
 	p.axes("score", "share of class", niceTicks(lo, hi, 5), yt, tickLabel, func(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) })
-	bw := (hi - lo) / histBins
 	for c, colour := range []string{cleanColour, errorColour} {
-		for k, v := range counts[c] {
-			if v == 0 {
-				continue
-			}
-			x0, x1 := p.X(lo+float64(k)*bw), p.X(lo+float64(k+1)*bw)
-			fmt.Fprintf(&p.b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" fill-opacity="0.55"/>`, x0, p.Y(v), math.Max(x1-x0-0.5, 0.5), p.Y(0)-p.Y(v), colour)
-		}
+		p.bars(counts[c][:], colour, 0.55)
 	}
-	if thr != nil && *thr >= lo && *thr <= hi {
-		x := p.X(*thr)
-		fmt.Fprintf(&p.b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#1d2430" stroke-width="1.5" stroke-dasharray="5 3"/>`, x, p.Y(0), x, p.Y(top))
-	}
+	p.threshold(thr)
 	return p.done()
+}
+
+// bars draws a histogram's bins, spread evenly over the plot's x range, skipping empty ones.
+func (p *plot) bars(counts []float64, colour string, opacity float64) {
+	bw := (p.x1 - p.x0) / float64(len(counts))
+	for k, v := range counts {
+		if v == 0 {
+			continue
+		}
+		x0, x1 := p.X(p.x0+float64(k)*bw), p.X(p.x0+float64(k+1)*bw)
+		fmt.Fprintf(&p.b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" fill-opacity="%g"/>`, x0, p.Y(v), math.Max(x1-x0-0.5, 0.5), p.Y(p.y0)-p.Y(v), colour, opacity)
+	}
+}
+
+// threshold draws the reject threshold as a dashed vertical line, when there is one in range.
+func (p *plot) threshold(thr *float64) {
+	if thr != nil && *thr >= p.x0 && *thr <= p.x1 {
+		x := p.X(*thr)
+		fmt.Fprintf(&p.b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#1d2430" stroke-width="1.5" stroke-dasharray="5 3"/>`, x, p.Y(p.y0), x, p.Y(p.y1))
+	}
 }
 
 func (r *Report) htmlGallery(b *strings.Builder) {

@@ -364,18 +364,8 @@ func countHistogram(s []float64, xlabel string, thr *float64) string {
 	top := math.Max(ymax, yt[len(yt)-1])
 	p := newPlot(340, 230, lo, hi, 0, top)
 	p.axes(xlabel, "rows", niceTicks(lo, hi, 5), yt, tickLabel, func(v float64) string { return fmt.Sprintf("%.0f", v) })
-	bw := (hi - lo) / histBins
-	for k, v := range counts {
-		if v == 0 {
-			continue
-		}
-		x0, x1 := p.X(lo+float64(k)*bw), p.X(lo+float64(k+1)*bw)
-		fmt.Fprintf(&p.b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" fill-opacity="0.7"/>`, x0, p.Y(v), math.Max(x1-x0-0.5, 0.5), p.Y(0)-p.Y(v), cleanColour)
-	}
-	if thr != nil && *thr >= lo && *thr <= hi {
-		x := p.X(*thr)
-		fmt.Fprintf(&p.b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#1d2430" stroke-width="1.5" stroke-dasharray="5 3"/>`, x, p.Y(0), x, p.Y(top))
-	}
+	p.bars(counts[:], cleanColour, 0.7)
+	p.threshold(thr)
 	return p.done()
 }
 
