@@ -3,6 +3,8 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"image"
+	_ "image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +66,57 @@ document.body.setAttribute("data-probe", im.length + "/" + im.filter(i => i.comp
 	return n, decoded
 }
 
+// screenshot renders page in headless Chromium to a PNG (kept in the test's temporary folder,
+// its path logged) and decodes it.
+func screenshot(t *testing.T, browser, page string) image.Image {
+	t.Helper()
+	png := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(page), ".html")+".png")
+	cmd := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir="+t.TempDir(), "--hide-scrollbars",
+		"--window-size=1280,5000", "--virtual-time-budget=10000", "--screenshot="+png, "file://"+page)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	}
+	f, err := os.Open(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, _, err := image.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: %v", png, err)
+	}
+	t.Logf("screenshot of %s: %s", page, png)
+	return img
+}
+
+// thumbnailPixels is how many pixels of page's screenshot change when its thumbnails are taken
+// out (their src attributes removed): the area the browser painted with them.
+func thumbnailPixels(t *testing.T, browser, page string) int {
+	t.Helper()
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := filepath.Join(t.TempDir(), "without-thumbnails.html")
+	if err := os.WriteFile(bare, []byte(strings.ReplaceAll(string(b), `<img src="`, `<img data-src="`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	with, without := screenshot(t, browser, page), screenshot(t, browser, bare)
+	if with.Bounds() != without.Bounds() {
+		t.Fatalf("screenshots of %v and %v", with.Bounds(), without.Bounds())
+	}
+	changed := 0
+	r := with.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			if with.At(x, y) != without.At(x, y) {
+				changed++
+			}
+		}
+	}
+	return changed
+}
+
 // TestReportWebdataset: lemon report on a webdataset run writes one self-contained page whose
 // most suspect pairs show thumbnails (decoded by a real browser, headless Chromium), captions
 // and their nearest images' captions, with the four distributions and the threshold; it
@@ -103,6 +156,13 @@ func TestReportWebdataset(t *testing.T) {
 	}
 	if n, decoded := renderedImages(t, browser, page); n != 12 || decoded != 12 {
 		t.Errorf("chromium decoded %d of %d thumbnails; want all 12 suspects' images", decoded, n)
+	}
+	// And they are painted: the screenshot differs from the page's without thumbnails in at
+
+	px := thumbnailPixels(t, browser, page)
+	t.Logf("the thumbnails change %d pixels of the screenshot", px)
+	if px < 12*20*20 {
+		t.Errorf("the thumbnails change %d pixels of the page's screenshot; want at least %d", px, 12*20*20)
 	}
 
 	// lemon eval's gallery shows the same thumbnails, from the tars.
