@@ -116,6 +116,20 @@ func Score(p Params, dmm float64, imageNbrs, textNbrs []Neighbour) Result {
 	return Result{Dmm: dmm, Sn: sn, Sm: sm, Score: dmm + p.Beta*sn + p.Gamma*sm}
 }
 
+// CosineSimilarity is the cosine similarity of a and b, summed in float64; 0 when either is zero.
+func CosineSimilarity(a, b []float32) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	if aa == 0 || bb == 0 {
+		return 0
+	}
+	return ab / math.Sqrt(aa*bb)
+}
+
 // Normalize scales v to unit length in place, computing the norm in float64. It returns an
 // error for vectors that cannot be scored: zero, NaN or Inf.
 func Normalize(v []float32) error {

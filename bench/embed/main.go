@@ -24,7 +24,6 @@ import (
 	"image/jpeg"
 	_ "image/png"
 	"log"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -40,6 +39,7 @@ import (
 	"github.com/lemon-curation/lemon/embed/quantize"
 	"github.com/lemon-curation/lemon/embed/standin"
 	"github.com/lemon-curation/lemon/embed/tokenizer"
+	"github.com/lemon-curation/lemon/score"
 )
 
 // memFormat serves rows from memory, so the benchmark measures embedding, not storage.
@@ -362,9 +362,9 @@ func agreement(f32, q8 pair, photos []photo) []comparison {
 		c := comparison{name: name}
 		for i := range a {
 			if firstOfPhoto[i] {
-				c.img = append(c.img, cosine(a[i].Image, b[i].Image))
+				c.img = append(c.img, score.CosineSimilarity(a[i].Image, b[i].Image))
 			}
-			c.txt = append(c.txt, cosine(a[i].Text, b[i].Text))
+			c.txt = append(c.txt, score.CosineSimilarity(a[i].Text, b[i].Text))
 		}
 		return c
 	}
@@ -373,16 +373,6 @@ func agreement(f32, q8 pair, photos []photo) []comparison {
 		compare("int8 vs float32, batch 8", q, f),
 		compare("int8 alone (batch 1) vs int8 in a batch of 8", q1, q),
 	}
-}
-
-func cosine(a, b []float32) float64 {
-	var ab, aa, bb float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-	}
-	return ab / math.Sqrt(aa*bb)
 }
 
 func loadTokenizer() *tokenizer.Tokenizer {

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"math"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -16,6 +15,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/metadata"
 	"github.com/lemon-curation/lemon/internal/npy"
+	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 )
 
@@ -119,8 +119,8 @@ func writeParquet(ctx context.Context, p string, rows []dataset.Row) error {
 		b.Field(2).(*array.StringBuilder).Append(r.Caption)
 		b.Field(3).(*array.Int64Builder).Append(int64(256 + 64*(i%5)))
 		b.Field(4).(*array.Int64Builder).Append(int64(192 + 32*(i%3)))
-		b.Field(5).(*array.Float32Builder).Append(float32(cosine(r.Image, r.Text)))
-		b.Field(6).(*array.Float32Builder).Append(float32(cosine(L14(r.Image), L14(r.Text))))
+		b.Field(5).(*array.Float32Builder).Append(float32(score.CosineSimilarity(r.Image, r.Text)))
+		b.Field(6).(*array.Float32Builder).Append(float32(score.CosineSimilarity(L14(r.Image), L14(r.Text))))
 		lb := b.Field(7).(*array.ListBuilder)
 		lb.Append(true)
 		if i%3 == 0 { // a face on every third image
@@ -136,17 +136,4 @@ func writeParquet(ctx context.Context, p string, rows []dataset.Row) error {
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	return metadata.WriteParquet(ctx, p, schema, rec)
-}
-
-func cosine(a, b []float32) float64 {
-	var ab, aa, bb float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-	}
-	if aa == 0 || bb == 0 {
-		return 0
-	}
-	return ab / math.Sqrt(aa*bb)
 }

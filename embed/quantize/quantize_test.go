@@ -17,6 +17,7 @@ import (
 	"github.com/lemon-curation/lemon/embed/onnxpb"
 	"github.com/lemon-curation/lemon/embed/quantize"
 	"github.com/lemon-curation/lemon/embed/standin"
+	"github.com/lemon-curation/lemon/score"
 )
 
 // Weights come back within half a scale step, with scale max|w|/127 per column (or per matrix).
@@ -223,16 +224,6 @@ func run(t *testing.T, path string, x []float32, rows int) (y, z []float32) {
 	return slices.Clone(outs[0].(*ort.Tensor[float32]).GetData()), slices.Clone(outs[1].(*ort.Tensor[float32]).GetData())
 }
 
-func cosine(a, b []float32) float64 {
-	var ab, aa, bb float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-	}
-	return ab / math.Sqrt(aa*bb)
-}
-
 // The rewritten fixture runs in ONNX Runtime and computes what the float model does, to int8
 // precision, with Gemm's alpha, beta and transB and the folded bias all applied.
 func TestRewriteRuns(t *testing.T) {
@@ -256,12 +247,12 @@ func TestRewriteRuns(t *testing.T) {
 		y, z := run(t, qp, x, rows)
 		least := 1.0
 		for i := range rows {
-			least = min(least, cosine(y[i*6:(i+1)*6], wantY[i*6:(i+1)*6]), cosine(z[i*16:(i+1)*16], wantZ[i*16:(i+1)*16]))
+			least = min(least, score.CosineSimilarity(y[i*6:(i+1)*6], wantY[i*6:(i+1)*6]), score.CosineSimilarity(z[i*16:(i+1)*16], wantZ[i*16:(i+1)*16]))
 			// Measured 2026-12-02: least 0.9997 (scales per column), 0.9996 (per tensor).
-			if c := cosine(y[i*6:(i+1)*6], wantY[i*6:(i+1)*6]); c < 0.999 {
+			if c := score.CosineSimilarity(y[i*6:(i+1)*6], wantY[i*6:(i+1)*6]); c < 0.999 {
 				t.Errorf("perTensor %v: y row %d cosine %.5f to float32", perTensor, i, c)
 			}
-			if c := cosine(z[i*16:(i+1)*16], wantZ[i*16:(i+1)*16]); c < 0.999 {
+			if c := score.CosineSimilarity(z[i*16:(i+1)*16], wantZ[i*16:(i+1)*16]); c < 0.999 {
 				t.Errorf("perTensor %v: z row %d cosine %.5f to float32", perTensor, i, c)
 			}
 		}
@@ -391,7 +382,7 @@ func checkStandins(t *testing.T, size string, wantQuantised int, min float64) {
 	}{{"image", fi, qi, float64(len(fi) / 4), min}, {"text", ft, qt, float64(len(ft) / 4), min}} {
 		d := int(s.d)
 		for r := range 4 {
-			c := cosine(s.q[r*d:(r+1)*d], s.f[r*d:(r+1)*d])
+			c := score.CosineSimilarity(s.q[r*d:(r+1)*d], s.f[r*d:(r+1)*d])
 			t.Logf("%s %s row %d: cosine int8 vs float32 %.5f", size, s.kind, r, c)
 			if c < s.min {
 				t.Errorf("%s %s row %d: cosine %.5f to float32, want >= %.3f", size, s.kind, r, c, s.min)
