@@ -108,7 +108,7 @@ func widen(dst []float64, src []float32) []float64 {
 }
 
 // prefetchAhead is how many rows ahead of the current one the distance kernels prefetch.
-const prefetchAhead = 2
+const prefetchAhead = 4
 
 // scored is a candidate after float64 re-ranking.
 type scored struct {
@@ -133,23 +133,20 @@ type rescorer struct {
 	metric Metric
 	sel    selector
 
-	qw    []float64      // the chunk's query rows in one modality, widened: slot s at qw[s*dim:]
-	pairs []uint64       // reference row << 32 | slot, sorted
-	tmp   []uint64       // scratch for sorting pairs
-	cands [2][]scored    // per modality, each slot's re-scored candidates, sorted by row
-	start [2][]int32     // slot s's candidates are cands[m][start[m][s]:start[m][s+1]]
-	fill  []int32        // scratch: next free place per slot
-	top   []scored       // scratch: the K best of one slot
-	keys  []float64      // scratch: one slot's distances
-	cross [2][]crossPair // final neighbours still needing their distance in modality 0 / 1
+	qw    []float64   // the chunk's query rows in one modality, widened: slot s at qw[s*dim:]
+	pairs []uint64    // reference row << 32 | slot, sorted
+	runs  []int32     // the distinct reference rows of pairs, in order
+	tmp   []uint64    // scratch for sorting pairs
+	cands [2][]scored // per modality, each slot's re-scored candidates, sorted by row
+	start [2][]int32  // slot s's candidates are cands[m][start[m][s]:start[m][s+1]]
+	fill  []int32     // scratch: next free place per slot
+	top   []scored    // scratch: the K best of one slot
+	keys  []float64   // scratch: one slot's distances
+	cross [2][]uint64 // final neighbours still needing their distance in modality 0 / 1: reference row << 32 | crossAt
 }
 
-// crossPair is a final neighbour whose distance in the other modality is still to compute.
-type crossPair struct {
-	row  int32 // reference row
-	slot int32
-	at   *Neighbour
-}
+// crossAt is where a final neighbour's cross distance goes: entry n of slot's list in modality m.
+func (s *rescorer) crossAt(slot, m, n int) uint64 { return uint64((slot*2+m)*s.k + n) }
 
 func newRescorer(q, r *Block, inv, rorder [2][]int32, opt Options) *rescorer {
 	return &rescorer{q: q, r: r, inv: inv, rorder: rorder, k: opt.K, metric: opt.Metric}
@@ -237,7 +234,7 @@ func (s *rescorer) chunk(rows []int, sets [2]*topSet, dst [][2][]Neighbour) {
 				if at, ok := slices.BinarySearchFunc(other, x.idx, byRow); ok {
 					res[n].Cross = other[at].dist
 				} else {
-					s.cross[1-m] = append(s.cross[1-m], crossPair{row: x.idx, slot: int32(slot), at: &res[n]})
+					s.cross[1-m] = append(s.cross[1-m], uint64(x.idx)<<32|s.crossAt(slot, m, n))
 				}
 			}
 		}
@@ -247,12 +244,14 @@ func (s *rescorer) chunk(rows []int, sets [2]*topSet, dst [][2][]Neighbour) {
 		if len(cs) == 0 {
 			continue
 		}
-		slices.SortFunc(cs, func(x, y crossPair) int { return cmp.Compare(x.row, y.row) })
+		cs, s.tmp = sortByRow(cs, s.tmp, r.Len())
+		s.cross[t] = cs
 		s.widenChunk(t, rows)
-		for n, c := range cs {
-			next := cs[min(n+prefetchAhead, len(cs)-1)].row
-			c.at.Cross = s.dist(t, c.slot, c.row, next)
-		}
+		s.eachPair(cs, func(n int, j, next int32) {
+			at := int(uint32(cs[n]))
+			slot, m, e := at/s.k/2, at/s.k%2, at%s.k
+			dst[slot][m][e].Cross = s.dist(t, int32(slot), j, next)
+		})
 	}
 }
 
@@ -277,11 +276,31 @@ func (s *rescorer) rescore(m int, rows []int, set *topSet) {
 	s.cands[m] = cands
 	s.widenChunk(m, rows)
 	pos := s.r.Pos
-	for n, p := range s.pairs {
-		j, slot := int32(p>>32), int32(uint32(p))
-		next := int32(s.pairs[min(n+prefetchAhead, len(s.pairs)-1)] >> 32)
+	s.eachPair(s.pairs, func(n int, j, next int32) {
+		slot := int32(uint32(s.pairs[n]))
 		cands[s.fill[slot]] = scored{s.dist(m, slot, j, next), j, pos[j]}
 		s.fill[slot]++
+	})
+}
+
+// eachPair calls f for every pair of pairs (sorted by reference row, the upper 32 bits) with
+// its index, its reference row j and the row to prefetch: at the first pair of a run of pairs
+// on one row, the row prefetchAhead runs on; within a run, j itself (nothing to prefetch).
+func (s *rescorer) eachPair(pairs []uint64, f func(n int, j, next int32)) {
+	s.runs = s.runs[:0]
+	for n, p := range pairs {
+		if n == 0 || p>>32 != pairs[n-1]>>32 {
+			s.runs = append(s.runs, int32(p>>32))
+		}
+	}
+	run := -1
+	for n, p := range pairs {
+		j, next := int32(p>>32), int32(p>>32)
+		if n == 0 || p>>32 != pairs[n-1]>>32 {
+			run++
+			next = s.runs[min(run+prefetchAhead, len(s.runs)-1)]
+		}
+		f(n, j, next)
 	}
 }
 
@@ -317,7 +336,7 @@ func (s *rescorer) best(m, slot int) []scored {
 	cands := s.cands[m][s.start[m][slot]:s.start[m][slot+1]]
 	if len(cands) <= s.k {
 		s.top = append(s.top[:0], cands...)
-		slices.SortFunc(s.top, cmpScored)
+		sortScored(s.top)
 		return s.top
 	}
 	keys := s.keys[:0]
@@ -338,13 +357,13 @@ func (s *rescorer) best(m, slot int) []scored {
 			top = append(top, x)
 		}
 	}
-	slices.SortFunc(top, cmpScored)
+	sortScored(top)
 	s.top = top
 	return top[:s.k]
 }
 
 // kthSmallest returns the k-th smallest of v (1 <= k <= len(v), no NaN), reordering v.
-func kthSmallest(v []float64, k int) float64 {
+func kthSmallest[T float32 | float64](v []T, k int) T {
 	lo, hi, want := 0, len(v)-1, k-1
 	for lo < hi {
 		p := v[lo+(hi-lo)/2]
@@ -372,6 +391,18 @@ func kthSmallest(v []float64, k int) float64 {
 		}
 	}
 	return v[want]
+}
+
+// sortScored sorts v by lessScored: an insertion sort, as v holds about K entries.
+func sortScored(v []scored) {
+	for i := 1; i < len(v); i++ {
+		x := v[i]
+		j := i
+		for ; j > 0 && lessScored(x, v[j-1]); j-- {
+			v[j] = v[j-1]
+		}
+		v[j] = x
+	}
 }
 
 func cmpScored(x, y scored) int {

@@ -179,13 +179,16 @@ func float64Loop(name string, vec func(off, x, acc int), scalar func()) {
 	p("\tMOVQ r+8(FP), DI")
 	p("\tMOVQ next+16(FP), R8")
 	p("\tMOVQ n+24(FP), CX")
-	// Prefetch the next row, one cache line per 16 floats.
+	// Prefetch the next row, one cache line per 16 floats, unless it is this row.
 	p("\tLEAQ (R8)(CX*4), R9")
+	p("\tCMPQ R8, DI")
+	p("\tJEQ %s_nopf", name)
 	p("%s_pf:", name)
 	p("\tPREFETCHT0 (R8)")
 	p("\tADDQ $64, R8")
 	p("\tCMPQ R8, R9")
 	p("\tJLT %s_pf", name)
+	p("%s_nopf:", name)
 	for r := 0; r < 4; r++ {
 		p("\tVPXORQ Z%d, Z%d, Z%d", r, r, r)
 	}
