@@ -766,7 +766,7 @@ func lists(sets [2]*topSet, qs, rs *side, q, r *Block, opt Options, workers int,
 }
 
 // rescoreChunk is how many rows a goroutine re-ranks at a time (a variable for tests).
-var rescoreChunk = 64
+var rescoreChunk = 128
 
 func rescoreChunks(n int) int { return (n + rescoreChunk - 1) / rescoreChunk }
 
@@ -805,7 +805,6 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 		buf = make([]float32, mr*span)
 	}
 	vals := buf[:mr*span]
-	heap := make([]float32, j.rows[0].k)
 	var cnt [mr]int
 	for m := range 2 {
 		rows := j.rows[m]
@@ -820,13 +819,26 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 				j.be.kernel(ap, bp, j.words, c, infThr, infThr, masks)
 				jmax := min(nr, j.nb-jp*nr)
 				for i := range imax {
-					v := vals[i*span:]
-					for jj, x := range c[i*nr : i*nr+jmax] {
-						if x == x && !j.isSelf(m, ip*mr+i, jp*nr+jj) {
-							v[cnt[i]] = x
-							cnt[i]++
+					row := ip*mr + i
+					v := vals[i*span+cnt[i]:]
+					n := 0
+					if sa := j.selfA[m]; sa != nil {
+						self := int(sa[row]) - jp*nr // the column to leave out, if in this panel
+						for jj, x := range c[i*nr : i*nr+jmax] {
+							if x == x && jj != self {
+								v[n] = x
+								n++
+							}
+						}
+					} else {
+						for jj, x := range c[i*nr : i*nr+jmax] {
+							if x == x && !j.isSelf(m, row, jp*nr+jj) {
+								v[n] = x
+								n++
+							}
 						}
 					}
+					cnt[i] += n
 				}
 			}
 			for i := range imax {
@@ -834,7 +846,7 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 					continue
 				}
 				row := ip*mr + i
-				kth := kthLargest(vals[i*span:i*span+cnt[i]], heap[:rows.k])
+				kth := kthLargest(vals[i*span:i*span+cnt[i]], rows.k)
 				rows.raise(row, below(float64(kth)-float64(rows.win[row])))
 			}
 		}
@@ -842,19 +854,5 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 	return buf
 }
 
-// kthLargest returns the k-th largest of v (1 <= k <= len(v)), using h (length k) as scratch:
-// a min-heap of the k largest so far, which most values fail to enter at the first compare.
-func kthLargest(v []float32, h []float32) float32 {
-	k := len(h)
-	copy(h, v[:k])
-	for i := k/2 - 1; i >= 0; i-- {
-		siftDownFrom(h, i)
-	}
-	for _, x := range v[k:] {
-		if x > h[0] {
-			h[0] = x
-			siftDown(h)
-		}
-	}
-	return h[0]
-}
+// kthLargest returns the k-th largest of v (1 <= k <= len(v), no NaN), reordering v.
+func kthLargest(v []float32, k int) float32 { return kthSmallest(v, len(v)-k+1) }

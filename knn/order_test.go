@@ -45,7 +45,7 @@ func TestKthLargest(t *testing.T) {
 		k := 1 + rng.IntN(n)
 		sorted := slices.Clone(v)
 		slices.Sort(sorted)
-		if got, want := kthLargest(slices.Clone(v), make([]float32, k)), sorted[n-k]; got != want {
+		if got, want := kthLargest(slices.Clone(v), k), sorted[n-k]; got != want {
 			t.Fatalf("trial %d: %d-th largest of %v = %v, want %v", trial, k, v, got, want)
 		}
 	}
