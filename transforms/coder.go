@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 
 	"github.com/lemon-curation/lemon/knn"
 )
@@ -32,6 +33,14 @@ func encodeScoredBatch(b ScoredBatch) ([]byte, error) {
 	e.varint(int64(b.Shard))
 	e.scoredRows(b.Rows)
 	return e.b, nil
+}
+
+// scoredBatchBytes is len(encodeScoredBatch(b)), without encoding it.
+func scoredBatchBytes(b ScoredBatch) int64 {
+	e := encoder{measure: true}
+	e.varint(int64(b.Shard))
+	e.scoredRows(b.Rows)
+	return int64(e.n)
 }
 
 func decodeScoredBatch(data []byte) (ScoredBatch, error) {
@@ -64,7 +73,7 @@ func decodeIDBatch(data []byte) (IDBatch, error) {
 }
 
 // An Outcome is a tag (0 marker, 1 scored rows, 2 fault) and that value.
-func encodeOutcome(o Outcome) ([]byte, error) {
+func encodeOutcome(o Outcome) []byte {
 	var e encoder
 	switch {
 	case o.Scored != nil:
@@ -82,7 +91,7 @@ func encodeOutcome(o Outcome) ([]byte, error) {
 	default:
 		e.uvarint(0)
 	}
-	return e.b, nil
+	return e.b
 }
 
 func decodeOutcome(data []byte) (Outcome, error) {
@@ -117,14 +126,44 @@ func scoredSize(rows []Scored) int {
 	return n
 }
 
-type encoder struct{ b []byte }
+// encoder appends the encoding of values to b or, with measure set, only counts its bytes
+// in n (one code path, so a measured size is the encoded size).
+type encoder struct {
+	b       []byte
+	measure bool
+	n       int
+}
 
-func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
-func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
-func (e *encoder) f64(v float64)    { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v)) }
+func (e *encoder) uvarint(v uint64) {
+	if e.measure {
+		e.n += (bits.Len64(v|1) + 6) / 7
+		return
+	}
+	e.b = binary.AppendUvarint(e.b, v)
+}
+
+func (e *encoder) varint(v int64) {
+	u := uint64(v) << 1 // zigzag, as binary.AppendVarint
+	if v < 0 {
+		u = ^u
+	}
+	e.uvarint(u)
+}
+
+func (e *encoder) f64(v float64) {
+	if e.measure {
+		e.n += 8
+		return
+	}
+	e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v))
+}
 
 func (e *encoder) str(s string) {
 	e.uvarint(uint64(len(s)))
+	if e.measure {
+		e.n += len(s)
+		return
+	}
 	e.b = append(e.b, s...)
 }
 

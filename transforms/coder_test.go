@@ -50,8 +50,9 @@ func filled[T any]() T {
 // Every field of every coded type survives its coder.
 func TestCodersKeepEveryField(t *testing.T) {
 	roundTrip(t, filled[ScoredBatch](), encodeScoredBatch, decodeScoredBatch)
-	roundTrip(t, Outcome{Scored: filled[[]Scored]()}, encodeOutcome, decodeOutcome)
-	roundTrip(t, Outcome{Fault: filled[*Fault]()}, encodeOutcome, decodeOutcome)
+	encOutcome := func(o Outcome) ([]byte, error) { return encodeOutcome(o), nil }
+	roundTrip(t, Outcome{Scored: filled[[]Scored]()}, encOutcome, decodeOutcome)
+	roundTrip(t, Outcome{Fault: filled[*Fault]()}, encOutcome, decodeOutcome)
 	roundTrip(t, filled[PartialBlock](), encodePartialBlock, decodePartialBlock)
 	roundTrip(t, filled[IDBatch](), encodeIDBatch, decodeIDBatch)
 }
@@ -80,8 +81,15 @@ func TestCodersRoundTrip(t *testing.T) {
 	if got, err := decodeScoredBatch(b); err != nil || !reflect.DeepEqual(got, batch) {
 		t.Fatalf("batch: got %+v, %v; want %+v", got, err, batch)
 	}
+	// The shuffle's byte count is measured without encoding: it must be the encoded size.
+	for _, bb := range []ScoredBatch{batch, {Shard: -5}, {Shard: 1 << 20, Rows: scored[1:]}} {
+		enc, _ := encodeScoredBatch(bb)
+		if got := scoredBatchBytes(bb); got != int64(len(enc)) {
+			t.Errorf("scoredBatchBytes(shard %d, %d rows) = %d, encoded %d bytes", bb.Shard, len(bb.Rows), got, len(enc))
+		}
+	}
 	o := Outcome{Scored: scored}
-	b, _ = encodeOutcome(o)
+	b = encodeOutcome(o)
 	if got, err := decodeOutcome(b); err != nil || !reflect.DeepEqual(got, o) {
 		t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
 	}
@@ -92,7 +100,7 @@ func TestCodersRoundTrip(t *testing.T) {
 		}
 	}
 	for _, o := range []Outcome{{}, {Fault: &Fault{Pos: 5, Shard: 1, Index: 2, ID: "q", Reason: "bad row"}}} {
-		b, _ := encodeOutcome(o)
+		b := encodeOutcome(o)
 		if got, err := decodeOutcome(b); err != nil || !reflect.DeepEqual(got, o) {
 			t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
 		}
@@ -145,5 +153,18 @@ func TestIDBatcherBuckets(t *testing.T) {
 	a.emit(func(k int32, _ IDBatch) { got = append(got, k) })
 	if len(got) != used {
 		t.Fatalf("emitted %d batches, want %d (the non-empty buckets)", len(got), used)
+	}
+}
+
+// joinIDs takes a shortcut for ids encoding/csv writes as they are: the bytes must not change.
+func TestJoinIDsAsCSV(t *testing.T) {
+	cases := [][]string{
+		{"a", "b"}, {"000123", "x_y-z.jpg", "é"}, {}, {""}, {"a", ""}, {" a"}, {"a b"}, {`a"b`},
+		{"a\nb"}, {"a\rb"}, {`\.`}, {"\u00a0x"}, {"x\u00a0"}, {"\tx"}, {"x\t"}, {"a,b"}, {"#x"},
+	}
+	for _, ids := range cases {
+		if got, want := joinIDs(ids), csvIDs(ids); got != want {
+			t.Errorf("joinIDs(%q) = %q, encoding/csv writes %q", ids, got, want)
+		}
 	}
 }

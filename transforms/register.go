@@ -19,7 +19,7 @@ func init() {
 		(*sumCountsFn)(nil), (*sumStatsFn)(nil), (*writeManifestFn)(nil),
 		(*sampleCutoffFn)(nil), (*groupSampleFn)(nil), (*writeSampleFn)(nil),
 		(*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
-		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*Outcome)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
+		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
 		(*IDBatch)(nil), (*SampleKeys)(nil), (*sampleAccum)(nil), (*SampleCutoff)(nil), (*SampleGroup)(nil), (*PartialRef)(nil),
 		(*SearchStats)(nil), (*PartialBlock)(nil), (*score.Selection)(nil), (*score.Histogram)(nil),
 	} {
@@ -27,7 +27,6 @@ func init() {
 	}
 	beam.RegisterCoder(reflect.TypeOf(PartialBlock{}), encodePartialBlock, decodePartialBlock)
 	beam.RegisterCoder(reflect.TypeOf(ScoredBatch{}), encodeScoredBatch, decodeScoredBatch)
-	beam.RegisterCoder(reflect.TypeOf(Outcome{}), encodeOutcome, decodeOutcome)
 	beam.RegisterCoder(reflect.TypeOf(IDBatch{}), encodeIDBatch, decodeIDBatch)
 	register.Function1x1(scoreKeys)
 	register.Function3x0(digitsOf)
@@ -55,7 +54,7 @@ func init() {
 	register.Iter1[score.Histogram]()
 	register.Iter1[float64]()
 	register.Emitter2[int32, IDBatch]()
-	register.Iter1[Outcome]()
+	register.Iter1[[]byte]()
 	register.Iter1[PartialRef]()
 	register.Iter1[SampleCutoff]()
 	register.Iter1[SearchStats]()

@@ -393,8 +393,7 @@ func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitScored f
 // the writers through the runner's shuffle.
 func countShuffle(stats *SearchStats, emit func(ScoredBatch)) func(ScoredBatch) {
 	return func(b ScoredBatch) {
-		enc, _ := encodeScoredBatch(b)
-		stats.ShuffleBytes += int64(len(enc))
+		stats.ShuffleBytes += scoredBatchBytes(b)
 		emit(b)
 	}
 }

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -60,9 +63,13 @@ func WriteShards(s beam.Scope, in Input, out OutputConfig, scored, faults, thres
 	return beam.ParDo(s, &writeShardFn{Input: in, Out: out}, grouped, beam.SideInput{Input: threshold})
 }
 
-func scoredOutcome(b ScoredBatch) (int32, Outcome) { return b.Shard, Outcome{Scored: b.Rows} }
-func faultOutcome(f Fault) (int32, Outcome)        { return f.Shard, Outcome{Fault: &f} }
-func shardMarker(i int32) (int32, Outcome)         { return i, Outcome{} }
+// Outcomes travel to the writer encoded, and the writer decodes each shard's in the goroutine
+// that writes it: decoding in the iterator would decode the shards one after another.
+func scoredOutcome(b ScoredBatch) (int32, []byte) {
+	return b.Shard, encodeOutcome(Outcome{Scored: b.Rows})
+}
+func faultOutcome(f Fault) (int32, []byte) { return f.Shard, encodeOutcome(Outcome{Fault: &f}) }
+func shardMarker(i int32) (int32, []byte)  { return i, encodeOutcome(Outcome{}) }
 
 // rowOutcome is one row's fate in the writer: scored, or a fault.
 type rowOutcome struct {
@@ -94,13 +101,19 @@ func (fn *writeShardFn) StartBundle(ctx context.Context, _ func(*float64) bool, 
 	fn.counts = nil
 }
 
-func (fn *writeShardFn) ProcessElement(shard int32, outcomes func(*Outcome) bool, thresholds func(*float64) bool, _ func(Counts)) error {
+func (fn *writeShardFn) ProcessElement(shard int32, outcomes func(*[]byte) bool, thresholds func(*float64) bool, _ func(Counts)) error {
 	threshold := thresholdOf(thresholds)
-	rows, c, err := fn.gather(shard, outcomes, threshold)
-	if err != nil {
-		return err
+	var encoded [][]byte
+	var b []byte
+	for outcomes(&b) {
+		encoded = append(encoded, b) // each a fresh slice (Beam's bytes coder allocates one per element)
+		b = nil
 	}
 	fn.writes.Go(func() error {
+		rows, c, err := fn.gather(shard, encoded, threshold)
+		if err != nil {
+			return err
+		}
 		if err := fn.writeShard(fn.ctx, shard, rows, threshold); err != nil {
 			return err
 		}
@@ -122,9 +135,10 @@ func (fn *writeShardFn) FinishBundle(_ func(*float64) bool, emit func(Counts)) e
 	return nil
 }
 
-// gather places every outcome of shard at its row, checking that each row has exactly one, and
-// counts the rows kept, rejected and in error.
-func (fn *writeShardFn) gather(shard int32, outcomes func(*Outcome) bool, threshold float64) ([]rowOutcome, Counts, error) {
+// gather decodes the outcomes of shard and places each at its row, checking that each row has
+// exactly one, and counts the rows kept, rejected and in error. It drops the encoded outcomes
+// as it goes.
+func (fn *writeShardFn) gather(shard int32, encoded [][]byte, threshold float64) ([]rowOutcome, Counts, error) {
 	sh := fn.Input.Shards[shard]
 	file := fn.Input.File(shard)
 	rows := make([]rowOutcome, sh.Rows)
@@ -140,8 +154,12 @@ func (fn *writeShardFn) gather(shard int32, outcomes func(*Outcome) bool, thresh
 		rows[index] = r
 		return nil
 	}
-	var o Outcome
-	for outcomes(&o) {
+	for k, b := range encoded {
+		o, err := decodeOutcome(b)
+		if err != nil {
+			return nil, Counts{}, fmt.Errorf("internal error: %s: outcome %d: %w", file, k, err)
+		}
+		encoded[k] = nil
 		if o.Fault != nil {
 			if err := place(o.Fault.Index, rowOutcome{Fault: o.Fault}); err != nil {
 				return nil, Counts{}, err
@@ -152,7 +170,6 @@ func (fn *writeShardFn) gather(shard int32, outcomes func(*Outcome) bool, thresh
 				return nil, Counts{}, err
 			}
 		}
-		o = Outcome{} // the iterator decodes into o: start each element afresh
 	}
 	for i, ok := range seen {
 		if !ok {
@@ -312,13 +329,38 @@ func csvSize(rows []rowOutcome) int {
 	return n
 }
 
+// joinIDs is ids as one space-separated CSV record (quoted where an id needs it), the way the
+// scores CSV holds a neighbour list.
 func joinIDs(ids []string) string {
+	if plainIDs(ids) {
+		return strings.Join(ids, " ") // what the CSV writer writes for such ids, without its cost
+	}
+	return csvIDs(ids)
+}
+
+// csvIDs is joinIDs through encoding/csv.
+func csvIDs(ids []string) string {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
 	w.Comma = ' '
 	w.Write(ids)
 	w.Flush()
 	return string(bytes.TrimRight(buf.Bytes(), "\n"))
+}
+
+// plainIDs says whether every id is written as is in a space-separated CSV record: not
+// empty, and free of quotes, separators, line breaks and leading white space (encoding/csv
+// quotes any of those, and the field \.).
+func plainIDs(ids []string) bool {
+	for _, id := range ids {
+		if id == "" || id == `\.` || strings.ContainsAny(id, "\"\r\n ") {
+			return false
+		}
+		if r, _ := utf8.DecodeRuneInString(id); unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // writeSplits copies the shard's rows into kept/, rejected/ and errors/, in input order, with
