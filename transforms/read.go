@@ -4,10 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lemon-curation/lemon/dataset"
 	"github.com/lemon-curation/lemon/dataset/datacomp"
@@ -112,32 +115,110 @@ func readOutputs(outs []beam.PCollection) ReadOutputs {
 	return ReadOutputs{Blocks: outs[0], Faults: outs[1], IDs: outs[2], SampleKeys: outs[3], Stats: outs[4]}
 }
 
+// readShardFn reads the shards of a bundle in parallel, up to one per core: a runner may hand
+// one bundle every shard (prism does), which would otherwise be read one after another. Each
+// shard's outputs are held until FinishBundle, which emits them in shard order once every
+// shard of the bundle has been read (emitters may not be called from other goroutines).
 type readShardFn struct {
 	Input     Input
 	Config    ReadConfig
 	IDBuckets int32
+
+	ctx   context.Context
+	reads *errgroup.Group
+	mu    sync.Mutex
+	done  []*shardOutputs
 }
 
-func (fn *readShardFn) ProcessElement(ctx context.Context, shard int32, emitBlock func(BlockRef), emitFault func(Fault), emitIDs func(int32, IDBatch), emitKeys func(SampleKeys), emitStats func(SearchStats)) error {
+// shardOutputs is what reading one shard emits.
+type shardOutputs struct {
+	shard  int32
+	blocks []BlockRef
+	faults []Fault
+	ids    []bucketIDs
+	keys   []SampleKeys
+	stats  []SearchStats
+}
+
+// bucketIDs is one id bucket's batch.
+type bucketIDs struct {
+	bucket int32
+	batch  IDBatch
+}
+
+// StartBundle and FinishBundle take ProcessElement's emitters too: Beam Go requires bundle
+// methods to declare them.
+func (fn *readShardFn) StartBundle(ctx context.Context, _ func(BlockRef), _ func(Fault), _ func(int32, IDBatch), _ func(SampleKeys), _ func(SearchStats)) {
+	fn.ctx = ctx
+	fn.reads = new(errgroup.Group)
+	fn.reads.SetLimit(runtime.GOMAXPROCS(0))
+	fn.done = nil
+}
+
+func (fn *readShardFn) ProcessElement(shard int32, _ func(BlockRef), _ func(Fault), _ func(int32, IDBatch), _ func(SampleKeys), _ func(SearchStats)) {
+	fn.reads.Go(func() error {
+		out, err := fn.read(fn.ctx, shard)
+		if err != nil {
+			return err
+		}
+		fn.mu.Lock()
+		fn.done = append(fn.done, out)
+		fn.mu.Unlock()
+		return nil
+	})
+}
+
+func (fn *readShardFn) FinishBundle(emitBlock func(BlockRef), emitFault func(Fault), emitIDs func(int32, IDBatch), emitKeys func(SampleKeys), emitStats func(SearchStats)) error {
+	if err := fn.reads.Wait(); err != nil {
+		return err
+	}
+	slices.SortFunc(fn.done, func(a, b *shardOutputs) int { return cmp.Compare(a.shard, b.shard) })
+	for _, out := range fn.done {
+		for _, b := range out.blocks {
+			emitBlock(b)
+		}
+		for _, f := range out.faults {
+			emitFault(f)
+		}
+		for _, b := range out.ids {
+			emitIDs(b.bucket, b.batch)
+		}
+		for _, k := range out.keys {
+			emitKeys(k)
+		}
+		for _, st := range out.stats {
+			emitStats(st)
+		}
+	}
+	fn.done = nil
+	return nil
+}
+
+// read reads one shard into block files and returns what it emits.
+func (fn *readShardFn) read(ctx context.Context, shard int32) (*shardOutputs, error) {
 	in := fn.Input
 	sh := in.Shards[shard]
 	f, err := dataset.Get(in.Format)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sink := newRowSink(ctx, in, shard, sh.Dim, fn.Config, fn.IDBuckets, emitBlock, emitFault)
+	out := &shardOutputs{shard: shard}
+	sink := newRowSink(ctx, in, shard, sh.Dim, fn.Config, fn.IDBuckets,
+		func(b BlockRef) { out.blocks = append(out.blocks, b) }, func(f Fault) { out.faults = append(out.faults, f) })
 	defer sink.release()
 	err = f.Read(ctx, sh, in.Options, func(r dataset.Record) error {
 		return sink.add(r.Index, r.ID, r.Caption, r.Split, r.Image, r.Text, r.Err)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := sink.finish(emitIDs, emitKeys, emitStats); err != nil {
-		return err
+	err = sink.finish(func(k int32, b IDBatch) { out.ids = append(out.ids, bucketIDs{k, b}) },
+		func(k SampleKeys) { out.keys = append(out.keys, k) }, func(st SearchStats) { out.stats = append(out.stats, st) })
+	if err != nil {
+		return nil, err
 	}
 	logf("lemon: read %s shard %d/%d (%s): %d rows, %d not scorable", fn.Config.Side, shard+1, len(in.Shards), in.File(shard), sink.rows, sink.bad)
-	return nil
+	return out, nil
 }
 
 // rowSink takes one shard's rows as they are read or embedded, in order: it validates each,
