@@ -565,19 +565,19 @@ func Build(s beam.Scope, p *Plan, command []string) {
 	case c.ReferenceSplit != "":
 		refBlocks = transforms.BlocksOfSide(s, in.Blocks, transforms.SideSplit)
 	}
-	scored, searchStats := transforms.Neighbours(s, p.Input, sc, queryBlocks, refBlocks, dropped, droppedRef)
-	stats = append(stats, searchStats)
+	scored := transforms.Neighbours(s, p.Input, sc, queryBlocks, refBlocks, dropped, droppedRef)
+	stats = append(stats, scored.Stats)
 
 	f := transforms.Filter{Fraction: c.RejectFraction}
 	if c.Threshold != nil {
 		f = transforms.Filter{UseThreshold: true, Threshold: *c.Threshold}
 	}
-	threshold := transforms.RejectThreshold(s, scored, f)
+	threshold := transforms.RejectThreshold(s, scored.Keys, f)
 	out := transforms.OutputConfig{Dir: c.Output, ScoresFormat: c.ScoresFormat, EmitNeighbours: c.EmitNeighbours, SaveLists: c.SaveNeighbourLists}
 	if c.WriteUIDs {
 		out.UIDRuns = storage.Join(sc.TempDir, "uids")
 	}
-	counts := transforms.WriteShards(s, p.Input, out, scored, faults, threshold)
+	counts := transforms.WriteShards(s, p.Input, out, scored.Outcomes, faults, threshold)
 	transforms.WriteManifest(s, p.Manifest(command), out, counts, threshold, beam.Flatten(s, stats...))
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/lemon-curation/lemon/dataset/embparquet"
 	"github.com/lemon-curation/lemon/pipeline"
 	"github.com/lemon-curation/lemon/rundir"
+	"github.com/lemon-curation/lemon/score"
 	"github.com/lemon-curation/lemon/storage"
 	"github.com/lemon-curation/lemon/synth"
 	"github.com/lemon-curation/lemon/transforms"
@@ -211,20 +212,21 @@ func TestRejectThreshold(t *testing.T) {
 		want     float64
 	}{{0.1, 7}, {0.3, 2}, {0.4, 1 + 1e-12}, {0.5, math.Nextafter(1, 2)}, {0.6, 1}, {0.8, math.Nextafter(1, 0)}, {1, -1}, {0.01, math.Inf(1)}} {
 		p, s := beam.NewPipelineWithRoot()
-		batches := beam.Create(s, transforms.ScoredBatch{Rows: scoredRows(vals[:4])}, transforms.ScoredBatch{Rows: scoredRows(vals[4:])})
+		batches := beam.Create(s, orderedKeys(vals[:4]), orderedKeys(vals[4:]))
 		passert.Equals(s, transforms.RejectThreshold(s, batches, transforms.Filter{Fraction: c.fraction}), c.want)
 		ptest.RunAndValidate(t, p)
 	}
 	p, s := beam.NewPipelineWithRoot()
-	none := beam.CreateList(s, []transforms.ScoredBatch{})
+	none := beam.CreateList(s, [][]uint64{})
 	passert.Empty(s, transforms.RejectThreshold(s, none, transforms.Filter{Fraction: 0.5}))
 	ptest.RunAndValidate(t, p)
 }
 
-func scoredRows(scores []float64) []transforms.Scored {
-	out := make([]transforms.Scored, len(scores))
+// orderedKeys is a batch of scores as RejectThreshold takes them (ScoredRows.Keys).
+func orderedKeys(scores []float64) []uint64 {
+	out := make([]uint64, len(scores))
 	for i, v := range scores {
-		out[i] = transforms.Scored{Pos: int64(i), Score: v}
+		out[i] = score.OrderedKey(v)
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 
 	"github.com/lemon-curation/lemon/knn"
 )
@@ -26,27 +25,6 @@ func decodePartialBlock(data []byte) (PartialBlock, error) {
 	d := decoder{b: data}
 	p := PartialBlock{Lists: knn.Lists{Image: d.lists(), Text: d.lists()}}
 	return p, d.done("partial lists")
-}
-
-func encodeScoredBatch(b ScoredBatch) ([]byte, error) {
-	e := encoder{b: make([]byte, 0, 16+scoredSize(b.Rows))}
-	e.varint(int64(b.Shard))
-	e.scoredRows(b.Rows)
-	return e.b, nil
-}
-
-// scoredBatchBytes is len(encodeScoredBatch(b)), without encoding it.
-func scoredBatchBytes(b ScoredBatch) int64 {
-	e := encoder{measure: true}
-	e.varint(int64(b.Shard))
-	e.scoredRows(b.Rows)
-	return int64(e.n)
-}
-
-func decodeScoredBatch(data []byte) (ScoredBatch, error) {
-	d := decoder{b: data}
-	b := ScoredBatch{Shard: int32(d.varint()), Rows: d.scoredRows()}
-	return b, d.done("scored rows")
 }
 
 func encodeIDBatch(b IDBatch) ([]byte, error) {
@@ -126,44 +104,14 @@ func scoredSize(rows []Scored) int {
 	return n
 }
 
-// encoder appends the encoding of values to b or, with measure set, only counts its bytes
-// in n (one code path, so a measured size is the encoded size).
-type encoder struct {
-	b       []byte
-	measure bool
-	n       int
-}
+type encoder struct{ b []byte }
 
-func (e *encoder) uvarint(v uint64) {
-	if e.measure {
-		e.n += (bits.Len64(v|1) + 6) / 7
-		return
-	}
-	e.b = binary.AppendUvarint(e.b, v)
-}
-
-func (e *encoder) varint(v int64) {
-	u := uint64(v) << 1 // zigzag, as binary.AppendVarint
-	if v < 0 {
-		u = ^u
-	}
-	e.uvarint(u)
-}
-
-func (e *encoder) f64(v float64) {
-	if e.measure {
-		e.n += 8
-		return
-	}
-	e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v))
-}
+func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) f64(v float64)    { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v)) }
 
 func (e *encoder) str(s string) {
 	e.uvarint(uint64(len(s)))
-	if e.measure {
-		e.n += len(s)
-		return
-	}
 	e.b = append(e.b, s...)
 }
 

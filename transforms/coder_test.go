@@ -49,7 +49,6 @@ func filled[T any]() T {
 
 // Every field of every coded type survives its coder.
 func TestCodersKeepEveryField(t *testing.T) {
-	roundTrip(t, filled[ScoredBatch](), encodeScoredBatch, decodeScoredBatch)
 	encOutcome := func(o Outcome) ([]byte, error) { return encodeOutcome(o), nil }
 	roundTrip(t, Outcome{Scored: filled[[]Scored]()}, encOutcome, decodeOutcome)
 	roundTrip(t, Outcome{Fault: filled[*Fault]()}, encOutcome, decodeOutcome)
@@ -76,20 +75,8 @@ func TestCodersRoundTrip(t *testing.T) {
 		{Pos: 1 << 40, Shard: 3, Index: 9, ID: "id é", Caption: "a photo", Dmm: 0.1, Sn: 0.2, Sm: 0.3, Score: 1.5,
 			ImageNeighbours: []string{"x", ""}, TextNeighbours: []string{}, ImageList: nbs, TextList: []knn.Neighbour{}},
 	}
-	batch := ScoredBatch{Shard: 2, Rows: scored}
-	b, _ := encodeScoredBatch(batch)
-	if got, err := decodeScoredBatch(b); err != nil || !reflect.DeepEqual(got, batch) {
-		t.Fatalf("batch: got %+v, %v; want %+v", got, err, batch)
-	}
-	// The shuffle's byte count is measured without encoding: it must be the encoded size.
-	for _, bb := range []ScoredBatch{batch, {Shard: -5}, {Shard: 1 << 20, Rows: scored[1:]}} {
-		enc, _ := encodeScoredBatch(bb)
-		if got := scoredBatchBytes(bb); got != int64(len(enc)) {
-			t.Errorf("scoredBatchBytes(shard %d, %d rows) = %d, encoded %d bytes", bb.Shard, len(bb.Rows), got, len(enc))
-		}
-	}
 	o := Outcome{Scored: scored}
-	b = encodeOutcome(o)
+	b := encodeOutcome(o)
 	if got, err := decodeOutcome(b); err != nil || !reflect.DeepEqual(got, o) {
 		t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
 	}

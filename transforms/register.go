@@ -19,28 +19,26 @@ func init() {
 		(*sumCountsFn)(nil), (*sumStatsFn)(nil), (*writeManifestFn)(nil),
 		(*sampleCutoffFn)(nil), (*groupSampleFn)(nil), (*writeSampleFn)(nil),
 		(*embedShardFn)(nil), (*writeEmbeddingsFn)(nil), (*writeEmbedManifestFn)(nil),
-		(*Fault)(nil), (*Scored)(nil), (*ScoredBatch)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
+		(*Fault)(nil), (*Scored)(nil), (*BlockRef)(nil), (*Task)(nil), (*Counts)(nil),
 		(*IDBatch)(nil), (*SampleKeys)(nil), (*sampleAccum)(nil), (*SampleCutoff)(nil), (*SampleGroup)(nil), (*PartialRef)(nil),
 		(*SearchStats)(nil), (*PartialBlock)(nil), (*score.Selection)(nil), (*score.Histogram)(nil),
 	} {
 		beam.RegisterType(reflect.TypeOf(t).Elem())
 	}
 	beam.RegisterCoder(reflect.TypeOf(PartialBlock{}), encodePartialBlock, decodePartialBlock)
-	beam.RegisterCoder(reflect.TypeOf(ScoredBatch{}), encodeScoredBatch, decodeScoredBatch)
 	beam.RegisterCoder(reflect.TypeOf(IDBatch{}), encodeIDBatch, decodeIDBatch)
-	register.Function1x1(scoreKeys)
 	register.Function3x0(digitsOf)
 	register.Function1x1(topDigits)
 	register.Function2x1(nextSelection)
 	register.Function1x1(selectionThreshold)
-	register.Function1x2(scoredOutcome)
 	register.Function1x2(faultOutcome)
 	register.Function1x2(shardMarker)
 	register.Emitter1[BlockRef]()
 	register.Emitter1[Fault]()
 	register.Emitter1[int64]()
 	register.Emitter1[Task]()
-	register.Emitter1[ScoredBatch]()
+	register.Emitter2[int32, []byte]()
+	register.Emitter1[[]uint64]()
 	register.Emitter1[Counts]()
 	register.Emitter1[[]uint32]()
 	register.Emitter1[SearchStats]()

@@ -21,12 +21,13 @@ type Filter struct {
 // r-th largest score, r = round(F*n), found exactly by radix selection over the scores' bits
 // (one pass per 32-bit digit, with sparse histograms), so memory stays small whatever n is. No
 // row is rejected when r is 0 (threshold +Inf).
-func RejectThreshold(s beam.Scope, scored beam.PCollection, f Filter) beam.PCollection {
+//
+// keys holds []uint64 batches of the scores as order-preserving keys (ScoredRows.Keys).
+func RejectThreshold(s beam.Scope, keys beam.PCollection, f Filter) beam.PCollection {
 	s = s.Scope("RejectThreshold")
 	if f.UseThreshold {
 		return beam.Create(s, f.Threshold)
 	}
-	keys := beam.ParDo(s, scoreKeys, scored)
 	// The first pass takes every key's top digit, and its histogram's total fixes the rank.
 	// Only data that exists once the search is done feeds these stages (no early side input:
 	// prism re-examines a stage whose side input is ready but main input is not, which took a
@@ -51,10 +52,10 @@ func topDigits(keys []uint64) []uint32 {
 	return ds
 }
 
-// scoreKeys is a batch's scores as order-preserving keys.
-func scoreKeys(b ScoredBatch) []uint64 {
-	keys := make([]uint64, len(b.Rows))
-	for i, r := range b.Rows {
+// scoreKeys is the rows' scores as order-preserving keys.
+func scoreKeys(rows []Scored) []uint64 {
+	keys := make([]uint64, len(rows))
+	for i, r := range rows {
 		keys[i] = score.OrderedKey(r.Score)
 	}
 	return keys

@@ -49,11 +49,23 @@ type SearchConfig struct {
 	TaskBytes int64
 }
 
-// Neighbours finds every input row's k nearest references in both spaces and scores it. It
-// returns ScoredBatch elements and SearchStats. queryBlocks and refBlocks are block references
-// (the same collection in a self-join); droppedQuery and droppedRef are positions to leave out
-// (duplicate ids).
-func Neighbours(s beam.Scope, in Input, cfg SearchConfig, queryBlocks, refBlocks, droppedQuery, droppedRef beam.PCollection) (scored, stats beam.PCollection) {
+// ScoredRows is what Neighbours produces: the scored rows, on their way to the writers, and
+// their scores, on their way to the reject threshold.
+type ScoredRows struct {
+	// Outcomes: KV<int32, []byte>, batches of one shard's scored rows keyed by shard, encoded
+	// as the writer's outcomes. The search tasks encode them once; they cross the runner only
+	// in the writers' GroupByKey.
+	Outcomes beam.PCollection
+	// Keys: []uint64, each batch's scores as order-preserving keys (score.OrderedKey).
+	Keys beam.PCollection
+	// Stats: SearchStats.
+	Stats beam.PCollection
+}
+
+// Neighbours finds every input row's k nearest references in both spaces and scores it.
+// queryBlocks and refBlocks are block references (the same collection in a self-join);
+// droppedQuery and droppedRef are positions to leave out (duplicate ids).
+func Neighbours(s beam.Scope, in Input, cfg SearchConfig, queryBlocks, refBlocks, droppedQuery, droppedRef beam.PCollection) ScoredRows {
 	s = s.Scope("Neighbours")
 	tasks := beam.ParDo(s, &makeTasksFn{Config: cfg}, beam.Impulse(s),
 		beam.SideInput{Input: queryBlocks}, beam.SideInput{Input: refBlocks},
@@ -63,12 +75,13 @@ func Neighbours(s beam.Scope, in Input, cfg SearchConfig, queryBlocks, refBlocks
 	// search. Tasks carry their blocks and dropped positions instead.
 	switch cfg.Shape {
 	case tiling.Memory, tiling.Stream:
-		return beam.ParDo2(s, &searchTaskFn{Config: cfg, Input: in}, beam.Reshuffle(s, tasks))
+		outs := beam.ParDoN(s, &searchTaskFn{Config: cfg, Input: in}, beam.Reshuffle(s, tasks))
+		return ScoredRows{Outcomes: outs[0], Keys: outs[1], Stats: outs[2]}
 	}
 	pairs := beam.ParDo(s, &expandPairsFn{SelfJoin: cfg.SelfJoin}, tasks)
 	partials, searchStats := beam.ParDo2(s, &pairTaskFn{Config: cfg}, beam.Reshuffle(s, pairs))
-	scored, mergeStats := beam.ParDo2(s, &mergeTileFn{Config: cfg, Input: in}, beam.GroupByKey(s, partials))
-	return scored, beam.Flatten(s, searchStats, mergeStats)
+	outs := beam.ParDoN(s, &mergeTileFn{Config: cfg, Input: in}, beam.GroupByKey(s, partials))
+	return ScoredRows{Outcomes: outs[0], Keys: outs[1], Stats: beam.Flatten(s, searchStats, outs[2])}
 }
 
 // Task is a unit of search work: query blocks against the reference, held whole (one tile),
@@ -294,7 +307,7 @@ type searchTaskFn struct {
 	Input  Input
 }
 
-func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitScored func(ScoredBatch), emitStats func(SearchStats)) error {
+func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitOutcome func(int32, []byte), emitKeys func([]uint64), emitStats func(SearchStats)) error {
 	cfg := fn.Config
 	stats := SearchStats{Tasks: 1}
 	ld := loader{stats: &stats}
@@ -382,19 +395,21 @@ func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitScored f
 	}
 	releaseEmbeddings(read) // the embeddings are not needed any more: let them go before scoring
 	q.Image, q.Text = nil, nil
-	if err := scoreBlock(cfg, fn.Input, q, &lists, countShuffle(&stats, emitScored)); err != nil {
+	if err := scoreBlock(cfg, fn.Input, q, &lists, emitScored(&stats, emitOutcome, emitKeys)); err != nil {
 		return err
 	}
 	emitStats(stats)
 	return nil
 }
 
-// countShuffle wraps emit so that every batch's encoded size is counted: scored rows travel to
-// the writers through the runner's shuffle.
-func countShuffle(stats *SearchStats, emit func(ScoredBatch)) func(ScoredBatch) {
+// emitScored returns what scoreBlock emits each batch with: the batch encoded as a writer's
+// outcome (its bytes counted: they travel through the runner's shuffle) and its score keys.
+func emitScored(stats *SearchStats, emitOutcome func(int32, []byte), emitKeys func([]uint64)) func(ScoredBatch) {
 	return func(b ScoredBatch) {
-		stats.ShuffleBytes += scoredBatchBytes(b)
-		emit(b)
+		enc := encodeOutcome(Outcome{Scored: b.Rows})
+		stats.ShuffleBytes += int64(len(enc))
+		emitOutcome(b.Shard, enc)
+		emitKeys(scoreKeys(b.Rows))
 	}
 }
 
@@ -816,7 +831,7 @@ type mergeTileFn struct {
 	Input  Input
 }
 
-func (fn *mergeTileFn) ProcessElement(ctx context.Context, tile int64, refs func(*PartialRef) bool, emitScored func(ScoredBatch), emitStats func(SearchStats)) error {
+func (fn *mergeTileFn) ProcessElement(ctx context.Context, tile int64, refs func(*PartialRef) bool, emitOutcome func(int32, []byte), emitKeys func([]uint64), emitStats func(SearchStats)) error {
 	cfg := fn.Config
 	stats := SearchStats{Tasks: 1}
 	var first PartialRef
@@ -850,7 +865,7 @@ func (fn *mergeTileFn) ProcessElement(ctx context.Context, tile int64, refs func
 	}
 	stats.PeakTaskMemoryBytes = int64(float64(q.Len()) * cfg.QueryRowBytes)
 	releaseEmbeddings(q)
-	if err := scoreBlock(cfg, fn.Input, q, &merged, countShuffle(&stats, emitScored)); err != nil {
+	if err := scoreBlock(cfg, fn.Input, q, &merged, emitScored(&stats, emitOutcome, emitKeys)); err != nil {
 		return err
 	}
 	emitStats(stats)

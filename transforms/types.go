@@ -36,8 +36,9 @@ type Scored struct {
 	ImageList, TextList []knn.Neighbour
 }
 
-// ScoredBatch is scored rows of one shard that travel together: one element per batch rather
-// than per row keeps the runner's per-element costs off the scoring path.
+// ScoredBatch is scored rows of one shard that a search task emits together (as one outcome
+// and one batch of score keys): one element per batch rather than per row keeps the runner's
+// per-element costs off the scoring path.
 type ScoredBatch struct {
 	Shard int32
 	Rows  []Scored

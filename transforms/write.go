@@ -47,9 +47,10 @@ func uidRun(dir string, split dataset.Split, shard int) string {
 // WriteShards writes, per input shard, its scores, kept, rejected and errors files, and returns
 // each shard's counts. Every input row must arrive exactly once, scored or as a fault; the
 // writer checks that, so the manifest's counts are proof that nothing was dropped.
-func WriteShards(s beam.Scope, in Input, out OutputConfig, scored, faults, threshold beam.PCollection) beam.PCollection {
+//
+// outcomes are the scored rows (ScoredRows.Outcomes), faults the rows that could not be scored.
+func WriteShards(s beam.Scope, in Input, out OutputConfig, outcomes, faults, threshold beam.PCollection) beam.PCollection {
 	s = s.Scope("WriteShards")
-	a := beam.ParDo(s, scoredOutcome, scored)
 	b := beam.ParDo(s, faultOutcome, faults)
 	// A marker per shard, so shards whose rows all vanished upstream (or that have none) still
 	// reach the writer: it then fails loudly or writes empty files, never skips the shard.
@@ -58,16 +59,14 @@ func WriteShards(s beam.Scope, in Input, out OutputConfig, scored, faults, thres
 		idx[i] = int32(i)
 	}
 	markers := beam.ParDo(s, shardMarker, beam.CreateList(s, idx))
-	all := beam.Flatten(s, a, b, markers)
+	all := beam.Flatten(s, outcomes, b, markers)
 	grouped := beam.GroupByKey(s, all)
 	return beam.ParDo(s, &writeShardFn{Input: in, Out: out}, grouped, beam.SideInput{Input: threshold})
 }
 
-// Outcomes travel to the writer encoded, and the writer decodes each shard's in the goroutine
-// that writes it: decoding in the iterator would decode the shards one after another.
-func scoredOutcome(b ScoredBatch) (int32, []byte) {
-	return b.Shard, encodeOutcome(Outcome{Scored: b.Rows})
-}
+// Outcomes travel to the writer encoded (the search tasks encode their scored rows, see
+// emitScored), and the writer decodes each shard's in the goroutine that writes it: decoding in
+// the iterator would decode the shards one after another.
 func faultOutcome(f Fault) (int32, []byte) { return f.Shard, encodeOutcome(Outcome{Fault: &f}) }
 func shardMarker(i int32) (int32, []byte)  { return i, encodeOutcome(Outcome{}) }
 
