@@ -118,26 +118,48 @@ func main() {
 	}
 }
 
-// startProfile writes a CPU profile of the whole command to $LEMON_CPUPROFILE, when set: with
-// the in-process runner (prism) that covers the job's every stage. For finding where a run's
-// time goes (go tool pprof); it changes nothing else.
+// startProfile writes a CPU profile of the whole command to $LEMON_CPUPROFILE, and at the end
+// an allocation profile to $LEMON_MEMPROFILE, when set: with the in-process runner (prism) they
+// cover the job's every stage. For finding where a run's time and memory go (go tool pprof);
+// they change nothing else.
 func startProfile() (stop func()) {
-	path := os.Getenv("LEMON_CPUPROFILE")
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err == nil {
-		err = pprof.StartCPUProfile(f)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "lemon: LEMON_CPUPROFILE: %v\n", err)
-		return func() {}
+	stopCPU := func() {}
+	if path := os.Getenv("LEMON_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lemon: LEMON_CPUPROFILE: %v\n", err)
+		} else {
+			stopCPU = func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}
+		}
 	}
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		stopCPU()
+		if path := os.Getenv("LEMON_MEMPROFILE"); path != "" {
+			if err := writeHeapProfile(path); err != nil {
+				fmt.Fprintf(os.Stderr, "lemon: LEMON_MEMPROFILE: %v\n", err)
+			}
+		}
 	}
+}
+
+// writeHeapProfile writes the process's heap profile (what was allocated where, and what is
+// still live) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // workerMode reports whether the arguments hold --worker=true (in any position, with one or two
