@@ -1,11 +1,9 @@
 package knn
 
 import (
-	"cmp"
 	"math"
 	"math/bits"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -112,8 +110,6 @@ func (sd *side) release() {
 // It records each row's figures in sd and folds them into st.
 func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int, st *sideStats) {
 	words := be.words(dim)
-	var sq, asq, rsq [max(mr, nr)]float64
-	var srcRows [max(mr, nr)][]float32
 	var dummy []uint32
 	if sd.packed[m] == nil {
 		dummy = make([]uint32, words*w) // figures only: pack into scratch
@@ -124,55 +120,49 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 			out = sd.packed[m][(p-sd.first)*words*w : (p-sd.first+1)*words*w]
 		}
 		rows := min(w, sd.n-p*w)
-		for l := range rows {
-			i := sd.orig(m, p*w+l)
-			srcRows[l] = src[i*dim : (i+1)*dim]
-		}
-		clear(sq[:])
-		clear(asq[:])
-		clear(rsq[:])
-		// Write sequentially, reading the w source rows side by side.
-		o := 0
-		for t := 0; t < words; t++ {
-			seg := out[o : o+w]
-			for l := 0; l < rows; l++ {
-				row := srcRows[l]
-				if !be.bf16 {
-					v := row[t]
-					seg[l] = math.Float32bits(v)
-					sq[l] += float64(v) * float64(v)
-					continue
-				}
-				var word uint32
-				for h := range 2 {
-					d := 2*t + h
-					if d >= dim {
-						break
-					}
-					v := row[d]
-					b := toBF16(v)
-					word |= uint32(b) << (16 * h)
-					a := float64(fromBF16(b))
-					sq[l] += float64(v) * float64(v)
-					asq[l] += a * a
-					rsq[l] += (float64(v) - a) * (float64(v) - a)
-				}
-				seg[l] = word
-			}
-			clear(seg[rows:])
-			o += w
-		}
-		if sd.approx[m] == nil {
-			continue // panels only: the figures are known
-		}
+		// Row by row: each row is read in order and its words go to every w-th place of the
+		// panel (a few KiB, so the scattered writes stay in cache).
 		for l := 0; l < rows; l++ {
-			r := p*w + l
+			i := sd.orig(m, p*w+l)
+			row := src[i*dim : (i+1)*dim]
+			var sq, asq, rsq float64
 			if !be.bf16 {
-				asq[l] = sq[l]
+				for t, v := range row {
+					out[t*w+l] = math.Float32bits(v)
+					sq += float64(v) * float64(v)
+				}
+				asq = sq
+			} else {
+				for t := range words {
+					var word uint32
+					for h := range 2 {
+						d := 2*t + h
+						if d >= dim {
+							break
+						}
+						v := row[d]
+						b := toBF16(v)
+						word |= uint32(b) << (16 * h)
+						a := float64(fromBF16(b))
+						sq += float64(v) * float64(v)
+						asq += a * a
+						rsq += (float64(v) - a) * (float64(v) - a)
+					}
+					out[t*w+l] = word
+				}
 			}
-			sd.approx[m][r] = up(math.Sqrt(asq[l]))
-			sd.resid[m][r] = up(math.Sqrt(rsq[l]))
-			st.add(sq[l], sd.approx[m][r], sd.resid[m][r])
+			if sd.approx[m] == nil {
+				continue // panels only: the figures are known
+			}
+			r := p*w + l
+			sd.approx[m][r] = up(math.Sqrt(asq))
+			sd.resid[m][r] = up(math.Sqrt(rsq))
+			st.add(sq, sd.approx[m][r], sd.resid[m][r])
+		}
+		for l := rows; l < w; l++ { // padding rows are zero
+			for t := range words {
+				out[t*w+l] = 0
+			}
 		}
 	}
 }
@@ -234,10 +224,7 @@ func clusterOrder(b *Block, nproc int) [2][]int32 {
 					for p := range pivots {
 						j := p * (n / pivots)
 						piv := src[j*dim : j*dim+d]
-						var dot float32
-						for t, v := range row {
-							dot += v * piv[t]
-						}
+						dot := pivotDot(row, piv)
 						if dot > bestDot {
 							best, bestDot = p, dot
 						}
@@ -246,14 +233,40 @@ func clusterOrder(b *Block, nproc int) [2][]int32 {
 				}
 			}
 		})
-		order := make([]int32, n)
-		for i := range order {
-			order[i] = int32(i)
+		// Rows grouped by pivot, in row order within a group (a counting sort).
+		var start [pivots + 1]int
+		for _, k := range key {
+			start[k+1]++
 		}
-		slices.SortStableFunc(order, func(x, y int32) int { return cmp.Compare(key[x], key[y]) })
+		for p := range pivots {
+			start[p+1] += start[p]
+		}
+		order := make([]int32, n)
+		for i, k := range key {
+			order[start[k]] = int32(i)
+			start[k]++
+		}
 		out[m] = order
 	}
 	return out
+}
+
+// pivotDot is an approximate dot product of two short row prefixes, for clusterOrder only (the
+// order affects speed, never results): eight partial sums, so the additions do not wait on
+// each other.
+func pivotDot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s [8]float32
+	t := 0
+	for ; t+8 <= len(a); t += 8 {
+		for l := range 8 {
+			s[l] += a[t+l] * b[t+l]
+		}
+	}
+	for ; t < len(a); t++ {
+		s[0] += a[t] * b[t]
+	}
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 }
 
 func (s *sideStats) add(sq, approx, resid float64) {
