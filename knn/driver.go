@@ -256,17 +256,23 @@ func clusterOrder(b *Block, nproc int) [2][]int32 {
 // each other.
 func pivotDot(a, b []float32) float32 {
 	b = b[:len(a)]
-	var s [8]float32
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32 // scalars: the compiler keeps them in registers
 	t := 0
 	for ; t+8 <= len(a); t += 8 {
-		for l := range 8 {
-			s[l] += a[t+l] * b[t+l]
-		}
+		x, y := a[t:t+8:t+8], b[t:t+8:t+8]
+		s0 += x[0] * y[0]
+		s1 += x[1] * y[1]
+		s2 += x[2] * y[2]
+		s3 += x[3] * y[3]
+		s4 += x[4] * y[4]
+		s5 += x[5] * y[5]
+		s6 += x[6] * y[6]
+		s7 += x[7] * y[7]
 	}
 	for ; t < len(a); t++ {
-		s[0] += a[t] * b[t]
+		s0 += a[t] * b[t]
 	}
-	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 }
 
 func (s *sideStats) add(sq, approx, resid float64) {
