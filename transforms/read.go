@@ -149,8 +149,7 @@ type bucketIDs struct {
 // StartBundle and FinishBundle take ProcessElement's emitters too: Beam Go requires bundle
 // methods to declare them.
 func (fn *readShardFn) StartBundle(ctx context.Context, _ func(BlockRef), _ func(Fault), _ func(int32, IDBatch), _ func(SampleKeys), _ func(SearchStats)) {
-	fn.ctx = ctx
-	fn.reads = new(errgroup.Group)
+	fn.reads, fn.ctx = errgroup.WithContext(ctx) // a failed shard stops the others
 	fn.reads.SetLimit(runtime.GOMAXPROCS(0))
 	fn.done = nil
 }
