@@ -172,3 +172,14 @@ func TestRepeatedPositions(t *testing.T) {
 		})
 	}
 }
+
+// cmpScored orders re-ranked candidates as lessScored does, for slices.SortFunc.
+func cmpScored(x, y scored) int {
+	if lessScored(x, y) {
+		return -1
+	}
+	if lessScored(y, x) {
+		return 1
+	}
+	return 0
+}

@@ -107,7 +107,8 @@ func widen(dst []float64, src []float32) []float64 {
 	return dst
 }
 
-// prefetchAhead is how many rows ahead of the current one the distance kernels prefetch.
+// prefetchAhead is how many distinct candidate rows ahead of the current one re-ranking
+// prefetches (a row's pairs are computed together, see eachPair).
 const prefetchAhead = 4
 
 // scored is a candidate after float64 re-ranking.
@@ -403,16 +404,6 @@ func sortScored(v []scored) {
 		}
 		v[j] = x
 	}
-}
-
-func cmpScored(x, y scored) int {
-	if lessScored(x, y) {
-		return -1
-	}
-	if lessScored(y, x) {
-		return 1
-	}
-	return 0
 }
 
 // lessScored orders re-ranked candidates by (distance, NaN last; position; index).
