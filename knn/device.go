@@ -123,9 +123,9 @@ func runDevice(dev device, a, b *Block, opt Options, pair bool) (forA, forB List
 	passes := devicePasses(a.Len(), b.Len(), diag)
 	var prog progress
 	prog.report = opt.Progress
-	total := int64(rescoreChunks(a.Len())) * rescoreTiles
+	total := int64(a.Len()) * rescoreTilesPerRow
 	if pair && !diag {
-		total += int64(rescoreChunks(b.Len())) * rescoreTiles
+		total += int64(b.Len()) * rescoreTilesPerRow
 	}
 	for _, p := range passes {
 		total += p.tiles()
