@@ -13,6 +13,8 @@
 #          timed as a whole process by /usr/bin/time -v (wall time and peak RSS): reading,
 #          neighbour search, scoring and writing all outputs. "search s" is lemon's own
 #          search time from its progress line (search task start to the end of re-ranking).
+#          lemon runs $REPEATS times per case (single runs on a shared machine vary by 10-20%);
+#          the tables show the run with the median wall time, and list every run's.
 #   Ratios "lemon wall / FAISS search" compares lemon's WHOLE job (I/O, scoring, output
 #          included) with FAISS's two bare searches (no loading, no scoring), so it is the
 #          pessimistic comparison: < 1 means the entire lemon run beats FAISS's kernel time
@@ -31,7 +33,7 @@
 #         QUICK=1 bench/knn.sh         # N=10000, D=512 only (~1 minute)
 #         SCALING=1 bench/knn.sh       # plus the scaling table (long: up to N=200000)
 #         bench/knn.sh --n "10000 20000" --d 512 --scaling-n "10000 20000"
-# Environment: N_LIST, D_LIST, SCALING_N, SHARDS (4), CONCEPTS (40), BENCH_DIR (bench/.cache),
+# Environment: N_LIST, D_LIST, SCALING_N, REPEATS (3; 1 with QUICK), SHARDS (4), CONCEPTS (40), BENCH_DIR (bench/.cache),
 #   TIE_TOL (1e-6), SAMPLE (300), LEMON (a prebuilt binary; default: build bin/lemon),
 #   LEMON_FLAGS (extra `lemon score` flags, e.g. "--knn-backend go").
 # Needs root once, to apt-get install python3-faiss python3-numpy time if they are missing.
@@ -45,7 +47,8 @@ BENCH=$ROOT/bench
 N_LIST=${N_LIST:-"10000 50000"}
 D_LIST=${D_LIST:-"512 768"}
 SCALING_N=${SCALING_N:-"10000 20000 50000 100000 200000"}
-if [[ ${QUICK:-0} == 1 ]]; then N_LIST=10000 D_LIST=512 SCALING_N=${SCALING_N_QUICK:-"10000"}; fi
+if [[ ${QUICK:-0} == 1 ]]; then N_LIST=10000 D_LIST=512 SCALING_N=${SCALING_N_QUICK:-"10000"} REPEATS=${REPEATS:-1}; fi
+REPEATS=${REPEATS:-3}
 SHARDS=${SHARDS:-4}
 CONCEPTS=${CONCEPTS:-40}
 BENCH_DIR=${BENCH_DIR:-$BENCH/.cache}
@@ -103,14 +106,26 @@ dataset() {
   echo "$dir"
 }
 
-# run_lemon DATA RUN: the whole `lemon score` process under /usr/bin/time -v.
+# run_lemon DATA RUN: the whole `lemon score` process under /usr/bin/time -v, $REPEATS times;
+# the run with the median wall time is left in RUN (out/, time.txt, lemon.err), and every run's
+# wall time in RUN/walls.txt.
 run_lemon() {
-  rm -rf "$2/out"
-  # shellcheck disable=SC2086
-  /usr/bin/time -v -o "$2/time.txt" "$LEMON" score --input "$1" --output "$2/out" --k 30 \
-    --scores-format csv --emit-neighbours $LEMON_FLAGS 2>"$2/lemon.err" \
-    || { log "lemon failed, see $2/lemon.err"; tail -5 "$2/lemon.err" >&2; exit 1; }
-  grep -E "neighbour search done|lemon: done" "$2/lemon.err" | tail -2 | sed 's/^/  /' >&2
+  local r walls=()
+  rm -rf "$2/out" "$2"/rep*
+  for ((r = 1; r <= REPEATS; r++)); do
+    mkdir -p "$2/rep$r"
+    # shellcheck disable=SC2086
+    /usr/bin/time -v -o "$2/rep$r/time.txt" "$LEMON" score --input "$1" --output "$2/rep$r/out" --k 30 \
+      --scores-format csv --emit-neighbours $LEMON_FLAGS 2>"$2/rep$r/lemon.err" \
+      || { log "lemon failed, see $2/rep$r/lemon.err"; tail -5 "$2/rep$r/lemon.err" >&2; exit 1; }
+    grep -E "neighbour search done|lemon: done" "$2/rep$r/lemon.err" | tail -2 | sed 's/^/  /' >&2
+    walls+=("$($PY "$BENCH/knn_report.py" wall "$2/rep$r/time.txt") $r")
+  done
+  printf '%s\n' "${walls[@]}" | sort -n >"$2/walls.txt"
+  r=$(awk -v n="$REPEATS" 'NR == int((n + 1) / 2) {print $2}' "$2/walls.txt")
+  mv "$2/rep$r/out" "$2/rep$r/time.txt" "$2/rep$r/lemon.err" "$2/"
+  rm -rf "$2"/rep*
+  [[ $REPEATS == 1 ]] || log "lemon wall times: $(cut -d' ' -f1 "$2/walls.txt" | paste -sd' '); median run $r"
 }
 
 declare -A measured  # N-D -> run dir of a lemon run in this invocation (reused by scaling)

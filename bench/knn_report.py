@@ -3,8 +3,10 @@
 
   collect RUN_DIR DATA_DIR --kind main|scaling   -> one JSON line on stdout
       Reads what bench/knn.sh left in RUN_DIR: lemon.err (lemon's stderr), time.txt
-      (/usr/bin/time -v), and for --kind main also faiss.json and check.json.
+      (/usr/bin/time -v), walls.txt (every repeat's wall time), and for --kind main also
+      faiss.json and check.json.
   render RESULTS.jsonl                           -> Markdown on stdout
+  wall TIME_TXT                                  -> the wall seconds in a /usr/bin/time -v file
 
 How lemon's search seconds are obtained
 ---------------------------------------
@@ -76,6 +78,9 @@ def collect(run_dir, data_dir, kind):
     r = {"kind": kind, "n": sum(rows), "d": dim, "shards": len(rows), "block_rows": block_rows}
     r["lemon"] = dict(gnu_time(os.path.join(run_dir, "time.txt")),
                       **lemon_search(os.path.join(run_dir, "lemon.err")))
+    walls = os.path.join(run_dir, "walls.txt")
+    if os.path.exists(walls):
+        r["lemon"]["walls"] = [float(l.split()[0]) for l in open(walls) if l.strip()]
     if kind == "main":
         r["faiss"] = json.load(open(os.path.join(run_dir, "faiss.json")))
         r["check"] = json.load(open(os.path.join(run_dir, "check.json")))
@@ -117,6 +122,10 @@ def render(path):
             print(f"| {r['n']} | {r['d']} | {f(fa['load_s'])} | {fa['threads']} "
                   f"| {f(fa['search_cpu_s'] / fa['search_s'])} | {f(le['cpu_s'] / le['wall_s'])} "
                   f"| {f(gib(le['rss_kib']))} | {ex(c['image'])} | {ex(c['text'])} |")
+        if any(len(r["lemon"].get("walls", [])) > 1 for r in main):
+            print("\nlemon's figures are from the run with the median wall time; every run's whole-run wall "
+                  "time (s): " + "; ".join(f"N={r['n']} D={r['d']}: " + ", ".join(f(w) for w in r["lemon"].get("walls", []))
+                                          for r in main) + ".")
         fa = main[0]["faiss"]
         print(f"\nFAISS {fa['faiss_version']} (Debian python3-faiss), numpy {fa['numpy_version']}, "
               "BLAS/OpenMP libraries loaded: " + (", ".join(os.path.basename(b) for b in fa["blas"]) or "unknown") + ". "
@@ -154,6 +163,8 @@ def render(path):
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "collect" and len(sys.argv) == 6 and sys.argv[4] == "--kind":
         collect(sys.argv[2], sys.argv[3], sys.argv[5])
+    elif len(sys.argv) == 3 and sys.argv[1] == "wall":
+        print(gnu_time(sys.argv[2])["wall_s"])
     elif len(sys.argv) == 3 and sys.argv[1] == "render":
         render(sys.argv[2])
     else:
