@@ -60,6 +60,15 @@ func run(t *testing.T, wantFail bool, args ...string) string {
 	return string(out)
 }
 
+// tinyEncoders writes tiny stand-in encoders (random weights) to dir/enc with `lemon dev
+// make-encoders` and returns that folder, which holds image.onnx and text.onnx.
+func tinyEncoders(t *testing.T, dir string) string {
+	t.Helper()
+	enc := filepath.Join(dir, "enc")
+	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	return enc
+}
+
 type scoreRow struct {
 	ID, Caption         string
 	Dmm, Sn, Sm, Score  float64

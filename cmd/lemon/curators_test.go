@@ -108,8 +108,7 @@ func TestHuggingFaceParquet(t *testing.T) {
 	requireEmbedding(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	root := filepath.Join(dir, "hf")
 	a, b := samples.Make("a", 20, 1), samples.Make("b", 14, 2)
 	a[3].Image = nil // a row without an image
@@ -208,8 +207,7 @@ func TestWebdatasetFailedDownloads(t *testing.T) {
 	requireEmbedding(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	raw := filepath.Join(dir, "raw")
 	ok := samples.Make("s", 20, 1)
 	if err := webdataset.Write(ctx, raw, [][]samples.Sample{ok}); err != nil {
@@ -267,8 +265,7 @@ func TestEmbedProgress(t *testing.T) {
 	requireEmbedding(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	raw := filepath.Join(dir, "raw")
 	if err := webdataset.Write(ctx, raw, [][]samples.Sample{samples.Make("p", 50, 1), samples.Make("q", 46, 2)}); err != nil {
 		t.Fatal(err)

@@ -84,8 +84,7 @@ func readCSV(t *testing.T, p string) [][]string {
 func TestRawWebdatasetGzipAndHostileNames(t *testing.T) {
 	requireEmbedding(t)
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	raw := filepath.Join(dir, "raw")
 	if err := os.MkdirAll(raw, 0o755); err != nil {
 		t.Fatal(err)
@@ -175,8 +174,7 @@ func TestRawWebdatasetGzipAndHostileNames(t *testing.T) {
 func TestRawPathCSVOutsidePaths(t *testing.T) {
 	requireEmbedding(t)
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(filepath.Join(data, "images"), 0o755); err != nil {
 		t.Fatal(err)

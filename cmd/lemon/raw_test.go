@@ -70,8 +70,7 @@ func TestRawWebdatasetScoreAndEmbed(t *testing.T) {
 	requireEmbedding(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	img, txt := filepath.Join(enc, "image.onnx"), filepath.Join(enc, "text.onnx")
 
 	a, b := samples.Make("a", 30, 1), samples.Make("b", 25, 2)
@@ -175,8 +174,7 @@ func TestRawParquetAndCSVInputs(t *testing.T) {
 	requireEmbedding(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	for _, f := range []struct {
 		name, ext string
 		write     func(context.Context, string, [][]samples.Sample) error
@@ -212,8 +210,7 @@ func TestFewFileDescriptors(t *testing.T) {
 	requireEmbedding(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	const rows = 1500
 	a := samples.Make("f", rows, 5)
 	raw := filepath.Join(dir, "raw")

@@ -126,8 +126,7 @@ func TestReportWebdataset(t *testing.T) {
 	browser := chromium(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	raw := filepath.Join(dir, "raw")
 	a, b := samples.Make("a", 24, 1), samples.Make("b", 20, 2)
 	for i, s := range append(a, b...) {
@@ -217,8 +216,7 @@ func TestReportThumbnailsFromEveryRawFormat(t *testing.T) {
 	browser := chromium(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc")
-	run(t, false, "dev", "make-encoders", "--size", "tiny", "--out", enc)
+	enc := tinyEncoders(t, dir)
 	shards := [][]samples.Sample{samples.Make("a", 16, 1), samples.Make("b", 14, 2)}
 	for name, write := range map[string]func(string) error{
 		"pathcsv": func(p string) error { return pathcsv.Write(ctx, p, shards) },
