@@ -94,3 +94,47 @@ func BenchmarkSearchPairDiagonal(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSketch compares searches with and without the sketch (sketch.go) on data it suits
+// (rows in tight concepts) and on data it cannot separate (rows spread evenly), as a self-join
+// diagonal block and as a pair of blocks, on the fastest backend. Compare the on/off pairs'
+// ns/op: on the random rows, "on" shows the sketch's overhead.
+func BenchmarkSketch(b *testing.B) {
+	const n, dim = 8192, 512
+	data := map[string]genOpts{
+		"concepts": {clusters: 40, noise: 0.6, seed: 3},
+		"random":   {},
+	}
+	for _, name := range []string{"concepts", "random"} {
+		rng := rand.New(rand.NewPCG(5, 5))
+		x := withSelf(genBlock(rng, n, dim, 0, 1, data[name]))
+		y := withSelf(genBlock(rng, n, dim, n, 1, data[name]))
+		for _, shape := range []string{"diagonal", "pair"} {
+			for _, on := range []bool{true, false} {
+				b.Run(fmt.Sprintf("%s/%s/sketch=%v", name, shape, on), func(b *testing.B) {
+					minDim, pairs := sketchMinDim, sketchPairs
+					defer func() { sketchMinDim, sketchPairs = minDim, pairs }()
+					sketchPairs = on // pairs too, to measure them
+					if !on {
+						sketchMinDim = 1 << 30
+					}
+					var checked, skipped int64
+					sketchReport = func(c, s int64) { checked, skipped = checked+c, skipped+s }
+					defer func() { sketchReport = nil }()
+					other := y
+					if shape == "diagonal" {
+						other = x
+					}
+					for b.Loop() {
+						if _, _, err := SearchPair(x, other, Options{K: 30}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if checked > 0 {
+						b.ReportMetric(float64(skipped)/float64(checked), "skipped/checked")
+					}
+				})
+			}
+		}
+	}
+}

@@ -33,6 +33,7 @@ type side struct {
 	first     int // packed holds panels first.. (a window of them: see job.group)
 	order     [2][]int32
 	packed    [2][]uint32
+	sq        [2][]float64 // per row: its squared norm, in float64 (not rounded)
 	approx    [2][]float64 // per row: the norm of what the kernel reads, rounded up
 	resid     [2][]float64 // per row: the norm of (row - what the kernel reads), rounded up
 	stats     [2]sideStats
@@ -66,13 +67,18 @@ func up(x float64) float64 { return x*(1+1e-12) + 1e-300 }
 //
 // Without pack it only computes the per-row figures.
 func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32, pack bool) *side {
-	n, dim := blk.Len(), blk.Dim
+	return prepareRows(be, [2][]float32{blk.Image, blk.Text}, blk.Len(), blk.Dim, w, nproc, order, pack)
+}
+
+// prepareRows is prepareSide for n rows of dim coordinates per modality.
+func prepareRows(be *backend, src [2][]float32, n, dim, w, nproc int, order [2][]int32, pack bool) *side {
 	words := be.words(dim)
 	sd := &side{n: n, panels: (n + w - 1) / w, order: order}
 	for m := range 2 {
 		if pack {
 			sd.packed[m] = u32Pool.get(sd.panels * words * w)
 		}
+		sd.sq[m] = make([]float64, n)
 		sd.approx[m] = make([]float64, n)
 		sd.resid[m] = make([]float64, n)
 	}
@@ -84,7 +90,7 @@ func prepareSide(be *backend, blk *Block, w, nproc int, order [2][]int32, pack b
 		for t := int(next.Add(1) - 1); t < tasks; t = int(next.Add(1) - 1) {
 			p0, p1 := t*chunk, min((t+1)*chunk, sd.panels)
 			for m := range 2 {
-				packPanels(be, sd, m, rowsOf(blk, m), dim, w, p0, p1, &st[wk][m])
+				packPanels(be, sd, m, src[m], dim, w, p0, p1, &st[wk][m])
 			}
 		}
 	})
@@ -155,6 +161,7 @@ func packPanels(be *backend, sd *side, m int, src []float32, dim, w, p0, p1 int,
 				continue // panels only: the figures are known
 			}
 			r := p*w + l
+			sd.sq[m][r] = sq
 			sd.approx[m][r] = up(math.Sqrt(asq))
 			sd.resid[m][r] = up(math.Sqrt(rsq))
 			st.add(sq, sd.approx[m][r], sd.resid[m][r])
@@ -321,8 +328,7 @@ func window(metric Metric, dim int, x *side, m int, y sideStats) []float32 {
 	}
 	out := make([]float32, x.n)
 	for r := range out {
-		e := x.resid[m][r]*y.norm + x.approx[m][r]*y.resid + gamma*x.approx[m][r]*y.approx
-		w := 2*e*(1+1e-6) + spread + 1e-9
+		w := 2*dotError(x, m, r, y, gamma)*(1+1e-6) + spread + 1e-9
 		f := float32(w)
 		if float64(f) < w {
 			f = math.Nextafter32(f, float32(math.Inf(1)))
@@ -330,6 +336,13 @@ func window(metric Metric, dim int, x *side, m int, y sideStats) []float32 {
 		out[r] = f // +Inf when no bound is useful: every candidate is kept
 	}
 	return out
+}
+
+// dotError bounds how far the kernel's dot of row r of x (modality m) with any row of the side
+// y summarises lies from the exact dot of the float32 rows (see window); gamma is
+// accumulationBound of the words' coordinates.
+func dotError(x *side, m, r int, y sideStats, gamma float64) float64 {
+	return x.resid[m][r]*y.norm + x.approx[m][r]*y.resid + gamma*x.approx[m][r]*y.approx
 }
 
 // accumulationBound is γ_dim = dim·u/(1-dim·u), u = 2^-24: a float32 sum of dim exact products,
@@ -357,11 +370,15 @@ type job struct {
 	// Self of each candidate are compared).
 	selfA, selfB [2][]int32
 
+	sk      *sketch      // nil: every tile is computed in full
 	rows    [2]*topSet   // a's rows' candidates
 	cols    [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
 	stripes []sync.Mutex // non-diagonal pair: locks over ranges of B panels
 	groups  int
+	workers int // goroutines computing tiles
 	prog    progress
+
+	sketchChecked, sketchSkipped atomic.Int64 // tiles the sketch checked, and of those skipped
 }
 
 // progress counts work for Options.Progress in tiles: a group counts the tiles it computes,
@@ -394,90 +411,11 @@ func (j *job) groupTiles(g int) int64 {
 }
 
 func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
-	j := &job{
-		be: be, a: a, b: b, na: a.Len(), nb: b.Len(), words: be.words(a.Dim),
-		pair: pair, diag: pair && a == b,
-	}
-	j.prog.report = opt.Progress
 	nproc := max(1, runtime.GOMAXPROCS(0))
-	var order [2][]int32
-	if j.diag {
-		order = clusterOrder(a, nproc)
-	}
-	j.sb = prepareSide(be, b, nr, nproc, order, true)
-	if j.diag {
-		// The same rows: share b's figures and pack a's micro-panels group by group, which
-		// saves holding the rows packed twice.
-		sb := j.sb
-		j.sa = &side{n: j.na, panels: (j.na + mr - 1) / mr, order: order, approx: sb.approx, resid: sb.resid, stats: sb.stats}
-	} else {
-		j.sa = prepareSide(be, a, mr, nproc, order, true)
-	}
-	bAt, aAt := rowAt(b), map[int64]int32(nil)
-	if pair {
-		aAt = bAt
-		if !j.diag {
-			aAt = rowAt(a)
-		}
-	}
-	for m := range 2 {
-		j.selfA[m] = selfIndex(a, j.sa, j.sb, m, bAt)
-		if pair {
-			j.selfB[m] = selfIndex(b, j.sb, j.sa, m, aAt)
-		}
-	}
-	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
-	workers := max(1, min(nproc, j.groups))
-	total := int64(j.na) * rescoreTilesPerRow
-	if pair && !j.diag {
-		total += int64(j.nb) * rescoreTilesPerRow
-	}
-	for g := range j.groups {
-		total += j.groupTiles(g)
-	}
-	j.prog.total.Store(total)
-
-	for m := range 2 {
-		win := window(opt.Metric, a.Dim, j.sa, m, j.sb.stats[m])
-		padded := j.sa.panels * mr
-		if j.diag {
-			padded = max(padded, j.sb.panels*nr) // the column sets share these thresholds
-		}
-		j.rows[m] = newTopSet(j.na, padded, opt.K, win)
-		if b := opt.Within[m]; b != nil && opt.Metric == Cosine && !pair && j.sa.order[m] == nil {
-			// A reference row can enter row r's K only at a distance of at most b[r], that is
-			// at an exact dot of at least 1-b[r]; its selection-stage dot is then within the
-			// window of that (the same bound as a K-th best dot gives, see window).
-			for r, d := range b {
-				if d < math.Inf(1) {
-					j.rows[m].raise(r, below(1-d-float64(win[r])-1e-9))
-				}
-			}
-		}
-	}
-	if pair {
-		j.cols = make([][2]*topSet, workers)
-		shared := workers > 1
-		if shared {
-			j.stripes = make([]sync.Mutex, min(j.sb.panels, 4*workers))
-		}
-		for m := range 2 {
-			win := window(opt.Metric, a.Dim, j.sb, m, j.sa.stats[m])
-			for w := range j.cols {
-				if shared && w > 0 {
-					j.cols[w][m] = j.cols[0][m]
-				} else {
-					j.cols[w][m] = newTopSet(j.nb, j.sb.panels*nr, opt.K, win)
-					if j.diag {
-						// The same rows: a lower bound either set finds serves both.
-						j.cols[w][m].thr = j.rows[m].thr
-					}
-				}
-			}
-		}
-	}
+	j := newJob(be, a, b, opt, pair, nproc)
+	order := j.sa.order
 	var next atomic.Int64
-	parallel(workers, func(w int) {
+	parallel(j.workers, func(w int) {
 		c := make([]float32, mr*nr)
 		masks := new([2 * mr]uint32)
 		sel := &selector{}
@@ -488,6 +426,20 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 			for m := range 2 {
 				lazy.packed[m] = make([]uint32, groupPanels*mr*j.words)
 			}
+		}
+		var ss *sketchState
+		if j.sk != nil {
+			ss = &sketchState{a: j.sk.a}
+			if lazy != nil {
+				ss.a = &side{n: j.na}
+				for m := range 2 {
+					ss.a.packed[m] = make([]uint32, groupPanels*mr*j.sk.words)
+				}
+			}
+			defer func() {
+				j.sketchChecked.Add(ss.Checked)
+				j.sketchSkipped.Add(ss.Skipped)
+			}()
 		}
 		for t := int(next.Add(1) - 1); t < j.groups; t = int(next.Add(1) - 1) {
 			// Last group first: with rows in cluster order, the rows just before a column
@@ -501,16 +453,28 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 					repack(lazy.packed[m], j.sb.packed[m], j.na, j.words, p0, min(p0+groupPanels, j.sa.panels))
 				}
 				pa = lazy
+				if ss != nil {
+					ss.a.first = p0
+					for m := range 2 {
+						if j.sk.on[m] {
+							repack(ss.a.packed[m], j.sk.b.packed[m], j.na, j.sk.words, p0, min(p0+groupPanels, j.sa.panels))
+						}
+					}
+				}
 			}
 			if j.diag && seedRows > 0 {
 				seedBuf = j.seed(g, pa, c, masks, seedBuf)
 			}
-			j.group(w, g, pa, c, masks, sel)
+			j.group(w, g, pa, ss, c, masks, sel)
 			j.prog.add(j.groupTiles(g))
 		}
 	})
 	j.sa.release()
 	j.sb.release()
+	j.sk.release()
+	if sketchReport != nil && j.sk != nil {
+		sketchReport(j.sketchChecked.Load(), j.sketchSkipped.Load())
+	}
 
 	defer func() {
 		for m := range 2 {
@@ -552,13 +516,125 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	return lists(j.rows, j.sa, j.sb, a, b, opt, nproc, &j.prog), lists(j.cols[0], j.sb, j.sa, b, a, opt, nproc, &j.prog)
 }
 
+// newJob prepares a Search (pair false) or SearchPair of a against b: the sides packed, the
+// candidate sets with their windows, the sketch.
+func newJob(be *backend, a, b *Block, opt Options, pair bool, nproc int) *job {
+	j := &job{
+		be: be, a: a, b: b, na: a.Len(), nb: b.Len(), words: be.words(a.Dim),
+		pair: pair, diag: pair && a == b,
+	}
+	j.prog.report = opt.Progress
+	// Rows in an order that keeps similar rows together (which only affects speed).
+	plan := planSketch(j, nproc)
+	var order, orderB [2][]int32
+	switch {
+	case plan != nil:
+		order, orderB = plan.orders(j, nproc)
+	case j.diag:
+		order = clusterOrder(a, nproc)
+		orderB = order
+	}
+	j.sb = prepareSide(be, b, nr, nproc, orderB, true)
+	if j.diag {
+		// The same rows: share b's figures and pack a's micro-panels group by group, which
+		// saves holding the rows packed twice.
+		sb := j.sb
+		j.sa = &side{n: j.na, panels: (j.na + mr - 1) / mr, order: order, sq: sb.sq, approx: sb.approx, resid: sb.resid, stats: sb.stats}
+	} else {
+		j.sa = prepareSide(be, a, mr, nproc, order, true)
+	}
+	bAt, aAt := rowAt(b), map[int64]int32(nil)
+	if pair {
+		aAt = bAt
+		if !j.diag {
+			aAt = rowAt(a)
+		}
+	}
+	for m := range 2 {
+		j.selfA[m] = selfIndex(a, j.sa, j.sb, m, bAt)
+		if pair {
+			j.selfB[m] = selfIndex(b, j.sb, j.sa, m, aAt)
+		}
+	}
+	if plan != nil {
+		j.sk = plan.build(j, nproc)
+	}
+	j.groups = (j.sa.panels + groupPanels - 1) / groupPanels
+	workers := max(1, min(nproc, j.groups))
+	j.workers = workers
+	total := int64(j.na) * rescoreTilesPerRow
+	if pair && !j.diag {
+		total += int64(j.nb) * rescoreTilesPerRow
+	}
+	for g := range j.groups {
+		total += j.groupTiles(g)
+	}
+	j.prog.total.Store(total)
+
+	for m := range 2 {
+		win := window(opt.Metric, a.Dim, j.sa, m, j.sb.stats[m])
+		padded := j.sa.panels * mr
+		if j.diag {
+			padded = max(padded, j.sb.panels*nr) // the column sets share these thresholds
+		}
+		j.rows[m] = newTopSet(j.na, padded, opt.K, win)
+		if b := opt.Within[m]; b != nil && opt.Metric == Cosine && !pair {
+			// A reference row can enter row r's K only at a distance of at most b[r], that is
+			// at an exact dot of at least 1-b[r]; its selection-stage dot is then within the
+			// window of that (the same bound as a K-th best dot gives, see window).
+			for r := range j.na {
+				if d := b[j.sa.orig(m, r)]; d < math.Inf(1) {
+					j.rows[m].raise(r, below(1-d-float64(win[r])-1e-9))
+				}
+			}
+		}
+	}
+	if pair {
+		j.cols = make([][2]*topSet, workers)
+		shared := workers > 1
+		if shared {
+			j.stripes = make([]sync.Mutex, min(j.sb.panels, 4*workers))
+		}
+		for m := range 2 {
+			win := window(opt.Metric, a.Dim, j.sb, m, j.sa.stats[m])
+			for w := range j.cols {
+				if shared && w > 0 {
+					j.cols[w][m] = j.cols[0][m]
+				} else {
+					j.cols[w][m] = newTopSet(j.nb, j.sb.panels*nr, opt.K, win)
+					if j.diag {
+						// The same rows: a lower bound either set finds serves both.
+						j.cols[w][m].thr = j.rows[m].thr
+					}
+				}
+			}
+		}
+	}
+	if j.sk != nil {
+		for m := range 2 {
+			if !j.sk.on[m] {
+				continue
+			}
+			j.rows[m].useSketch(j.sk.slackA[m])
+			for _, cols := range j.cols {
+				if j.diag && cols[m].skThr == nil {
+					cols[m].skThr, cols[m].skSlack = j.rows[m].skThr, j.rows[m].skSlack // thr is shared too
+				} else if cols[m].skThr == nil {
+					cols[m].useSketch(j.sk.slackB[m])
+				}
+			}
+		}
+	}
+	return j
+}
+
 // group runs the tiles of A panels [g*groupPanels, ...) against all B panels, one modality at
 // a time. For a non-diagonal SearchPair the B panels are split into stripes whose column
 // candidate sets are shared by all workers; a worker takes a stripe's lock while it works on
 // it, trying free stripes first, so the two sides never wait long and every column sees every
 // row under one threshold (per-worker column sets would each see only part of the rows, and
 // keep more candidates).
-func (j *job) group(w, g int, pa *side, c []float32, masks *[2 * mr]uint32, sel *selector) {
+func (j *job) group(w, g int, pa *side, ss *sketchState, c []float32, masks *[2 * mr]uint32, sel *selector) {
 	p0 := g * groupPanels
 	p1 := min(p0+groupPanels, j.sa.panels)
 	first := 0
@@ -567,7 +643,7 @@ func (j *job) group(w, g int, pa *side, c []float32, masks *[2 * mr]uint32, sel 
 		first = (p0 * mr) / nr
 	}
 	if j.stripes == nil {
-		j.tiles(w, pa, p0, p1, first, j.sb.panels, c, masks, sel)
+		j.tiles(w, pa, ss, p0, p1, first, j.sb.panels, c, masks, sel)
 		return
 	}
 	ns := len(j.stripes)
@@ -590,15 +666,16 @@ func (j *job) group(w, g int, pa *side, c []float32, masks *[2 * mr]uint32, sel 
 		s := pending[got]
 		jp0, jp1 := max(first, s*j.sb.panels/ns), (s+1)*j.sb.panels/ns
 		if jp0 < jp1 {
-			j.tiles(w, pa, p0, p1, jp0, jp1, c, masks, sel)
+			j.tiles(w, pa, ss, p0, p1, jp0, jp1, c, masks, sel)
 		}
 		j.stripes[s].Unlock()
 		pending = append(pending[:got], pending[got+1:]...)
 	}
 }
 
-// tiles runs the tiles of A panels [p0, p1) against B panels [jp0, jp1).
-func (j *job) tiles(w int, sa *side, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32, sel *selector) {
+// tiles runs the tiles of A panels [p0, p1) against B panels [jp0, jp1), skipping those the
+// sketch (ss, nil for none) shows hold nothing that could pass.
+func (j *job) tiles(w int, sa *side, ss *sketchState, p0, p1, jp0, jp1 int, c []float32, masks *[2 * mr]uint32, sel *selector) {
 	words := j.words
 	for m := range 2 {
 		pa := sa.packed[m]
@@ -607,6 +684,7 @@ func (j *job) tiles(w int, sa *side, p0, p1, jp0, jp1 int, c []float32, masks *[
 		if j.pair {
 			cols = j.cols[w][m]
 		}
+		sketched := ss != nil && j.sk.on[m]
 		for jp := jp0; jp < jp1; jp++ {
 			bp := j.sb.packed[m][jp*words*nr : (jp+1)*words*nr]
 			colThr := infThr
@@ -616,6 +694,9 @@ func (j *job) tiles(w int, sa *side, p0, p1, jp0, jp1 int, c []float32, masks *[
 			for ip := p0; ip < p1; ip++ {
 				if j.diag && ip*mr > jp*nr+nr-1 {
 					continue // entirely below the diagonal: its mirror tile covers it
+				}
+				if sketched && ss.want() && j.sketchSkips(ss, m, ip, jp, rows, cols, c, masks) {
+					continue
 				}
 				ap := pa[(ip-sa.first)*words*mr : (ip-sa.first+1)*words*mr]
 				if j.be.kernel(ap, bp, words, c, rows.thr[ip*mr:(ip+1)*mr], colThr, masks) != 0 {

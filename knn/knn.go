@@ -14,11 +14,21 @@
 //     rounded to bfloat16 (AVX512_BF16, float32 sums); the others use float32. Each tile is
 //     compared, while still in registers, with every row's threshold (and, for SearchPair,
 //     every column's); only values that pass reach the candidate sets.
+//
+//     Most tiles hold nothing that passes, and a sketch finds them first (sketch.go): each row
+//     also gets 32 coordinates, its 30 leading ones in a basis found from the data and a bound
+//     on the rest, whose tile (a sixteenth of a full one at 512 dimensions) bounds every dot of
+//     the full tile from above. A tile whose bounds all fall below its thresholds is skipped.
+//     Rows are ordered by cluster in those coordinates, so that most tiles lie between two
+//     distant clusters. How many tiles go depends on the data: most, on rows in tight
+//     concepts; almost none, on rows spread evenly over many directions.
+//
 //  2. The candidate window. Every selection-stage dot is within a proven bound E of the exact
 //     dot (Cauchy-Schwarz on the rounding of each row, plus float32 summation error; see
 //     window). A row keeps every candidate within 2E of its K-th best selection-stage dot, and
 //     its threshold follows that K-th best as candidates arrive. The kept set therefore always
 //     contains the true K nearest, however coarse the selection's arithmetic.
+//
 //  3. Re-ranking, float64. The candidates are re-scored exactly in float64 from the float32
 //     rows (cosine: 1-<a,b>; euclidean: sum (a-b)^2) and the K best by (Dist, Pos) are kept;
 //     the cross-modal distance is computed the same way. Rows are re-ranked in chunks whose
@@ -28,10 +38,11 @@
 // Determinism. The result is the exact K nearest by float64 distance with ties broken by Pos,
 // whatever the backend, block sizes, tiling, processing order or number of goroutines: the
 // selection stage only has to keep a superset, which the window guarantees. The float64
-// distances are bit-identical across backends (one fixed summation order). A self-join searches
-// rows in cluster order (rows grouped by their most similar of a few pivots), and seeds each
-// row's threshold from the rows around it in that order (any K other rows bound the K-th best
-// from below): both only make thresholds rise sooner.
+// distances are bit-identical across backends (one fixed summation order). Rows are searched in
+// cluster order (sketchOrder; clusterOrder for a self-join without a sketch), and a self-join
+// seeds each row's threshold from the rows around it in that order (any K other rows bound the
+// K-th best from below): both only make thresholds rise sooner. A skipped tile is one that
+// would have pushed nothing, so skipping never changes a result either.
 //
 // Large scratch buffers are mapped on huge pages (package hugepage) and unmapped when the
 // search ends.

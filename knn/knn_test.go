@@ -207,10 +207,23 @@ func diffLists(got, want Lists) string {
 }
 
 // forEachBackend runs f once per backend available here.
+// forEachBackend runs f for every backend, and again with the sketch (see sketch.go) checking
+// every tile whatever the sizes: skipping tiles must never change a result.
 func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 	for _, be := range Backends() {
 		t.Run(be, func(t *testing.T) { f(t, be) })
+		t.Run(be+"/sketch", func(t *testing.T) {
+			forceSketch(t)
+			f(t, be)
+		})
 	}
+}
+
+// forceSketch makes every search of the test use the sketch.
+func forceSketch(t *testing.T) {
+	dim, rows, pairs := sketchMinDim, sketchMinRows, sketchPairs
+	sketchMinDim, sketchMinRows, sketchPairs = 0, 0, true
+	t.Cleanup(func() { sketchMinDim, sketchMinRows, sketchPairs = dim, rows, pairs })
 }
 
 // ---- tests ----

@@ -38,6 +38,11 @@ type topSet struct {
 	cnt   []int32
 	thr   []float32
 	over  [][]cand // rows that outgrew their slots
+
+	// With a sketch (see sketch.go): each row's threshold less its slack, kept in step with
+	// thr by raise, for the sketch's tiles to be compared against.
+	skThr   []float32
+	skSlack []float64
 }
 
 func newTopSet(rows, padded, k int, win []float32) *topSet {
@@ -167,8 +172,22 @@ func (t *topSet) raise(r int, v float32) float32 {
 			return cur
 		}
 		if atomic.CompareAndSwapUint32(p, old, math.Float32bits(v)) {
+			if t.skThr != nil {
+				// Racing raises may store out of order; any value stored was valid for a
+				// threshold thr has passed, so a stale one is merely lower.
+				atomic.StoreUint32((*uint32)(unsafe.Pointer(&t.skThr[r])), math.Float32bits(below(float64(v)-t.skSlack[r])))
+			}
 			return v
 		}
+	}
+}
+
+// useSketch sets up the sketch thresholds for a per-row slack (at least as long as thr).
+func (t *topSet) useSketch(slack []float64) {
+	t.skSlack = slack
+	t.skThr = make([]float32, len(t.thr))
+	for r := range t.thr {
+		t.skThr[r] = below(float64(t.threshold(r)) - slack[r])
 	}
 }
 

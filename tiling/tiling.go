@@ -130,10 +130,16 @@ func (j Job) FileRowBytes() float64 {
 }
 
 // HeldRowBytes is what a task holds per reference row it has loaded: float32 embeddings of
-// both modalities, their packed copy, the per-row figures of the search, and the row's strings.
+// both modalities, their packed copy, the per-row figures of the search and its sketch, and the
+// row's strings.
 func (j Job) HeldRowBytes() float64 {
-	return float64(2*j.Dim*4+2*j.Dim*j.PackedBytes) + 24 + 2*stringHeader + j.IDBytes + j.CaptionBytes + 48
+	return float64(2*j.Dim*4+2*j.Dim*j.PackedBytes) + 24 + 2*stringHeader + j.IDBytes + j.CaptionBytes + 64 + sketchRowBytes
 }
+
+// sketchRowBytes is what the knn package's sketch (knn/sketch.go) holds per row at its peak,
+// both modalities: 30 leading coordinates and a 32-value sketch row in float32, the sketch row
+// packed (float32 at most), and per-row figures (norms, error bound, slack, threshold).
+const sketchRowBytes = 2 * (30*4 + 32*4 + 32*4 + 4*8 + 4)
 
 // QueryRowBytes is what a task holds per query row: as HeldRowBytes, plus its candidate sets,
 // its neighbour lists (the running lists and one tile's), and its scored row.

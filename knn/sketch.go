@@ -1,0 +1,510 @@
+package knn
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+)
+
+// The sketch lets a search skip tiles in which no value can pass a threshold, at a sixteenth of
+// a tile's cost (at 512 dimensions).
+//
+// A few directions U (the columns of a sketchLead x dim basis, orthonormal up to
+// δ = ||UᵀU - I||_F) carry most of the rows' energy: they span the leading eigenvectors of the
+// rows' second moment, found by subspace iteration on a sample. Every row x gets a sketch row
+// s(x) = (p, t, 0): p = Uᵀx as computed in float32 (within e of the exact Uᵀx), and
+// t ≥ ||x - Up||. Writing x = Up + r (and y likewise),
+//
+//	<x,y> = pᵀ(I+Δ)q + pᵀUᵀr_y + qᵀUᵀr_x + <r_x,r_y>,  with Uᵀr_y = e_y - Δq,
+//
+// so <x,y> ≤ <s(x),s(y)> + 3δ|p||q| + |p||e_y| + |q||e_x| (Cauchy-Schwarz on <r_x,r_y>), and
+// ||r_x||² = |x|² - |p|² - 2pᵀe_x + pᵀΔp bounds t. The kernel computes <s(x),s(y)> within its
+// own rounding (dotError of the sketch rows), and the full tile's values lie within dotError of
+// the exact dots. A row's slack adds the three up: when every sketch value of a tile lies more
+// than the slack below its row's threshold (and its column's), nothing in the full tile can
+// reach them, and the tile is skipped. Which tiles are skipped never changes a result: a
+// skipped tile would have pushed nothing.
+//
+// How much it skips depends on the data: on rows grouped in tight concepts most tiles between
+// two concepts go; on rows spread evenly over many directions almost none do, and each worker
+// then checks only now and then (see sketchState).
+const (
+	sketchLead   = 30   // leading directions per sketch row
+	sketchDim    = 32   // coordinates per sketch row: the leading ones, the tail bound, a zero
+	sketchSample = 2048 // rows the basis is found from
+	sketchIters  = 4    // rounds of subspace iteration
+)
+
+// A sketch only pays where a full tile is much longer than a sketch tile and both blocks have
+// enough rows to amortise finding the basis and projecting them. Variables so that tests can
+// force it on.
+var (
+	sketchMinDim  = 4 * sketchDim
+	sketchMinRows = 4096
+	sketchPairs   = false // also between two different blocks (on for tests)
+)
+
+// sketchReport, if set, receives each sketched job's count of tiles checked and skipped.
+var sketchReport func(checked, skipped int64)
+
+// sketch holds a job's sketch rows, packed like its sides, and each row's slack.
+type sketch struct {
+	on     [2]bool  // per modality: whether there is a usable sketch
+	be     *backend // whose kernel computes the sketch tiles (see sketchBackend)
+	words  int      // packed words per sketch row
+	a, b   *side    // sketch rows in the packed order of j.sa, j.sb; a is nil on a diagonal (repacked per group from b)
+	slackA [2][]float64
+	slackB [2][]float64 // nil unless the job collects column lists
+}
+
+// sketchPlan is what is found before the sides are packed: per modality the basis and every
+// row's leading coordinates (in block order), from which the rows' order is also taken.
+type sketchPlan struct {
+	on     [2]bool
+	kern   kernelFunc // a float32 kernel of the job's backend family
+	u      [2][]float32
+	lead   [2]int
+	delta  [2]float64
+	pa, pb [2][]float32 // a's and b's rows' leading coordinates, lead per row; pa is pb on a diagonal
+}
+
+// planSketch returns the job's sketch plan, or nil when a sketch would not pay (see
+// sketchMinDim). j's blocks are set; its sides are not packed yet.
+func planSketch(j *job, nproc int) *sketchPlan {
+	dim := j.a.Dim
+	if dim < sketchMinDim || min(j.na, j.nb) < max(sketchMinRows, 1) || j.be.dev != nil {
+		return nil
+	}
+	if !j.diag && !sketchPairs {
+		// Between two blocks, rows start without thresholds (there is no seeding), and a
+		// column's stays -Inf until K rows reached it, so few tiles could be skipped while
+		// the ordering and the checks cost: measured slower (BenchmarkSketch).
+		return nil
+	}
+	pl := &sketchPlan{kern: floatKernel(j.be)}
+	for m := range 2 {
+		src := [][]float32{rowsOf(j.b, m)}
+		if !j.diag {
+			src = append(src, rowsOf(j.a, m))
+		}
+		u, lead, delta, ok := sketchBasis(pl.kern, src, dim, nproc)
+		if !ok {
+			continue
+		}
+		pl.on[m], pl.u[m], pl.lead[m], pl.delta[m] = true, u, lead, delta
+		pl.pb[m] = leading(pl.kern, u, lead, j.b, m, nproc)
+		pl.pa[m] = pl.pb[m]
+		if !j.diag {
+			pl.pa[m] = leading(pl.kern, u, lead, j.a, m, nproc)
+		}
+	}
+	if !pl.on[0] && !pl.on[1] {
+		return nil
+	}
+	return pl
+}
+
+// orders returns the row orders of a's and b's sides: rows grouped by cluster in the sketch's
+// leading coordinates (see sketchOrder), so that most tiles lie between two clusters and the
+// sketch can skip them. A modality without a sketch keeps the block's order, except on a
+// diagonal, where clusterOrder gives it one.
+func (pl *sketchPlan) orders(j *job, nproc int) (oa, ob [2][]int32) {
+	for m := range 2 {
+		if pl.on[m] {
+			ob[m] = sketchOrder(pl.kern, pl.pb[m], j.nb, pl.lead[m], nproc)
+			oa[m] = ob[m]
+			if !j.diag {
+				oa[m] = sketchOrder(pl.kern, pl.pa[m], j.na, pl.lead[m], nproc)
+			}
+		} else if j.diag {
+			ob[m] = clusterOrder(j.b, nproc)[m]
+			oa[m] = ob[m]
+		}
+	}
+	return oa, ob
+}
+
+// build makes the sketch rows for the packed sides of j and their slacks.
+func (pl *sketchPlan) build(j *job, nproc int) *sketch {
+	dim := j.a.Dim
+	be := sketchBackend(j.be)
+	sk := &sketch{be: be, words: be.words(sketchDim), on: pl.on}
+	var rowsA, rowsB [2][]float32
+	var projA, projB [2]projection
+	for m := range 2 {
+		if !pl.on[m] {
+			rowsB[m] = make([]float32, j.nb*sketchDim)
+			if !j.diag {
+				rowsA[m] = make([]float32, j.na*sketchDim)
+			}
+			continue
+		}
+		var ok bool
+		rowsB[m], projB[m], ok = sketchRows(pl, m, pl.pb[m], j.sb, dim)
+		if ok && !j.diag {
+			rowsA[m], projA[m], ok = sketchRows(pl, m, pl.pa[m], j.sa, dim)
+		}
+		sk.on[m] = ok
+	}
+	if !sk.on[0] && !sk.on[1] {
+		return nil
+	}
+	sk.b = prepareRows(be, rowsB, j.nb, sketchDim, nr, nproc, [2][]int32{}, true)
+	if j.diag {
+		projA = projB
+		sk.a = &side{n: j.na, panels: (j.na + mr - 1) / mr, sq: sk.b.sq, approx: sk.b.approx, resid: sk.b.resid, stats: sk.b.stats}
+	} else {
+		sk.a = prepareRows(be, rowsA, j.na, sketchDim, mr, nproc, [2][]int32{}, true)
+	}
+	padded := max(j.sa.panels*mr, j.sb.panels*nr)
+	gamma, skGamma := accumulationBound(dim), accumulationBound(sketchDim)
+	for m := range 2 {
+		if !sk.on[m] {
+			continue
+		}
+		sk.slackA[m] = slack(j.sa, j.sb, sk.a, sk.b, m, projA[m], projB[m], gamma, skGamma, padded)
+		switch {
+		case j.diag:
+			sk.slackB[m] = sk.slackA[m] // the same rows on both sides
+		case j.pair:
+			sk.slackB[m] = slack(j.sb, j.sa, sk.b, sk.a, m, projB[m], projA[m], gamma, skGamma, padded)
+		}
+	}
+	return sk
+}
+
+// release returns the packed sketch panels to the pool.
+func (sk *sketch) release() {
+	if sk == nil {
+		return
+	}
+	sk.a.release()
+	sk.b.release()
+}
+
+// projection holds, per packed row of one side, |p| and the bound e on its float32 error (see
+// the sketch), both rounded up, and their maxima.
+type projection struct {
+	p, e       []float64
+	pMax, eMax float64
+	delta      float64
+}
+
+// slack returns, per packed row r of x (padded to n with zeros), how far a sketch value of r
+// with any row of y may lie below a full-tile value of the same pair: the kernels' rounding on
+// both tiles plus the projection's terms (see the sketch).
+func slack(x, y, sx, sy *side, m int, px, py projection, gamma, skGamma float64, n int) []float64 {
+	out := make([]float64, n)
+	for r := range x.n {
+		e := dotError(x, m, r, y.stats[m], gamma) + dotError(sx, m, r, sy.stats[m], skGamma)
+		e += 3*px.delta*px.p[r]*py.pMax + px.p[r]*py.eMax + py.pMax*px.e[r]
+		out[r] = up(e*(1+1e-6)) + 1e-9 // 1e-9: subnormal products the kernels flush
+	}
+	return out
+}
+
+// sketchBackend is the backend for a search's sketch tiles: the fastest, bf16 where the CPU has
+// it, whatever the search's own (its rounding is in the slack). The portable backend keeps
+// its own, so that -tags purego runs no assembly.
+func sketchBackend(be *backend) *backend {
+	if be.name == "go" {
+		return be
+	}
+	return backends[0]
+}
+
+// floatKernel is a float32 kernel of be's family: be's own, or for a bf16 backend the float32
+// one it comes with.
+func floatKernel(be *backend) kernelFunc {
+	if !be.bf16 {
+		return be.kernel
+	}
+	for _, b := range backends {
+		if !b.bf16 && b.name != "go" {
+			return b.kernel
+		}
+	}
+	return kernelGo
+}
+
+type kernelFunc = func(a, b []uint32, words int, c []float32, rowThr, colThr []float32, masks *[2 * mr]uint32) uint64
+
+// rowDots returns the n x nb matrix of dots of n rows (row(i) gives row i, dim float32 values)
+// with nb <= nr basis rows (nb*dim values, row-major), computed with a float32 kernel.
+func rowDots(kern kernelFunc, row func(i int) []float32, n, dim int, basis []float32, nb, nproc int) []float32 {
+	bp := make([]uint32, dim*nr)
+	for j := range nb {
+		for t, v := range basis[j*dim : (j+1)*dim] {
+			bp[t*nr+j] = math.Float32bits(v)
+		}
+	}
+	out := make([]float32, n*nb)
+	panels := (n + mr - 1) / mr
+	var next atomic.Int64
+	parallel(min(nproc, panels), func(int) {
+		ap := make([]uint32, dim*mr)
+		c := make([]float32, mr*nr)
+		masks := new([2 * mr]uint32)
+		for p := int(next.Add(1) - 1); p < panels; p = int(next.Add(1) - 1) {
+			rows := min(mr, n-p*mr)
+			for l := range rows {
+				for t, v := range row(p*mr + l)[:dim] {
+					ap[t*mr+l] = math.Float32bits(v)
+				}
+			}
+			for l := rows; l < mr; l++ {
+				for t := range dim {
+					ap[t*mr+l] = 0
+				}
+			}
+			kern(ap, bp, dim, c, infThr, infThr, masks)
+			for l := range rows {
+				copy(out[(p*mr+l)*nb:(p*mr+l+1)*nb], c[l*nr:l*nr+nb])
+			}
+		}
+	})
+	return out
+}
+
+// sketchBasis finds, from a sample of the rows of srcs (each dim floats per row), up to
+// sketchLead orthonormal directions spanning their leading eigenvectors. It returns them as
+// float32 rows, how many there are, and δ = ||UᵀU - I||_F for those float32 values (rounded
+// up). ok is false when the sample is empty or not finite.
+func sketchBasis(kern kernelFunc, srcs [][]float32, dim, nproc int) (u []float32, lead int, delta float64, ok bool) {
+	total := 0
+	for _, s := range srcs {
+		total += len(s) / dim
+	}
+	ns := min(total, sketchSample)
+	if ns == 0 {
+		return nil, 0, 0, false
+	}
+	// Rows spread evenly over the blocks: a block's order says nothing about its content.
+	xs := make([]float32, ns*dim)
+	for k := range ns {
+		i := int(int64(k) * int64(total) / int64(ns))
+		s := 0
+		for i >= len(srcs[s])/dim {
+			i -= len(srcs[s]) / dim
+			s++
+		}
+		row := srcs[s][i*dim : (i+1)*dim]
+		for _, v := range row {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, 0, 0, false
+			}
+		}
+		copy(xs[k*dim:], row)
+	}
+	xt := transpose(xs, ns, dim)
+
+	lead = min(sketchLead, dim, ns)
+	rng := rand.New(rand.NewPCG(0x5ce7c4, uint64(dim))) // fixed: the basis only affects speed
+	q := make([]float64, lead*dim)
+	for i := range q {
+		q[i] = rng.NormFloat64()
+	}
+	lead = orthonormalise(q, lead, dim)
+	for range sketchIters {
+		if lead == 0 {
+			return nil, 0, 0, false
+		}
+		qf := toFloat32(q[:lead*dim])
+		z := rowDots(kern, func(i int) []float32 { return xs[i*dim : (i+1)*dim] }, ns, dim, qf, lead, nproc) // ns x lead
+		zt := transpose(z, ns, lead)
+		y := rowDots(kern, func(i int) []float32 { return xt[i*ns : (i+1)*ns] }, dim, ns, zt, lead, nproc) // dim x lead
+		yt := transpose(y, dim, lead)
+		for i, v := range yt {
+			q[i] = float64(v)
+		}
+		lead = orthonormalise(q, lead, dim)
+	}
+	if lead == 0 {
+		return nil, 0, 0, false
+	}
+	u = toFloat32(q[:lead*dim])
+	// δ from the float32 values themselves; each product of two float32 is exact in float64,
+	// and the sums' rounding is covered by the margin.
+	var ss float64
+	for a := range lead {
+		for b := range lead {
+			var g float64
+			for t := range dim {
+				g += float64(u[a*dim+t]) * float64(u[b*dim+t])
+			}
+			if a == b {
+				g--
+			}
+			ss += g * g
+		}
+	}
+	delta = up(math.Sqrt(ss)) + float64(dim)*float64(lead)*math.Ldexp(1, -50)
+	if math.IsNaN(delta) || delta > 0.01 {
+		return nil, 0, 0, false
+	}
+	return u, lead, delta, true
+}
+
+// orthonormalise makes the first n rows of q (dim each) orthonormal by modified Gram-Schmidt,
+// twice over for accuracy, dropping rows that are (numerically) combinations of earlier ones.
+// It returns how many rows remain; they are moved to the front.
+func orthonormalise(q []float64, n, dim int) int {
+	kept := 0
+	for i := range n {
+		v := q[i*dim : (i+1)*dim]
+		var norm0 float64
+		for _, x := range v {
+			norm0 += x * x
+		}
+		for range 2 {
+			for k := range kept {
+				w := q[k*dim : (k+1)*dim]
+				var d float64
+				for t := range v {
+					d += v[t] * w[t]
+				}
+				for t := range v {
+					v[t] -= d * w[t]
+				}
+			}
+		}
+		var norm float64
+		for _, x := range v {
+			norm += x * x
+		}
+		if !(norm > 1e-12*norm0) || math.IsInf(norm, 0) {
+			continue
+		}
+		inv := 1 / math.Sqrt(norm)
+		dst := q[kept*dim : (kept+1)*dim]
+		for t := range v {
+			dst[t] = v[t] * inv
+		}
+		kept++
+	}
+	return kept
+}
+
+// leading returns the leading coordinates Uᵀx of every row of blk in modality m, lead per
+// row, in block order, as a float32 kernel computes them.
+func leading(kern kernelFunc, u []float32, lead int, blk *Block, m, nproc int) []float32 {
+	dim, src := blk.Dim, rowsOf(blk, m)
+	return rowDots(kern, func(i int) []float32 { return src[i*dim : (i+1)*dim] }, blk.Len(), dim, u, lead, nproc)
+}
+
+// sketchRows makes the sketch rows of one side in modality m, in its packed order, from the
+// rows' leading coordinates p (block order) and squared norms (sd.sq). ok is false if any
+// figure is not finite.
+func sketchRows(pl *sketchPlan, m int, p []float32, sd *side, dim int) (rows []float32, pr projection, ok bool) {
+	u, lead, delta := pl.u[m], pl.lead[m], pl.delta[m]
+	var uf float64 // ||U||_F
+	for _, v := range u {
+		uf += float64(v) * float64(v)
+	}
+	uf = up(math.Sqrt(uf))
+	gamma := accumulationBound(dim)
+	rows = make([]float32, sd.n*sketchDim)
+	pr = projection{p: make([]float64, sd.n), e: make([]float64, sd.n), delta: delta}
+	for r := range sd.n {
+		i := sd.orig(m, r)
+		out := rows[r*sketchDim : (r+1)*sketchDim]
+		var pp float64
+		for l, v := range p[i*lead : (i+1)*lead] {
+			out[l] = v
+			pp += float64(v) * float64(v)
+		}
+		sq := sd.sq[m][r]
+		pn := up(math.Sqrt(pp))
+		e := up(gamma * up(math.Sqrt(sq)) * uf)
+		t2 := sq - pp + 2*pn*e + delta*pp + 1e-12*(sq+pp)
+		t := up(math.Sqrt(max(t2, 0)))
+		tf := float32(t)
+		if float64(tf) < t {
+			tf = math.Nextafter32(tf, float32(math.Inf(1)))
+		}
+		if math.IsNaN(t2) || math.IsInf(float64(tf), 0) || math.IsNaN(pn) || math.IsInf(pn, 0) {
+			return nil, projection{}, false
+		}
+		out[sketchLead] = tf
+		pr.p[r], pr.e[r] = pn, e
+		pr.pMax, pr.eMax = max(pr.pMax, pn), max(pr.eMax, e)
+	}
+	return rows, pr, true
+}
+
+func transpose(x []float32, rows, cols int) []float32 {
+	out := make([]float32, len(x))
+	for i := range rows {
+		for j := range cols {
+			out[j*rows+i] = x[i*cols+j]
+		}
+	}
+	return out
+}
+
+func toFloat32(x []float64) []float32 {
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+// sketchState is one worker's use of the sketch: the A sketch panels of its current group (on
+// a diagonal) and how often checking paid lately. A worker whose checks
+// skip fewer than one tile in sketchPayoff stops checking for sketchPause tiles, then tries
+// again: on data the sketch cannot separate, it costs little.
+type sketchState struct {
+	a                *side
+	checked, skipped int
+	paused           int
+	Checked, Skipped int64 // totals, for tests and profiling
+}
+
+const (
+	sketchWindow = 512  // checks per verdict
+	sketchPayoff = 16   // a check costs about 1/16 of a tile: it pays when more than 1 in 16 skip
+	sketchPause  = 4096 // tiles run without checking after a verdict against
+)
+
+// want reports whether the worker should check the next tile.
+func (ss *sketchState) want() bool {
+	if ss.paused > 0 {
+		ss.paused--
+		return false
+	}
+	return true
+}
+
+// record counts a check and decides whether checking still pays.
+func (ss *sketchState) record(skipped bool) {
+	ss.checked++
+	ss.Checked++
+	if skipped {
+		ss.skipped++
+		ss.Skipped++
+	}
+	if ss.checked == sketchWindow {
+		if ss.skipped*sketchPayoff < ss.checked {
+			ss.paused = sketchPause
+		}
+		ss.checked, ss.skipped = 0, 0
+	}
+}
+
+// sketchSkips reports whether tile (ip, jp) of modality m can be skipped: no sketch value
+// reaches its row's sketch threshold (the row's threshold less its slack), nor its column's
+// (when columns collect).
+func (j *job) sketchSkips(ss *sketchState, m, ip, jp int, rows, cols *topSet, c []float32, masks *[2 * mr]uint32) bool {
+	sk := j.sk
+	ct := infThr
+	if cols != nil {
+		ct = cols.skThr[jp*nr : (jp+1)*nr]
+	}
+	w := sk.words
+	ap := ss.a.packed[m][(ip-ss.a.first)*w*mr : (ip-ss.a.first+1)*w*mr]
+	bp := sk.b.packed[m][jp*w*nr : (jp+1)*w*nr]
+	skip := sk.be.kernel(ap, bp, w, c, rows.skThr[ip*mr:(ip+1)*mr], ct, masks) == 0
+	ss.record(skip)
+	return skip
+}
