@@ -3,6 +3,8 @@ package knn
 import (
 	"math"
 	"math/rand/v2"
+	"sort"
+	"sync/atomic"
 )
 
 // sketchOrder returns an order of n rows, given their leading coordinates p (lead per row), in
@@ -11,6 +13,30 @@ import (
 // then mostly lie within one cluster or between two distant ones, which the sketch skips. Like
 // clusterOrder it only affects speed; nil when there are too few rows to cluster.
 func sketchOrder(kern kernelFunc, p []float32, n, lead, nproc int) []int32 {
+	cl := newClustering(kern, [][]float32{p}, lead, nproc)
+	if cl == nil {
+		return nil
+	}
+	order, _ := cl.order(p, nproc)
+	return order
+}
+
+// clustering is k-means centres in the leading coordinates and their place in a chain that
+// visits each centre's nearest unvisited one next.
+type clustering struct {
+	kern    kernelFunc
+	cent    []float32
+	k, lead int
+	rank    []int32 // centre -> its place in the chain
+}
+
+// newClustering clusters a sample of the rows of all of ps (lead coordinates per row); nil
+// when there are too few rows.
+func newClustering(kern kernelFunc, ps [][]float32, lead, nproc int) *clustering {
+	n := 0
+	for _, p := range ps {
+		n += len(p) / lead
+	}
 	k := min(orderClusters, n/orderClusterRows)
 	if k < 2 {
 		return nil
@@ -18,18 +44,17 @@ func sketchOrder(kern kernelFunc, p []float32, n, lead, nproc int) []int32 {
 	ns := min(n, orderSample)
 	sample := make([]float32, ns*lead)
 	for s := range ns {
-		i := int(int64(s) * int64(n) / int64(ns))
-		copy(sample[s*lead:(s+1)*lead], p[i*lead:(i+1)*lead])
+		i, src := int(int64(s)*int64(n)/int64(ns)), 0
+		for i >= len(ps[src])/lead {
+			i -= len(ps[src]) / lead
+			src++
+		}
+		copy(sample[s*lead:(s+1)*lead], ps[src][i*lead:(i+1)*lead])
 	}
-	cent := kmeans(kern, sample, ns, lead, k, nproc)
-
-	at := func(src []float32) func(int) []float32 {
-		return func(i int) []float32 { return src[i*lead : (i+1)*lead] }
-	}
-	label := nearest(kern, at(p), n, lead, cent, k, nproc)
-
+	cl := &clustering{kern: kern, cent: kmeans(kern, sample, ns, lead, k, nproc), k: k, lead: lead}
 	// Chain the centres: from centre 0, always on to the nearest one not yet visited.
-	rank := make([]int32, k)
+	cent := cl.cent
+	cl.rank = make([]int32, k)
 	seen := make([]bool, k)
 	cur := 0
 	seen[0] = true
@@ -43,23 +68,47 @@ func sketchOrder(kern kernelFunc, p []float32, n, lead, nproc int) []int32 {
 			}
 		}
 		seen[best] = true
-		rank[best] = int32(step)
+		cl.rank[best] = int32(step)
 		cur = best
 	}
-	// Rows by their centre's place in the chain, in row order within a cluster.
-	start := make([]int, k+1)
+	return cl
+}
+
+// order returns the order of the rows p (lead coordinates each): by their nearest centre's
+// place in the chain, in row order within a cluster; and where each place's rows start in it
+// (k+1 entries).
+func (cl *clustering) order(p []float32, nproc int) (order []int32, start []int) {
+	lead, n := cl.lead, len(p)/cl.lead
+	label := nearest(cl.kern, func(i int) []float32 { return p[i*lead : (i+1)*lead] }, n, lead, cl.cent, cl.k, nproc)
+	start = make([]int, cl.k+1)
 	for _, c := range label {
-		start[rank[c]+1]++
+		start[cl.rank[c]+1]++
 	}
-	for c := range k {
+	for c := range cl.k {
 		start[c+1] += start[c]
 	}
-	order := make([]int32, n)
+	next := append([]int(nil), start...)
+	order = make([]int32, n)
 	for i, c := range label {
-		order[start[rank[c]]] = int32(i)
-		start[rank[c]]++
+		order[next[cl.rank[c]]] = int32(i)
+		next[cl.rank[c]]++
 	}
-	return order
+	return order, start
+}
+
+// rowMatch maps a row's place in one side's cluster order to the place in the other side's
+// where rows of the same cluster sit (the same fraction of the way into its cluster).
+type rowMatch struct{ from, to []int } // per chain place, where its rows start on each side (k+1 entries)
+
+func (mt rowMatch) at(r int) int {
+	k := len(mt.from) - 1
+	c := min(sort.Search(k, func(c int) bool { return mt.from[c+1] > r }), k-1) // the place holding r
+	lo, size := mt.from[c], mt.from[c+1]-mt.from[c]
+	olo, osize := mt.to[c], mt.to[c+1]-mt.to[c]
+	if size == 0 || osize == 0 {
+		return olo
+	}
+	return olo + (r-lo)*osize/size
 }
 
 // How sketchOrder clusters: at most orderClusters clusters of orderClusterRows rows or more on
@@ -124,30 +173,50 @@ func kmeans(kern kernelFunc, x []float32, n, lead, k, nproc int) []float32 {
 }
 
 // nearest returns, for each of n rows (row(i), lead floats), the index of its nearest of the k
-// centres: the least |c|² - 2<x,c>, with dots from a float32 kernel, nr centres at a time.
+// centres: the least |c|² - 2<x,c>, with dots from a float32 kernel, a tile of mr rows by nr
+// centres at a time.
 func nearest(kern kernelFunc, row func(int) []float32, n, lead int, cent []float32, k, nproc int) []int32 {
-	label := make([]int32, n)
-	best := make([]float32, n)
-	for i := range best {
-		best[i] = float32(math.Inf(1))
-	}
-	for c0 := 0; c0 < k; c0 += nr {
-		nb := min(nr, k-c0)
-		dots := rowDots(kern, row, n, lead, cent[c0*lead:(c0+nb)*lead], nb, nproc)
-		var norm [nr]float32
-		for c := range nb {
-			for _, v := range cent[(c0+c)*lead : (c0+c+1)*lead] {
-				norm[c] += v * v
-			}
+	cp := (k + nr - 1) / nr
+	bp := make([]uint32, cp*lead*nr) // the centres as B panels
+	norm := make([]float32, cp*nr)
+	for c := range k {
+		p, l := c/nr, c%nr
+		for t, v := range cent[c*lead : (c+1)*lead] {
+			bp[(p*lead+t)*nr+l] = math.Float32bits(v)
+			norm[c] += v * v
 		}
-		for i := range n {
-			for c, dot := range dots[i*nb : (i+1)*nb] {
-				if s := norm[c] - 2*dot; s < best[i] {
-					best[i], label[i] = s, int32(c0+c)
+	}
+	label := make([]int32, n)
+	panels := (n + mr - 1) / mr
+	var next atomic.Int64
+	parallel(min(nproc, panels), func(int) {
+		ap := make([]uint32, lead*mr)
+		c := make([]float32, mr*nr)
+		masks := new([2 * mr]uint32)
+		for p := int(next.Add(1) - 1); p < panels; p = int(next.Add(1) - 1) {
+			rows := min(mr, n-p*mr)
+			clear(ap)
+			for l := range rows {
+				for t, v := range row(p*mr + l)[:lead] {
+					ap[t*mr+l] = math.Float32bits(v)
+				}
+			}
+			var best [mr]float32
+			for l := range best {
+				best[l] = float32(math.Inf(1))
+			}
+			for q := range cp {
+				kern(ap, bp[q*lead*nr:(q+1)*lead*nr], lead, c, infThr, infThr, masks)
+				for l := range rows {
+					for jj, dot := range c[l*nr : l*nr+min(nr, k-q*nr)] {
+						if s := norm[q*nr+jj] - 2*dot; s < best[l] {
+							best[l], label[p*mr+l] = s, int32(q*nr+jj)
+						}
+					}
 				}
 			}
 		}
-	}
+	})
 	return label
 }
 

@@ -370,7 +370,10 @@ type job struct {
 	// Self of each candidate are compared).
 	selfA, selfB [2][]int32
 
-	sk      *sketch      // nil: every tile is computed in full
+	sk *sketch // nil: every tile is computed in full
+	// match[m], between two blocks in cluster order: a's rows to where b's rows of their
+	// cluster sit ([0]), and b's to a's ([1]); nil without.
+	match   [2]*[2]rowMatch
 	rows    [2]*topSet   // a's rows' candidates
 	cols    [][2]*topSet // per worker: b's rows' candidates (pair only; shared when stripes != nil)
 	stripes []sync.Mutex // non-diagonal pair: locks over ranges of B panels
@@ -414,6 +417,9 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	nproc := max(1, runtime.GOMAXPROCS(0))
 	j := newJob(be, a, b, opt, pair, nproc)
 	order := j.sa.order
+	if seedRows > 0 {
+		j.seedColumns(nproc)
+	}
 	var next atomic.Int64
 	parallel(j.workers, func(w int) {
 		c := make([]float32, mr*nr)
@@ -462,7 +468,7 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 					}
 				}
 			}
-			if j.diag && seedRows > 0 {
+			if seedRows > 0 {
 				seedBuf = j.seed(g, pa, c, masks, seedBuf)
 			}
 			j.group(w, g, pa, ss, c, masks, sel)
@@ -525,7 +531,7 @@ func newJob(be *backend, a, b *Block, opt Options, pair bool, nproc int) *job {
 	}
 	j.prog.report = opt.Progress
 	// Rows in an order that keeps similar rows together (which only affects speed).
-	plan := planSketch(j, nproc)
+	plan := planSketch(j, opt.K, nproc)
 	var order, orderB [2][]int32
 	switch {
 	case plan != nil:
@@ -898,16 +904,18 @@ var seedRows = 256
 // -Inf. The seed values only set thresholds (nothing is pushed), so no pair is counted twice.
 func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []float32) []float32 {
 	p0, p1 := g*groupPanels, min((g+1)*groupPanels, j.sa.panels)
-	lo := max(0, p0*mr-seedRows/2)
-	hi := min(j.nb, p1*mr+seedRows/2)
-	jp0, jp1 := lo/nr, (hi+nr-1)/nr
-	span := (jp1 - jp0) * nr
-	if cap(buf) < mr*span {
-		buf = make([]float32, mr*span)
+	if most := ((p1-p0)*mr+seedRows)/nr + 2; cap(buf) < mr*most*nr {
+		buf = make([]float32, mr*most*nr)
 	}
-	vals := buf[:mr*span]
 	var cnt [mr]int
 	for m := range 2 {
+		lo, hi, ok := j.seedRange(m, p0*mr, min(p1*mr, j.na))
+		if !ok {
+			continue
+		}
+		jp0, jp1 := lo/nr, (hi+nr-1)/nr
+		span := (jp1 - jp0) * nr
+		vals := buf[:mr*span]
 		rows := j.rows[m]
 		for ip := p0; ip < p1; ip++ {
 			ap := pa.packed[m][(ip-pa.first)*j.words*mr : (ip-pa.first+1)*j.words*mr]
@@ -953,6 +961,90 @@ func (j *job) seed(g int, pa *side, c []float32, masks *[2 * mr]uint32, buf []fl
 		}
 	}
 	return buf
+}
+
+// seedRange is the range [lo, hi) of b's packed rows (modality m) that seed a's packed rows
+// [r0, r1): on a diagonal, the rows around them; between two blocks, the rows of b in their
+// cluster (see rowMatch). ok is false where there is nothing to seed from.
+func (j *job) seedRange(m, r0, r1 int) (lo, hi int, ok bool) {
+	return seedSpan(j.diag, j.match[m], 0, r0, r1, j.nb)
+}
+
+// seedSpan is seedRange for either side: rows [r0, r1) of one side, n rows on the other, and
+// side's index in match.
+func seedSpan(diag bool, match *[2]rowMatch, side, r0, r1, n int) (lo, hi int, ok bool) {
+	if r0 >= r1 {
+		return 0, 0, false
+	}
+	switch {
+	case diag:
+		lo, hi = r0-seedRows/2, r1+seedRows/2
+	case match != nil:
+		c0, c1 := match[side].at(r0), match[side].at(r1-1)
+		half := (r1 - r0 + seedRows) / 2
+		mid := (c0 + c1) / 2
+		lo, hi = mid-half, mid+half
+	default:
+		return 0, 0, false
+	}
+	return max(0, lo), min(n, hi), max(0, lo) < min(n, hi)
+}
+
+// seedColumns raises the thresholds of b's rows between two blocks (SearchPair) as seed does
+// for a's: from the rows of a in their cluster, before any tile runs.
+func (j *job) seedColumns(nproc int) {
+	if j.diag || !j.pair || (j.match[0] == nil && j.match[1] == nil) {
+		return
+	}
+	var next atomic.Int64
+	parallel(min(nproc, j.sb.panels), func(int) {
+		c := make([]float32, mr*nr)
+		masks := new([2 * mr]uint32)
+		var vals []float32
+		var cnt [nr]int
+		for jp := int(next.Add(1) - 1); jp < j.sb.panels; jp = int(next.Add(1) - 1) {
+			jmax := min(nr, j.nb-jp*nr)
+			for m := range 2 {
+				lo, hi, ok := seedSpan(false, j.match[m], 1, jp*nr, jp*nr+jmax, j.na)
+				if !ok {
+					continue
+				}
+				ip0, ip1 := lo/mr, (hi+mr-1)/mr
+				span := (ip1 - ip0) * mr
+				if cap(vals) < nr*span {
+					vals = make([]float32, nr*span)
+				}
+				vals = vals[:nr*span]
+				clear(cnt[:])
+				cols := j.cols[0][m]
+				bp := j.sb.packed[m][jp*j.words*nr : (jp+1)*j.words*nr]
+				sb := j.selfB[m]
+				for ip := ip0; ip < ip1; ip++ {
+					ap := j.sa.packed[m][ip*j.words*mr : (ip+1)*j.words*mr]
+					j.be.kernel(ap, bp, j.words, c, infThr, infThr, masks)
+					for i := range min(mr, j.na-ip*mr) {
+						row := ip*mr + i
+						pos := j.a.Pos[j.sa.orig(m, row)]
+						for jj, x := range c[i*nr : i*nr+jmax] {
+							col := jp*nr + jj
+							if x != x || sb != nil && sb[col] == int32(row) || sb == nil && pos == selfOf(j.b, j.sb.orig(m, col)) {
+								continue
+							}
+							vals[jj*span+cnt[jj]] = x
+							cnt[jj]++
+						}
+					}
+				}
+				for jj := range jmax {
+					if cnt[jj] >= cols.k {
+						col := jp*nr + jj
+						kth := kthLargest(vals[jj*span:jj*span+cnt[jj]], cols.k)
+						cols.raise(col, below(float64(kth)-float64(cols.win[col])))
+					}
+				}
+			}
+		}
+	})
 }
 
 // kthLargest returns the k-th largest of v (1 <= k <= len(v), no NaN), reordering v.

@@ -221,9 +221,9 @@ func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 
 // forceSketch makes every search of the test use the sketch.
 func forceSketch(t *testing.T) {
-	dim, rows, pairs := sketchMinDim, sketchMinRows, sketchPairs
-	sketchMinDim, sketchMinRows, sketchPairs = 0, 0, true
-	t.Cleanup(func() { sketchMinDim, sketchMinRows, sketchPairs = dim, rows, pairs })
+	dim, rows, pairs, skip := sketchMinDim, sketchMinRows, sketchPairs, sketchMinSkip
+	sketchMinDim, sketchMinRows, sketchPairs, sketchMinSkip = 0, 0, true, 0
+	t.Cleanup(func() { sketchMinDim, sketchMinRows, sketchPairs, sketchMinSkip = dim, rows, pairs, skip })
 }
 
 // ---- tests ----

@@ -31,8 +31,8 @@ import (
 const (
 	sketchLead   = 30   // leading directions per sketch row
 	sketchDim    = 32   // coordinates per sketch row: the leading ones, the tail bound, a zero
-	sketchSample = 2048 // rows the basis is found from
-	sketchIters  = 4    // rounds of subspace iteration
+	sketchSample = 1024 // rows the basis is found from
+	sketchIters  = 3    // rounds of subspace iteration
 )
 
 // A sketch only pays where a full tile is much longer than a sketch tile and both blocks have
@@ -41,6 +41,7 @@ const (
 var (
 	sketchMinDim  = 4 * sketchDim
 	sketchMinRows = 4096
+	sketchMinSkip = 0.5   // the least share of pairs skipShare must expect the sketch to rule out
 	sketchPairs   = false // also between two different blocks (on for tests)
 )
 
@@ -68,9 +69,9 @@ type sketchPlan struct {
 	pa, pb [2][]float32 // a's and b's rows' leading coordinates, lead per row; pa is pb on a diagonal
 }
 
-// planSketch returns the job's sketch plan, or nil when a sketch would not pay (see
-// sketchMinDim). j's blocks are set; its sides are not packed yet.
-func planSketch(j *job, nproc int) *sketchPlan {
+// planSketch returns the job's sketch plan for K = k, or nil when a sketch would not pay (see
+// sketchMinDim and skipShare). j's blocks are set; its sides are not packed yet.
+func planSketch(j *job, k, nproc int) *sketchPlan {
 	dim := j.a.Dim
 	if dim < sketchMinDim || min(j.na, j.nb) < max(sketchMinRows, 1) || j.be.dev != nil {
 		return nil
@@ -87,8 +88,12 @@ func planSketch(j *job, nproc int) *sketchPlan {
 		if !j.diag {
 			src = append(src, rowsOf(j.a, m))
 		}
-		u, lead, delta, ok := sketchBasis(pl.kern, src, dim, nproc)
+		xs, total, ok := sampleRows(src, dim)
 		if !ok {
+			continue
+		}
+		u, lead, delta, ok := sketchBasis(pl.kern, xs, dim, nproc)
+		if !ok || skipShare(pl.kern, xs, total, dim, u, lead, k, nproc) < sketchMinSkip {
 			continue
 		}
 		pl.on[m], pl.u[m], pl.lead[m], pl.delta[m] = true, u, lead, delta
@@ -110,13 +115,22 @@ func planSketch(j *job, nproc int) *sketchPlan {
 // diagonal, where clusterOrder gives it one.
 func (pl *sketchPlan) orders(j *job, nproc int) (oa, ob [2][]int32) {
 	for m := range 2 {
-		if pl.on[m] {
+		switch {
+		case pl.on[m] && j.diag:
 			ob[m] = sketchOrder(pl.kern, pl.pb[m], j.nb, pl.lead[m], nproc)
 			oa[m] = ob[m]
-			if !j.diag {
-				oa[m] = sketchOrder(pl.kern, pl.pa[m], j.na, pl.lead[m], nproc)
+		case pl.on[m]:
+			// One clustering for both blocks, so that each row's cluster can be found on the
+			// other side (see job.seedPair).
+			cl := newClustering(pl.kern, [][]float32{pl.pa[m], pl.pb[m]}, pl.lead[m], nproc)
+			if cl == nil {
+				continue
 			}
-		} else if j.diag {
+			var startA, startB []int
+			oa[m], startA = cl.order(pl.pa[m], nproc)
+			ob[m], startB = cl.order(pl.pb[m], nproc)
+			j.match[m] = &[2]rowMatch{{startA, startB}, {startB, startA}}
+		case j.diag:
 			ob[m] = clusterOrder(j.b, nproc)[m]
 			oa[m] = ob[m]
 		}
@@ -266,21 +280,18 @@ func rowDots(kern kernelFunc, row func(i int) []float32, n, dim int, basis []flo
 	return out
 }
 
-// sketchBasis finds, from a sample of the rows of srcs (each dim floats per row), up to
-// sketchLead orthonormal directions spanning their leading eigenvectors. It returns them as
-// float32 rows, how many there are, and δ = ||UᵀU - I||_F for those float32 values (rounded
-// up). ok is false when the sample is empty or not finite.
-func sketchBasis(kern kernelFunc, srcs [][]float32, dim, nproc int) (u []float32, lead int, delta float64, ok bool) {
-	total := 0
+// sampleRows returns up to sketchSample rows of srcs (dim floats per row), spread evenly over
+// them (a block's order says nothing about its content), and how many rows srcs hold. ok is
+// false when there are none or one is not finite.
+func sampleRows(srcs [][]float32, dim int) (rows [][]float32, total int, ok bool) {
 	for _, s := range srcs {
 		total += len(s) / dim
 	}
 	ns := min(total, sketchSample)
 	if ns == 0 {
-		return nil, 0, 0, false
+		return nil, total, false
 	}
-	// Rows spread evenly over the blocks: a block's order says nothing about its content.
-	xs := make([]float32, ns*dim)
+	rows = make([][]float32, ns)
 	for k := range ns {
 		i := int(int64(k) * int64(total) / int64(ns))
 		s := 0
@@ -288,16 +299,36 @@ func sketchBasis(kern kernelFunc, srcs [][]float32, dim, nproc int) (u []float32
 			i -= len(srcs[s]) / dim
 			s++
 		}
-		row := srcs[s][i*dim : (i+1)*dim]
-		for _, v := range row {
+		rows[k] = srcs[s][i*dim : (i+1)*dim]
+		for _, v := range rows[k] {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, 0, 0, false
+				return nil, total, false
 			}
 		}
-		copy(xs[k*dim:], row)
 	}
-	xt := transpose(xs, ns, dim)
+	return rows, total, true
+}
 
+// sketchBasis finds, from the sample rows xs (dim floats each), up to sketchLead orthonormal
+// directions spanning their leading eigenvectors. It returns them as float32 rows, how many
+// there are, and δ = ||UᵀU - I||_F for those float32 values (rounded up). ok is false when no
+// usable basis came out.
+func sketchBasis(kern kernelFunc, xs [][]float32, dim, nproc int) (u []float32, lead int, delta float64, ok bool) {
+	ns := len(xs)
+	row := func(i int) []float32 { return xs[i] }
+	// The sample's columns as B panels (nr coordinates of every sample row per panel), for
+	// the products Zᵀ·X.
+	cols := (dim + nr - 1) / nr
+	xt := make([]uint32, cols*ns*nr)
+	for p := range cols {
+		w := min(nr, dim-p*nr)
+		for t, r := range xs {
+			dst := xt[(p*ns+t)*nr : (p*ns+t+1)*nr]
+			for l, v := range r[p*nr : p*nr+w] {
+				dst[l] = math.Float32bits(v)
+			}
+		}
+	}
 	lead = min(sketchLead, dim, ns)
 	rng := rand.New(rand.NewPCG(0x5ce7c4, uint64(dim))) // fixed: the basis only affects speed
 	q := make([]float64, lead*dim)
@@ -305,17 +336,31 @@ func sketchBasis(kern kernelFunc, srcs [][]float32, dim, nproc int) (u []float32
 		q[i] = rng.NormFloat64()
 	}
 	lead = orthonormalise(q, lead, dim)
+	ap := make([]uint32, ns*mr)
+	c := make([]float32, mr*nr)
+	masks := new([2 * mr]uint32)
 	for range sketchIters {
 		if lead == 0 {
 			return nil, 0, 0, false
 		}
-		qf := toFloat32(q[:lead*dim])
-		z := rowDots(kern, func(i int) []float32 { return xs[i*dim : (i+1)*dim] }, ns, dim, qf, lead, nproc) // ns x lead
-		zt := transpose(z, ns, lead)
-		y := rowDots(kern, func(i int) []float32 { return xt[i*ns : (i+1)*ns] }, dim, ns, zt, lead, nproc) // dim x lead
-		yt := transpose(y, dim, lead)
-		for i, v := range yt {
-			q[i] = float64(v)
+		z := rowDots(kern, row, ns, dim, toFloat32(q[:lead*dim]), lead, nproc) // ns x lead: X·Q
+		// Qᵀ ← (Xᵀ·Z)ᵀ = Zᵀ·X, mr rows of Zᵀ by nr columns of X at a time.
+		for i0 := 0; i0 < lead; i0 += mr {
+			h := min(mr, lead-i0)
+			clear(ap)
+			for t := range ns {
+				for i := range h {
+					ap[t*mr+i] = math.Float32bits(z[t*lead+i0+i])
+				}
+			}
+			for p := range cols {
+				kern(ap, xt[p*ns*nr:(p+1)*ns*nr], ns, c, infThr, infThr, masks)
+				for i := range h {
+					for l := range min(nr, dim-p*nr) {
+						q[(i0+i)*dim+p*nr+l] = float64(c[i*nr+l])
+					}
+				}
+			}
 		}
 		lead = orthonormalise(q, lead, dim)
 	}
@@ -343,6 +388,73 @@ func sketchBasis(kern kernelFunc, srcs [][]float32, dim, nproc int) (u []float32
 		return nil, 0, 0, false
 	}
 	return u, lead, delta, true
+}
+
+// skipShare estimates, from the sample rows xs (of total rows) and the basis u, what share of
+// pairs the sketch would rule out: for a few probe rows, the share of sample rows whose sketch
+// bound lies below the probe's K-th best dot (as the sample shows it) less a margin. On data
+// the leading coordinates do not separate (rows spread evenly over many directions) it is near
+// 0, and a sketch would only cost.
+func skipShare(kern kernelFunc, xs [][]float32, total, dim int, u []float32, lead, k, nproc int) float64 {
+	const probes, margin = 64, 0.01
+	ns := len(xs)
+	np := min(probes, ns)
+	row := func(i int) []float32 { return xs[i] }
+	p := rowDots(kern, row, ns, dim, u, lead, nproc)
+	tail := make([]float64, ns)
+	for i := range ns {
+		var sq, pp float64
+		for _, v := range row(i) {
+			sq += float64(v) * float64(v)
+		}
+		for _, v := range p[i*lead : (i+1)*lead] {
+			pp += float64(v) * float64(v)
+		}
+		tail[i] = math.Sqrt(max(0, sq-pp))
+	}
+	// The K-th best of total rows is about the (K*ns/total)-th best of the sample.
+	kk := min(max(1, k*ns/max(total, 1)), ns-1)
+	if kk < 1 {
+		return 0
+	}
+	var ruled, pairs int
+	for p0 := 0; p0 < np; p0 += nr {
+		nb := min(nr, np-p0)
+		idx := make([]int, nb) // the probes: rows spread over the sample
+		basis := make([]float32, 0, nb*dim)
+		for b := range nb {
+			idx[b] = (p0 + b) * ns / np
+			basis = append(basis, row(idx[b])...)
+		}
+		dots := rowDots(kern, row, ns, dim, basis, nb, nproc) // ns x nb
+		vals := make([]float32, 0, ns)
+		for b, pi := range idx {
+			vals = vals[:0]
+			for i := range ns {
+				if i != pi {
+					vals = append(vals, dots[i*nb+b])
+				}
+			}
+			theta := float64(kthLargest(vals, kk)) - margin
+			for i := range ns {
+				if i == pi {
+					continue
+				}
+				var bound float64
+				for l := range lead {
+					bound += float64(p[pi*lead+l]) * float64(p[i*lead+l])
+				}
+				if bound+tail[pi]*tail[i] < theta {
+					ruled++
+				}
+				pairs++
+			}
+		}
+	}
+	if pairs == 0 {
+		return 0
+	}
+	return float64(ruled) / float64(pairs)
 }
 
 // orthonormalise makes the first n rows of q (dim each) orthonormal by modified Gram-Schmidt,
@@ -430,16 +542,6 @@ func sketchRows(pl *sketchPlan, m int, p []float32, sd *side, dim int) (rows []f
 		pr.pMax, pr.eMax = max(pr.pMax, pn), max(pr.eMax, e)
 	}
 	return rows, pr, true
-}
-
-func transpose(x []float32, rows, cols int) []float32 {
-	out := make([]float32, len(x))
-	for i := range rows {
-		for j := range cols {
-			out[j*rows+i] = x[i*cols+j]
-		}
-	}
-	return out
 }
 
 func toFloat32(x []float64) []float32 {
