@@ -96,9 +96,9 @@ func BenchmarkSearchPairDiagonal(b *testing.B) {
 }
 
 // BenchmarkSketch compares searches with and without the sketch (sketch.go) on data it suits
-// (rows in tight concepts) and on data it cannot separate (rows spread evenly), as a self-join
-// diagonal block and as a pair of blocks, on the fastest backend. Compare the on/off pairs'
-// ns/op: on the random rows, "on" shows the sketch's overhead.
+// (rows in tight concepts) and on data it cannot separate (rows spread evenly, where skipShare
+// turns it off), as a self-join diagonal block and as a pair of blocks, on the fastest backend.
+// Compare the on/off pairs' ns/op: on the random rows, "on" shows what deciding costs.
 func BenchmarkSketch(b *testing.B) {
 	const n, dim = 8192, 512
 	data := map[string]genOpts{
@@ -112,11 +112,10 @@ func BenchmarkSketch(b *testing.B) {
 		for _, shape := range []string{"diagonal", "pair"} {
 			for _, on := range []bool{true, false} {
 				b.Run(fmt.Sprintf("%s/%s/sketch=%v", name, shape, on), func(b *testing.B) {
-					minDim, pairs := sketchMinDim, sketchPairs
-					defer func() { sketchMinDim, sketchPairs = minDim, pairs }()
-					sketchPairs = on // pairs too, to measure them
 					if !on {
+						minDim := sketchMinDim
 						sketchMinDim = 1 << 30
+						defer func() { sketchMinDim = minDim }()
 					}
 					var checked, skipped int64
 					sketchReport = func(c, s int64) { checked, skipped = checked+c, skipped+s }

@@ -221,9 +221,9 @@ func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 
 // forceSketch makes every search of the test use the sketch.
 func forceSketch(t *testing.T) {
-	dim, rows, pairs, skip := sketchMinDim, sketchMinRows, sketchPairs, sketchMinSkip
-	sketchMinDim, sketchMinRows, sketchPairs, sketchMinSkip = 0, 0, true, 0
-	t.Cleanup(func() { sketchMinDim, sketchMinRows, sketchPairs, sketchMinSkip = dim, rows, pairs, skip })
+	dim, rows, skip := sketchMinDim, sketchMinRows, sketchMinSkip
+	sketchMinDim, sketchMinRows, sketchMinSkip = 0, 0, 0
+	t.Cleanup(func() { sketchMinDim, sketchMinRows, sketchMinSkip = dim, rows, skip })
 }
 
 // ---- tests ----

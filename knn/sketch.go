@@ -41,8 +41,7 @@ const (
 var (
 	sketchMinDim  = 4 * sketchDim
 	sketchMinRows = 4096
-	sketchMinSkip = 0.5   // the least share of pairs skipShare must expect the sketch to rule out
-	sketchPairs   = false // also between two different blocks (on for tests)
+	sketchMinSkip = 0.5 // the least share of pairs skipShare must expect the sketch to rule out
 )
 
 // sketchReport, if set, receives each sketched job's count of tiles checked and skipped.
@@ -74,12 +73,6 @@ type sketchPlan struct {
 func planSketch(j *job, k, nproc int) *sketchPlan {
 	dim := j.a.Dim
 	if dim < sketchMinDim || min(j.na, j.nb) < max(sketchMinRows, 1) || j.be.dev != nil {
-		return nil
-	}
-	if !j.diag && !sketchPairs {
-		// Between two blocks, rows start without thresholds (there is no seeding), and a
-		// column's stays -Inf until K rows reached it, so few tiles could be skipped while
-		// the ordering and the checks cost: measured slower (BenchmarkSketch).
 		return nil
 	}
 	pl := &sketchPlan{kern: floatKernel(j.be)}
