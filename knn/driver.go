@@ -1047,5 +1047,31 @@ func (j *job) seedColumns(nproc int) {
 	})
 }
 
-// kthLargest returns the k-th largest of v (1 <= k <= len(v), no NaN), reordering v.
-func kthLargest(v []float32, k int) float32 { return kthSmallest(v, len(v)-k+1) }
+// kthLargest returns the k-th largest of v (1 <= k <= len(v), no NaN), reordering v. A long v
+// with a small k (a seed's few hundred values) is first cut to the values at or above a pivot
+// taken from a sample, which usually leaves a few times k; quickselect over all of v was most
+// of seeding's time.
+func kthLargest(v []float32, k int) float32 {
+	const sample = 64
+	if len(v) < 4*sample || 8*k > len(v) {
+		return kthSmallest(v, len(v)-k+1)
+	}
+	var s [sample]float32
+	for i := range s {
+		s[i] = v[i*len(v)/sample]
+	}
+	// About r/sample of v lies at or above the sample's r-th largest: k and a margin.
+	r := min(sample, k*sample/len(v)+3)
+	pivot := kthSmallest(s[:], sample-r+1)
+	n := 0 // v[:n] holds the values >= pivot seen so far
+	for i, x := range v {
+		if x >= pivot {
+			v[i], v[n] = v[n], x
+			n++
+		}
+	}
+	if n >= k {
+		return kthSmallest(v[:n], n-k+1)
+	}
+	return kthSmallest(v, len(v)-k+1) // the guess was too high: v holds the same values
+}

@@ -36,13 +36,22 @@ func TestSeedingAndChunkingIndependent(t *testing.T) {
 
 func TestKthLargest(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
-	for trial := range 300 {
+	for trial := range 600 {
 		n := 1 + rng.IntN(200)
+		if trial%2 == 1 {
+			n = 256 + rng.IntN(600) // long enough for the sampled pivot
+		}
 		v := make([]float32, n)
 		for i := range v {
 			v[i] = float32(rng.IntN(20)) // many ties
+			if trial%3 == 0 {
+				v[i] = float32(rng.NormFloat64())
+			}
 		}
 		k := 1 + rng.IntN(n)
+		if trial%4 == 1 {
+			k = 1 + rng.IntN(max(1, n/8)) // small k: the filtered path
+		}
 		sorted := slices.Clone(v)
 		slices.Sort(sorted)
 		if got, want := kthLargest(slices.Clone(v), k), sorted[n-k]; got != want {
