@@ -118,14 +118,13 @@ func BenchmarkSketch(b *testing.B) {
 						defer func() { sketchMinDim = minDim }()
 					}
 					var checked, skipped int64
-					sketchReport = func(c, s int64) { checked, skipped = checked+c, skipped+s }
-					defer func() { sketchReport = nil }()
 					other := y
 					if shape == "diagonal" {
 						other = x
 					}
 					for b.Loop() {
-						if _, _, err := SearchPair(x, other, Options{K: 30}); err != nil {
+						opt := Options{K: 30, Sketched: func(c, s int64) { checked, skipped = checked+c, skipped+s }}
+						if _, _, err := SearchPair(x, other, opt); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -478,8 +478,8 @@ func run(be *backend, a, b *Block, opt Options, pair bool) (forA, forB Lists) {
 	j.sa.release()
 	j.sb.release()
 	j.sk.release()
-	if sketchReport != nil && j.sk != nil {
-		sketchReport(j.sketchChecked.Load(), j.sketchSkipped.Load())
+	if opt.Sketched != nil && j.sk != nil {
+		opt.Sketched(j.sketchChecked.Load(), j.sketchSkipped.Load())
 	}
 
 	defer func() {

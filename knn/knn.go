@@ -126,6 +126,9 @@ type Options struct {
 	// row's K and are not kept, so a row's list may come back shorter than K. Nil, or +Inf for
 	// a row, means no bound. The result merged with the lists the bounds came from is exact.
 	Within [2][]float64
+	// Sketched, if set, is called when a search that used a sketch (see sketch.go) ends, with
+	// how many tiles the sketch checked and how many of those it skipped.
+	Sketched func(checked, skipped int64)
 }
 
 // Bounds returns, per modality and row, the distance of the K-th neighbour of each row of l

@@ -44,9 +44,6 @@ var (
 	sketchMinSkip = 0.5 // the least share of pairs skipShare must expect the sketch to rule out
 )
 
-// sketchReport, if set, receives each sketched job's count of tiles checked and skipped.
-var sketchReport func(checked, skipped int64)
-
 // sketch holds a job's sketch rows, packed like its sides, and each row's slack.
 type sketch struct {
 	on     [2]bool  // per modality: whether there is a usable sketch

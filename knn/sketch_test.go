@@ -119,10 +119,8 @@ func TestSketchSkipsAndStaysExact(t *testing.T) {
 	a := withSelf(genBlock(rng, 2500, 192, 0, 1, o))
 	b := withSelf(genBlock(rng, 1500, 192, 2500, 1, o))
 	forEachBackend(t, func(t *testing.T, be string) {
-		opt := Options{K: 10, Backend: be}
 		var checked, skipped int64
-		sketchReport = func(c, s int64) { checked, skipped = checked+c, skipped+s }
-		defer func() { sketchReport = nil }()
+		opt := Options{K: 10, Backend: be, Sketched: func(c, s int64) { checked, skipped = checked+c, skipped+s }}
 		dim, rows := sketchMinDim, sketchMinRows
 		sketchMinDim, sketchMinRows = math.MaxInt, math.MaxInt // off, for the reference
 		wantD, _, err := SearchPair(a, a, opt)

@@ -64,7 +64,16 @@ type Search struct {
 	QueryRowsPerTask int64  `json:"query_rows_per_task"`
 	TileRows         int64  `json:"tile_rows"`
 	Figures
+	Sketch    Sketch  `json:"sketch"`
 	Predicted Figures `json:"predicted"`
+}
+
+// Sketch is what the search's sketch did (see knn/sketch.go): tiles it checked and tiles it
+// showed could hold no neighbour and so were not computed. Both are 0 where no search used one
+// (small blocks or dimensions, or data it would not help, which a sample decides).
+type Sketch struct {
+	TilesChecked int64 `json:"tiles_checked"`
+	TilesSkipped int64 `json:"tiles_skipped"`
 }
 
 // Figures are the search's costs: tasks run, bytes read from and written to the run's

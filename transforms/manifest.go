@@ -65,7 +65,9 @@ func (fn *writeManifestFn) ProcessElement(ctx context.Context, c Counts, thresho
 	m := fn.Manifest
 	var st SearchStats
 	searches(&st)
-	m.Search.Figures = rundir.Figures(st)
+	m.Search.Figures = rundir.Figures{Tasks: st.Tasks, TempReadBytes: st.TempReadBytes, TempWriteBytes: st.TempWriteBytes,
+		ShuffleBytes: st.ShuffleBytes, PeakTaskMemoryBytes: st.PeakTaskMemoryBytes, Flops: st.Flops}
+	m.Search.Sketch = rundir.Sketch{TilesChecked: st.SketchTilesChecked, TilesSkipped: st.SketchTilesSkipped}
 	m.Counts = rundir.Counts(c)
 	if c.RowsIn != c.Kept+c.Rejected+c.Errors {
 		return fmt.Errorf("internal error: counts do not add up: rows_in %d != kept %d + rejected %d + errors %d", c.RowsIn, c.Kept, c.Rejected, c.Errors)

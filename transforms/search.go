@@ -321,6 +321,7 @@ func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitOutcome 
 	defer releaseEmbeddings(read)
 	q := read
 	opt := cfg.options()
+	opt.Sketched = stats.countSketch()
 	var finish func()
 	opt.Progress, finish = progressFor(t, q.Dim, len(t.Tiles))
 	var lists knn.Lists
@@ -386,6 +387,7 @@ func (fn *searchTaskFn) ProcessElement(ctx context.Context, t Task, emitOutcome 
 		}
 	}
 	finish()
+	stats.logSketch()
 	if q.Len() == 0 {
 		emitStats(stats) // nothing to score: every row was dropped
 		return nil
@@ -724,6 +726,7 @@ func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, emit func(int6
 		defer releaseEmbeddings(b)
 	}
 	opt := cfg.options()
+	opt.Sketched = stats.countSketch()
 	var finish func()
 	opt.Progress, finish = progressFor(t, a.Dim, 1)
 	defer finish()
@@ -760,6 +763,7 @@ func (fn *pairTaskFn) ProcessElement(ctx context.Context, t Task, emit func(int6
 		stats.Flops = searchFlops(a.Len(), b.Len(), a.Dim)
 		stats.PeakTaskMemoryBytes = int64(float64(a.Len())*cfg.QueryRowBytes + float64(b.Len())*cfg.HeldRowBytes)
 	}
+	stats.logSketch()
 	write := func(tileIndex int64, queries []BlockRef, drop []int64, l knn.Lists) error {
 		p := storage.Join(cfg.TempDir, partialsDir, fmt.Sprintf("tile-%06d-from-%06d-%06d.lst", tileIndex, t.QueryTile, t.RefTiles[0]))
 		n, err := writePartial(ctx, p, fn.partial(l))

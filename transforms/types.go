@@ -73,13 +73,32 @@ type SearchStats struct {
 	ShuffleBytes        int64
 	PeakTaskMemoryBytes int64 // the most any one task held (a maximum, not a sum)
 	Flops               float64
+	// Tiles the knn sketch checked, and of those skipped (see knn.Options.Sketched).
+	SketchTilesChecked, SketchTilesSkipped int64
 }
 
 // add folds o into s.
 func (s SearchStats) add(o SearchStats) SearchStats {
 	return SearchStats{Tasks: s.Tasks + o.Tasks, TempReadBytes: s.TempReadBytes + o.TempReadBytes,
 		TempWriteBytes: s.TempWriteBytes + o.TempWriteBytes, ShuffleBytes: s.ShuffleBytes + o.ShuffleBytes,
-		PeakTaskMemoryBytes: max(s.PeakTaskMemoryBytes, o.PeakTaskMemoryBytes), Flops: s.Flops + o.Flops}
+		PeakTaskMemoryBytes: max(s.PeakTaskMemoryBytes, o.PeakTaskMemoryBytes), Flops: s.Flops + o.Flops,
+		SketchTilesChecked: s.SketchTilesChecked + o.SketchTilesChecked, SketchTilesSkipped: s.SketchTilesSkipped + o.SketchTilesSkipped}
+}
+
+// countSketch returns a knn.Options.Sketched that adds to s; searches call it synchronously.
+func (s *SearchStats) countSketch() func(checked, skipped int64) {
+	return func(checked, skipped int64) {
+		s.SketchTilesChecked += checked
+		s.SketchTilesSkipped += skipped
+	}
+}
+
+// logSketch logs what the sketch skipped in a task's searches, if one ran.
+func (s *SearchStats) logSketch() {
+	if s.SketchTilesChecked > 0 {
+		logf("lemon: sketch: skipped %d of the %d tiles it checked (%.0f%%)", s.SketchTilesSkipped, s.SketchTilesChecked,
+			100*float64(s.SketchTilesSkipped)/float64(s.SketchTilesChecked))
+	}
 }
 
 // Counts is a writer's tally for the manifest.

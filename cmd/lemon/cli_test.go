@@ -291,6 +291,75 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 	}
 }
 
+// TestResultsIndependentOfShapesWithSketch scores data on which the knn sketch skips tiles
+// (blocks of 4,096 rows or more, 128 dimensions, rows in tight concepts) as one block, as pairs
+// of blocks and as streamed reference tiles, and requires identical scores and neighbours, with
+// the manifest showing the sketch skipped tiles in every run.
+func TestResultsIndependentOfShapesWithSketch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the sketch sweep over search shapes in -short mode")
+	}
+	ctx := context.Background()
+	o := synth.Defaults()
+	o.Rows, o.Dim, o.Concepts, o.Spread = 9000, 128, 20, 0.3
+	rows, err := synth.Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	if err := embdir.Write(ctx, in, synth.Split(rows, 2), embdir.WriteOptions{}); err != nil { // blocks of 4,500 rows
+		t.Fatal(err)
+	}
+	var first map[string]scoreRow
+	for i, v := range []struct {
+		block, shape string
+		flags        []string
+	}{
+		{"9000", "memory", nil},
+		{"4500", "pairs", []string{"--worker-memory-mib", "80"}},  // diagonal blocks and pairs of blocks
+		{"4500", "stream", []string{"--worker-memory-mib", "64"}}, // queries against reference tiles
+	} {
+		out := filepath.Join(dir, fmt.Sprintf("out%d", i))
+		run(t, false, append([]string{"score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10",
+			"--block-rows", v.block, "--search-shape", v.shape}, v.flags...)...)
+		b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Search struct {
+				Tasks  int64 `json:"tasks"`
+				Sketch struct {
+					Checked int64 `json:"tiles_checked"`
+					Skipped int64 `json:"tiles_skipped"`
+				} `json:"sketch"`
+			} `json:"search"`
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s, block rows %s %v: %d tasks, sketch skipped %d of %d tiles checked", v.shape, v.block, v.flags, m.Search.Tasks, m.Search.Sketch.Skipped, m.Search.Sketch.Checked)
+		if v.flags != nil && m.Search.Tasks < 2 {
+			t.Errorf("%s: %d search tasks; the memory budget should have cut the search", v.shape, m.Search.Tasks)
+		}
+		if m.Search.Sketch.Skipped == 0 || m.Search.Sketch.Skipped > m.Search.Sketch.Checked {
+			t.Errorf("%s: manifest sketch figures %+v: want tiles skipped, no more than checked", v.shape, m.Search.Sketch)
+		}
+		got := readScores(t, out)
+		if first == nil {
+			first = got
+			continue
+		}
+		for id, g := range got {
+			f := first[id]
+			if g.Score != f.Score || g.Flagged != f.Flagged || strings.Join(g.ImageNbrs, " ") != strings.Join(f.ImageNbrs, " ") || strings.Join(g.TextNbrs, " ") != strings.Join(f.TextNbrs, " ") {
+				t.Fatalf("%s: row %s = %+v, one block had %+v", v.shape, id, g, f)
+			}
+		}
+	}
+}
+
 // searchTasks is how many search tasks a run's manifest says it ran.
 func searchTasks(t *testing.T, out string) int64 {
 	t.Helper()
