@@ -21,7 +21,9 @@
 #          alone. "lemon search / FAISS search" is the like-for-like kernel comparison; lemon
 #          does about half the arithmetic (a self-join computes each block pair once), so a
 #          value near 0.5 means equal raw speed.
-#   Effective GFLOP/s = 4*N*N*D / seconds for both tools (full square, two modalities).
+#   Effective GFLOP/s = 4*N*N*D / seconds for both tools (full square, two modalities): lemon's
+#          sketch skips most products on clustered data, so its rate can exceed the peak; the
+#          sketch's tiles skipped / checked come from the run's manifest.
 #   Exactness: for 300 random rows, lemon's image and text neighbour id sets vs FAISS's top-31
 #          minus the row itself: exact / tie (differing ids within $TIE_TOL cosine distance of
 #          the 30th neighbour, legitimate float32 near-ties) / mismatch.
