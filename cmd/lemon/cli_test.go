@@ -282,12 +282,7 @@ func TestResultsIndependentOfBlocksAndShards(t *testing.T) {
 			first = got
 			continue
 		}
-		for id, g := range got {
-			f := first[id]
-			if g.Score != f.Score || g.Flagged != f.Flagged || strings.Join(g.ImageNbrs, " ") != strings.Join(f.ImageNbrs, " ") || strings.Join(g.TextNbrs, " ") != strings.Join(f.TextNbrs, " ") {
-				t.Fatalf("variant %+v: row %s = %+v, first run had %+v", v, id, g, f)
-			}
-		}
+		sameScores(t, fmt.Sprintf("variant %+v", v), got, first)
 	}
 }
 
@@ -351,11 +346,20 @@ func TestResultsIndependentOfShapesWithSketch(t *testing.T) {
 			first = got
 			continue
 		}
-		for id, g := range got {
-			f := first[id]
-			if g.Score != f.Score || g.Flagged != f.Flagged || strings.Join(g.ImageNbrs, " ") != strings.Join(f.ImageNbrs, " ") || strings.Join(g.TextNbrs, " ") != strings.Join(f.TextNbrs, " ") {
-				t.Fatalf("%s: row %s = %+v, one block had %+v", v.shape, id, g, f)
-			}
+		sameScores(t, v.shape, got, first)
+	}
+}
+
+// sameScores fails unless every row of got has the score, flag and neighbours it has in want.
+func sameScores(t *testing.T, what string, got, want map[string]scoreRow) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d scored rows, the first run had %d", what, len(got), len(want))
+	}
+	for id, g := range got {
+		f := want[id]
+		if g.Score != f.Score || g.Flagged != f.Flagged || strings.Join(g.ImageNbrs, " ") != strings.Join(f.ImageNbrs, " ") || strings.Join(g.TextNbrs, " ") != strings.Join(f.TextNbrs, " ") {
+			t.Fatalf("%s: row %s = %+v, the first run had %+v", what, id, g, f)
 		}
 	}
 }
