@@ -318,28 +318,13 @@ func TestResultsIndependentOfShapesWithSketch(t *testing.T) {
 		out := filepath.Join(dir, fmt.Sprintf("out%d", i))
 		run(t, false, append([]string{"score", "--input", in, "--output", out, "--scores-format", "csv", "--emit-neighbours", "--k", "10",
 			"--block-rows", v.block, "--search-shape", v.shape}, v.flags...)...)
-		b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
-		if err != nil {
-			t.Fatal(err)
+		m := manifestSearch(t, out)
+		t.Logf("%s, block rows %s %v: %d tasks, sketch skipped %d of %d tiles checked", v.shape, v.block, v.flags, m.Tasks, m.Sketch.Skipped, m.Sketch.Checked)
+		if v.flags != nil && m.Tasks < 2 {
+			t.Errorf("%s: %d search tasks; the memory budget should have cut the search", v.shape, m.Tasks)
 		}
-		var m struct {
-			Search struct {
-				Tasks  int64 `json:"tasks"`
-				Sketch struct {
-					Checked int64 `json:"tiles_checked"`
-					Skipped int64 `json:"tiles_skipped"`
-				} `json:"sketch"`
-			} `json:"search"`
-		}
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s, block rows %s %v: %d tasks, sketch skipped %d of %d tiles checked", v.shape, v.block, v.flags, m.Search.Tasks, m.Search.Sketch.Skipped, m.Search.Sketch.Checked)
-		if v.flags != nil && m.Search.Tasks < 2 {
-			t.Errorf("%s: %d search tasks; the memory budget should have cut the search", v.shape, m.Search.Tasks)
-		}
-		if m.Search.Sketch.Skipped == 0 || m.Search.Sketch.Skipped > m.Search.Sketch.Checked {
-			t.Errorf("%s: manifest sketch figures %+v: want tiles skipped, no more than checked", v.shape, m.Search.Sketch)
+		if m.Sketch.Skipped == 0 || m.Sketch.Skipped > m.Sketch.Checked {
+			t.Errorf("%s: manifest sketch figures %+v: want tiles skipped, no more than checked", v.shape, m.Sketch)
 		}
 		got := readScores(t, out)
 		if first == nil {
@@ -365,22 +350,7 @@ func sameScores(t *testing.T, what string, got, want map[string]scoreRow) {
 }
 
 // searchTasks is how many search tasks a run's manifest says it ran.
-func searchTasks(t *testing.T, out string) int64 {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct {
-		Search struct {
-			Tasks int64 `json:"tasks"`
-		} `json:"search"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m.Search.Tasks
-}
+func searchTasks(t *testing.T, out string) int64 { return manifestSearch(t, out).Tasks }
 
 // TestUniversalRunner submits the job to a standalone job server (prism's, started here) with
 // --runner universal, as a cluster user would, and checks it matches the default runner.

@@ -18,6 +18,10 @@ type searchFigures struct {
 	ShuffleBytes   int64   `json:"shuffle_bytes"`
 	PeakTaskMemory int64   `json:"peak_task_memory_bytes"`
 	Flops          float64 `json:"flops"`
+	Sketch         struct {
+		Checked int64 `json:"tiles_checked"`
+		Skipped int64 `json:"tiles_skipped"`
+	} `json:"sketch"` // the manifest's only
 }
 
 func manifestSearch(t *testing.T, out string) searchFigures {
