@@ -26,8 +26,9 @@ import (
 // skipped tile would have pushed nothing.
 //
 // How much it skips depends on the data: on rows grouped in tight concepts most tiles between
-// two concepts go; on rows spread evenly over many directions almost none do, and each worker
-// then checks only now and then (see sketchState).
+// two concepts go; on rows spread evenly over many directions almost none would, and a test on
+// a sample turns the sketch off (skipShare). Where it is on, a worker whose recent checks
+// skipped little checks only now and then (see sketchState).
 const (
 	sketchLead   = 30   // leading directions per sketch row
 	sketchDim    = 32   // coordinates per sketch row: the leading ones, the tail bound, a zero
@@ -111,7 +112,7 @@ func (pl *sketchPlan) orders(j *job, nproc int) (oa, ob [2][]int32) {
 			oa[m] = ob[m]
 		case pl.on[m]:
 			// One clustering for both blocks, so that each row's cluster can be found on the
-			// other side (see job.seedPair).
+			// other side (see job.seedRange and job.seedColumns).
 			cl := newClustering(pl.kern, [][]float32{pl.pa[m], pl.pb[m]}, pl.lead[m], nproc)
 			if cl == nil {
 				continue
