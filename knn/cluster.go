@@ -4,7 +4,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
-	"sync/atomic"
 )
 
 // sketchOrder returns an order of n rows, given their leading coordinates p (lead per row), in
@@ -177,41 +176,25 @@ func kmeans(kern kernelFunc, x []float32, n, lead, k, nproc int) []float32 {
 // centres at a time.
 func nearest(kern kernelFunc, row func(int) []float32, n, lead int, cent []float32, k, nproc int) []int32 {
 	cp := (k + nr - 1) / nr
-	bp := make([]uint32, cp*lead*nr) // the centres as B panels
-	norm := make([]float32, cp*nr)
+	bp := packB(cent, k, lead)
+	norm := make([]float32, k)
 	for c := range k {
-		p, l := c/nr, c%nr
-		for t, v := range cent[c*lead : (c+1)*lead] {
-			bp[(p*lead+t)*nr+l] = math.Float32bits(v)
+		for _, v := range cent[c*lead : (c+1)*lead] {
 			norm[c] += v * v
 		}
 	}
 	label := make([]int32, n)
-	panels := (n + mr - 1) / mr
-	var next atomic.Int64
-	parallel(min(nproc, panels), func(int) {
-		ap := make([]uint32, lead*mr)
-		c := make([]float32, mr*nr)
-		masks := new([2 * mr]uint32)
-		for p := int(next.Add(1) - 1); p < panels; p = int(next.Add(1) - 1) {
-			rows := min(mr, n-p*mr)
-			clear(ap)
+	eachRowPanel(row, n, lead, nproc, func(p, rows int, ap []uint32, c []float32, masks *[2 * mr]uint32) {
+		var best [mr]float32
+		for l := range best {
+			best[l] = float32(math.Inf(1))
+		}
+		for q := range cp {
+			kern(ap, bp[q*lead*nr:(q+1)*lead*nr], lead, c, infThr, infThr, masks)
 			for l := range rows {
-				for t, v := range row(p*mr + l)[:lead] {
-					ap[t*mr+l] = math.Float32bits(v)
-				}
-			}
-			var best [mr]float32
-			for l := range best {
-				best[l] = float32(math.Inf(1))
-			}
-			for q := range cp {
-				kern(ap, bp[q*lead*nr:(q+1)*lead*nr], lead, c, infThr, infThr, masks)
-				for l := range rows {
-					for jj, dot := range c[l*nr : l*nr+min(nr, k-q*nr)] {
-						if s := norm[q*nr+jj] - 2*dot; s < best[l] {
-							best[l], label[p*mr+l] = s, int32(q*nr+jj)
-						}
+				for jj, dot := range c[l*nr : l*nr+min(nr, k-q*nr)] {
+					if s := norm[q*nr+jj] - 2*dot; s < best[l] {
+						best[l], label[p*mr+l] = s, int32(q*nr+jj)
 					}
 				}
 			}

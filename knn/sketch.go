@@ -237,13 +237,34 @@ type kernelFunc = func(a, b []uint32, words int, c []float32, rowThr, colThr []f
 // rowDots returns the n x nb matrix of dots of n rows (row(i) gives row i, dim float32 values)
 // with nb <= nr basis rows (nb*dim values, row-major), computed with a float32 kernel.
 func rowDots(kern kernelFunc, row func(i int) []float32, n, dim int, basis []float32, nb, nproc int) []float32 {
-	bp := make([]uint32, dim*nr)
-	for j := range nb {
-		for t, v := range basis[j*dim : (j+1)*dim] {
-			bp[t*nr+j] = math.Float32bits(v)
+	bp := packB(basis, nb, dim)
+	out := make([]float32, n*nb)
+	eachRowPanel(row, n, dim, nproc, func(p, rows int, ap []uint32, c []float32, masks *[2 * mr]uint32) {
+		kern(ap, bp, dim, c, infThr, infThr, masks)
+		for l := range rows {
+			copy(out[(p*mr+l)*nb:(p*mr+l+1)*nb], c[l*nr:l*nr+nb])
+		}
+	})
+	return out
+}
+
+// packB lays out n rows of dim float32 values (row-major) as B micro-panels of nr rows,
+// zero-padded, for a float32 kernel.
+func packB(rows []float32, n, dim int) []uint32 {
+	bp := make([]uint32, (n+nr-1)/nr*dim*nr)
+	for j := range n {
+		p, l := j/nr, j%nr
+		for t, v := range rows[j*dim : (j+1)*dim] {
+			bp[(p*dim+t)*nr+l] = math.Float32bits(v)
 		}
 	}
-	out := make([]float32, n*nb)
+	return bp
+}
+
+// eachRowPanel packs n rows (row(i), dim float32 values each) mr at a time into an A
+// micro-panel, zero-padded, and calls f with the panel's index, its number of real rows, the
+// panel and per-goroutine tile scratch; panels are spread over nproc goroutines.
+func eachRowPanel(row func(int) []float32, n, dim, nproc int, f func(p, rows int, ap []uint32, c []float32, masks *[2 * mr]uint32)) {
 	panels := (n + mr - 1) / mr
 	var next atomic.Int64
 	parallel(min(nproc, panels), func(int) {
@@ -252,23 +273,15 @@ func rowDots(kern kernelFunc, row func(i int) []float32, n, dim int, basis []flo
 		masks := new([2 * mr]uint32)
 		for p := int(next.Add(1) - 1); p < panels; p = int(next.Add(1) - 1) {
 			rows := min(mr, n-p*mr)
+			clear(ap)
 			for l := range rows {
 				for t, v := range row(p*mr + l)[:dim] {
 					ap[t*mr+l] = math.Float32bits(v)
 				}
 			}
-			for l := rows; l < mr; l++ {
-				for t := range dim {
-					ap[t*mr+l] = 0
-				}
-			}
-			kern(ap, bp, dim, c, infThr, infThr, masks)
-			for l := range rows {
-				copy(out[(p*mr+l)*nb:(p*mr+l+1)*nb], c[l*nr:l*nr+nb])
-			}
+			f(p, rows, ap, c, masks)
 		}
 	})
-	return out
 }
 
 // sampleRows returns up to sketchSample rows of srcs (dim floats per row), spread evenly over
